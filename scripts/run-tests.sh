@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# Run every test stage, keep going after a failure, then print a summary:
+#   pytest, ansible-test sanity, ansible-test units, ansible-test integration, ansible-lint.
+# The last line is "N passed, N failed" (N = test stages); the exit code is
+# non-zero when any stage failed. Run `make setup` (scripts/setup.sh) first.
+#
+# Usage: scripts/run-tests.sh [stage...]   (default: all stages)
+#   stages: pytest sanity units integration lint
+set -uo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root" || exit 2
+venv="$root/.venv"
+py="$venv/bin/python"
+pyver="$("$py" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
+
+export PATH="$venv/bin:$PATH"
+export ANSIBLE_HOME="$root/.ansible"
+export PY_COLORS=0 ANSIBLE_NOCOLOR=1 ANSIBLE_FORCE_COLOR=0
+
+stage_pytest() {
+    local rc=0
+    "$py" -m pytest tests/pytest -q || rc=$?
+    if [ "$rc" -eq 5 ]; then
+        echo "pytest collected no tests: counted as a failure"
+    fi
+    return "$rc"
+}
+
+stage_sanity() {
+    scripts/ansible-test.sh sanity --local --python "$pyver"
+}
+
+stage_units() {
+    scripts/ansible-test.sh units --local --python "$pyver" --requirements
+}
+
+stage_integration() {
+    scripts/ansible-test.sh integration --local --python "$pyver"
+}
+
+stage_lint() {
+    ansible-lint
+}
+
+all_stages=(pytest sanity units integration lint)
+if [ "$#" -gt 0 ]; then
+    stages=("$@")
+else
+    stages=("${all_stages[@]}")
+fi
+
+passed=0
+failed=0
+results=()
+for stage in "${stages[@]}"; do
+    if ! declare -F "stage_$stage" >/dev/null; then
+        echo "run-tests.sh: unknown stage '$stage' (known: ${all_stages[*]})" >&2
+        exit 2
+    fi
+    printf '\n===== %s =====\n' "$stage"
+    start=$SECONDS
+    if "stage_$stage"; then
+        passed=$((passed + 1))
+        results+=("PASS  $stage ($((SECONDS - start)) s)")
+    else
+        failed=$((failed + 1))
+        results+=("FAIL  $stage ($((SECONDS - start)) s)")
+    fi
+done
+
+printf '\n===== summary =====\n'
+printf '%s\n' "${results[@]}"
+printf '%d passed, %d failed\n' "$passed" "$failed"
+[ "$failed" -eq 0 ]
