@@ -11,9 +11,7 @@ venv="$root/.venv"
 # ANSIBLE_HOME inside the checkout (ignored by git), so nothing from ~/.ansible
 # shadows this checkout; the collection is a symlink to the checkout.
 export ANSIBLE_HOME="$root/.ansible"
-collections="$ANSIBLE_HOME/collections"
-mkdir -p "$collections/ansible_collections/qimg"
-ln -sfn "$root" "$collections/ansible_collections/qimg/disk"
-export ANSIBLE_COLLECTIONS_PATH="$collections"
+ANSIBLE_COLLECTIONS_PATH="$(scripts/link-collection.sh)"
+export ANSIBLE_COLLECTIONS_PATH
 
 exec "$venv/bin/ansible-playbook" -i demo/inventory.yml demo/demo.yml "$@"
