@@ -82,7 +82,7 @@ def _payload(seed, length):
     rnd = random.Random(seed)
     if seed % 3 == 0:
         return bytes([seed % 251 + 1]) * length
-    return rnd.randbytes(length) if hasattr(rnd, "randbytes") else bytes(rnd.getrandbits(8) for _ in range(length))
+    return rnd.randbytes(length)
 
 
 def _apply_model(model, backing_content, kind, off, length, seed, cluster, compat, has_backing):
@@ -119,7 +119,7 @@ class _Templates:
         if backing:
             bsize = self.size * 3 // 4 + 512  # shorter than the image, not cluster-aligned
             rnd = random.Random(cluster * 7 + rbits)
-            content = bytearray(rnd.randbytes(bsize) if hasattr(rnd, "randbytes") else os.urandom(bsize))
+            content = bytearray(rnd.randbytes(bsize))
             # holes, so the backing file has unallocated and zero ranges too
             for i in range(0, bsize, 3 * 65536 // 4):
                 content[i:i + 20000] = bytes(len(content[i:i + 20000]))
