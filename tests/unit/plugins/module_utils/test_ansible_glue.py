@@ -1,0 +1,95 @@
+# -*- coding: utf-8 -*-
+# Copyright: qimg.disk contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import pytest
+
+from ansible_collections.qimg.disk.plugins.module_utils import ansible_glue
+from ansible_collections.qimg.disk.plugins.module_utils.qimg.errors import ImageCorrupt
+
+QCOW2_INFO = {
+    "virtual-size": 1024,
+    "filename": "ov.qcow2",
+    "cluster-size": 65536,
+    "format": "qcow2",
+    "actual-size": 200704,
+    "format-specific": {
+        "type": "qcow2",
+        "data": {"compat": "1.1", "compression-type": "zlib", "lazy-refcounts": False,
+                 "refcount-bits": 16, "corrupt": False, "extended-l2": False},
+    },
+    "snapshots": [{"id": "1", "name": "snap-1", "vm-state-size": 0}],
+    "backing-filename-format": "qcow2",
+    "full-backing-filename": "base.qcow2",
+    "backing-filename": "base.qcow2",
+    "dirty-flag": False,
+}
+
+
+def test_snake_case_keys_recursive():
+    out = ansible_glue.snake_case_keys(QCOW2_INFO)
+    assert out["virtual_size"] == 1024
+    assert out["format_specific"]["data"]["lazy_refcounts"] is False
+    assert out["snapshots"][0]["vm_state_size"] == 0
+    # values are never touched
+    assert out["snapshots"][0]["name"] == "snap-1"
+    assert "virtual-size" in QCOW2_INFO  # input untouched
+
+
+def test_image_facts_drops_size():
+    facts = ansible_glue.image_facts(dict(QCOW2_INFO, size=5))
+    assert "size" not in facts
+    assert facts["virtual_size"] == 1024
+
+
+def test_image_metadata_qcow2():
+    meta = ansible_glue.image_metadata(QCOW2_INFO)
+    assert list(meta) == ["state", "format", "virtual_size", "cluster_size", "compat",
+                          "refcount_bits", "lazy_refcounts", "extended_l2", "compression_type",
+                          "backing_file", "backing_format"]
+    assert meta["backing_file"] == "base.qcow2"
+    assert meta["backing_format"] == "qcow2"
+
+
+def test_image_metadata_v2_defaults():
+    info = {"virtual-size": 1, "format": "qcow2", "cluster-size": 65536,
+            "format-specific": {"type": "qcow2", "data": {"compat": "0.10",
+                                                          "refcount-bits": 16}}}
+    meta = ansible_glue.image_metadata(info)
+    assert meta["lazy_refcounts"] is False
+    assert meta["extended_l2"] is False
+    assert meta["compression_type"] == "zlib"
+    assert meta["backing_file"] is None
+
+
+def test_image_metadata_raw():
+    meta = ansible_glue.image_metadata({"virtual-size": 4096, "format": "raw"})
+    assert meta == {"state": "present", "format": "raw", "virtual_size": 4096,
+                    "backing_file": None, "backing_format": None}
+
+
+class FakeModule(object):
+    class Failed(Exception):
+        pass
+
+    def fail_json(self, **kwargs):
+        raise self.Failed(kwargs)
+
+
+def test_qimg_errors_maps_to_fail_json():
+    module = FakeModule()
+    with pytest.raises(FakeModule.Failed) as exc:
+        with ansible_glue.qimg_errors(module, path="/x"):
+            raise ImageCorrupt("qcow2 header of 'x' is bad\nreally")
+    assert exc.value.args[0] == {"msg": "qcow2 header of 'x' is bad really", "path": "/x"}
+
+
+def test_qimg_errors_lets_other_errors_through():
+    module = FakeModule()
+    with pytest.raises(ValueError):
+        with ansible_glue.qimg_errors(module):
+            raise ValueError("bug")

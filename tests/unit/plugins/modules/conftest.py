@@ -1,0 +1,67 @@
+# -*- coding: utf-8 -*-
+# Copyright: qimg.disk contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Fixtures to run a module's main() in-process and parse its JSON result."""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import json
+
+import pytest
+
+from ansible.module_utils.testing import patch_module_args
+
+
+def run_module(main, capsys, args, check_mode=False, diff=False):
+    """Run main() with args; return (result dict, failed flag).
+
+    The real exit_json/fail_json run (so Ansible's own additions such as path facts are seen);
+    their JSON on stdout is parsed.
+    """
+    args = dict(args)
+    if check_mode:
+        args["_ansible_check_mode"] = True
+    if diff:
+        args["_ansible_diff"] = True
+    capsys.readouterr()
+    with patch_module_args(args):
+        with pytest.raises(SystemExit) as exc:
+            main()
+    out = capsys.readouterr().out
+    result = json.loads(out)
+    failed = bool(result.get("failed")) or exc.value.code not in (0, None)
+    return result, failed
+
+
+def run_ok(main, capsys, args, **kwargs):
+    result, failed = run_module(main, capsys, args, **kwargs)
+    assert not failed, result
+    return result
+
+
+def run_fail(main, capsys, args, **kwargs):
+    result, failed = run_module(main, capsys, args, **kwargs)
+    assert failed, result
+    return result
+
+
+class ModuleRunner(object):
+    def __init__(self, capsys):
+        self.capsys = capsys
+
+    def __call__(self, main, args, **kwargs):
+        return run_module(main, self.capsys, args, **kwargs)
+
+    def ok(self, main, args, **kwargs):
+        return run_ok(main, self.capsys, args, **kwargs)
+
+    def fail(self, main, args, **kwargs):
+        return run_fail(main, self.capsys, args, **kwargs)
+
+
+@pytest.fixture
+def run(capsys):
+    """run.ok(main, args, check_mode=..., diff=...) -> result; run.fail(...) -> failed result."""
+    return ModuleRunner(capsys)
