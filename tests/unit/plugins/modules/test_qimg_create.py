@@ -353,3 +353,14 @@ def test_absent_refuses_directory(tmp_path, run):
     res = run.fail(main, dict(path=str(tmp_path), state="absent"))
     assert "is a directory" in res["msg"]
     assert tmp_path.is_dir()
+
+
+def test_new_image_mode_follows_umask(tmp_path, run):
+    """Like qemu-img (and open(2)), a new image gets 0666 & ~umask, not a temp file's 0600."""
+    path = str(tmp_path / "disk.qcow2")
+    old = os.umask(0o022)
+    try:
+        run.ok(main, dict(path=path, size="1M"))
+    finally:
+        os.umask(old)
+    assert _mode(path) == 0o644
