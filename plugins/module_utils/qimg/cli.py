@@ -1,0 +1,868 @@
+# -*- coding: utf-8 -*-
+# Copyright: qimg.disk contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""qemu-img-compatible command line for the qimg engine (``bin/qimg``).
+
+Parsing and printing only: every command's work is done by ``qimg.ops.*``. The syntax, the
+output (human and JSON, including qemu's JSON key order), the messages and the exit codes follow
+qemu-img 7.2. Busybox style: the program name in messages is the basename of argv[0], so a link
+named ``qemu-img`` prints ``qemu-img: ...``.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import os
+import re
+import sys
+import time
+
+__version__ = "0.1.0"
+
+# qemu-img's fixed texts.
+SIZE_HINT = ("You may use k, M, G, T, P or E suffixes for",
+             "kilobytes, megabytes, gigabytes, terabytes, petabytes and exabytes.")
+INT64_MAX = (1 << 63) - 1
+
+# Options the "file" protocol driver adds to "create -o help" when a filename is given
+# (qemu's file-posix create options; the format driver's entries win on duplicates).
+FILE_PROTOCOL_OPTIONS = [
+    ("extent_size_hint", "size", "Extent size hint for the image file, 0 to disable"),
+    ("nocow", "bool", "Turn off copy-on-write (valid only on btrfs)"),
+    ("preallocation", "str", "Preallocation mode (allowed values: off, falloc, full)"),
+    ("size", "size", "Virtual disk size"),
+]
+
+# QAPI member order (qapi/block-core.json): qemu inserts QDict keys in this order, which
+# decides the output order of keys that fall into the same hash bucket.
+QAPI_ORDER = [
+    # ImageInfo
+    "filename", "format", "dirty-flag", "actual-size", "virtual-size", "cluster-size",
+    "encrypted", "compressed", "backing-filename", "full-backing-filename",
+    "backing-filename-format", "snapshots", "backing-image", "format-specific",
+    # ImageInfoSpecific
+    "type", "data",
+    # ImageInfoSpecificQCow2
+    "compat", "data-file", "data-file-raw", "extended-l2", "lazy-refcounts", "corrupt",
+    "refcount-bits", "encrypt", "bitmaps", "compression-type",
+    # SnapshotInfo
+    "id", "name", "vm-state-size", "date-sec", "date-nsec", "vm-clock-sec", "vm-clock-nsec",
+    "icount",
+    # Qcow2BitmapInfo
+    "granularity", "flags",
+]
+_QAPI_RANK = dict((k, i) for i, k in enumerate(QAPI_ORDER))
+
+
+class UsageError(Exception):
+    """qemu-img's error_exit(): message, then the "Try ... --help" line, exit 1."""
+
+
+class CommandError(Exception):
+    """A plain error_report() followed by exit code ``code``; lines are printed one by one."""
+
+    def __init__(self, lines, code=1):
+        if isinstance(lines, str):
+            lines = [lines]
+        super(CommandError, self).__init__(lines[0])
+        self.lines = lines
+        self.code = code
+
+
+class HelpRequested(Exception):
+    """-h/--help anywhere: print the help text and exit 0."""
+
+
+# ---------------------------------------------------------------------------------------------
+# GNU getopt_long, as qemu-img uses it (permutation, grouped short options, abbreviations,
+# ':' mode, '--'), including which argv element it blames in its error messages.
+
+class GetoptError(Exception):
+    def __init__(self, kind, arg):
+        super(GetoptError, self).__init__(arg)
+        self.kind = kind        # "missing" or "unrecognized"
+        self.arg = arg
+
+
+class Getopt:
+    """Iterate ``(opt, optarg)`` over argv like glibc's getopt_long (opterr off, ':' mode).
+
+    ``shortopts`` is a getopt string without the leading ':' ('+' first means stop at the
+    first non-option). ``longopts`` maps a long name to ``(takes_arg, key)``. After the loop
+    ``self.argv[self.optind:]`` are the operands (argv is permuted like glibc does).
+    """
+
+    def __init__(self, argv, shortopts, longopts=None):
+        self.argv = list(argv)
+        self.require_order = shortopts.startswith("+")
+        self.shortopts = shortopts.lstrip("+:")
+        self.longopts = longopts or {}
+        self.optind = 1
+        self.nextchar = ""
+        self.first_nonopt = self.last_nonopt = 1
+
+    @staticmethod
+    def _nonoption(arg):
+        return not arg.startswith("-") or arg == "-"
+
+    def _exchange(self):
+        a, b, c = self.first_nonopt, self.last_nonopt, self.optind
+        self.argv[a:c] = self.argv[b:c] + self.argv[a:b]
+        self.first_nonopt += c - b
+        self.last_nonopt = c
+
+    def _blame(self):
+        return self.argv[self.optind - 1]
+
+    def __iter__(self):
+        while True:
+            item = self._next()
+            if item is None:
+                return
+            yield item
+
+    def _next(self):
+        argv, argc = self.argv, len(self.argv)
+        if not self.nextchar:
+            self.last_nonopt = min(self.last_nonopt, self.optind)
+            self.first_nonopt = min(self.first_nonopt, self.optind)
+            if not self.require_order:
+                if self.first_nonopt != self.last_nonopt and self.last_nonopt != self.optind:
+                    self._exchange()
+                elif self.last_nonopt != self.optind:
+                    self.first_nonopt = self.optind
+                while self.optind < argc and self._nonoption(argv[self.optind]):
+                    self.optind += 1
+                self.last_nonopt = self.optind
+            if self.optind != argc and argv[self.optind] == "--":
+                self.optind += 1
+                if self.first_nonopt != self.last_nonopt and self.last_nonopt != self.optind:
+                    self._exchange()
+                elif self.first_nonopt == self.last_nonopt:
+                    self.first_nonopt = self.optind
+                self.last_nonopt = argc
+                self.optind = argc
+            if self.optind == argc:
+                if self.first_nonopt != self.last_nonopt:
+                    self.optind = self.first_nonopt
+                return None
+            if self._nonoption(argv[self.optind]):
+                return None     # only reached with require_order
+            arg = argv[self.optind]
+            if arg.startswith("--"):
+                return self._long(arg[2:])
+            self.nextchar = arg[1:]
+        return self._short()
+
+    def _long(self, body):
+        name, eq, value = body.partition("=")
+        self.optind += 1
+        self.nextchar = ""
+        if name in self.longopts:
+            match = name
+        else:
+            cands = [k for k in self.longopts if k.startswith(name)]
+            # glibc accepts an abbreviation shared by entries that are all the same option.
+            if not cands or len(set(self.longopts[k] for k in cands)) != 1:
+                raise GetoptError("unrecognized", self._blame())
+            match = cands[0]
+        takes_arg, key = self.longopts[match]
+        if eq:
+            if not takes_arg:
+                raise GetoptError("unrecognized", self._blame())
+            return key, value
+        if takes_arg:
+            if self.optind >= len(self.argv):
+                raise GetoptError("missing", self._blame())
+            self.optind += 1
+            return key, self.argv[self.optind - 1]
+        return key, None
+
+    def _short(self):
+        c, self.nextchar = self.nextchar[0], self.nextchar[1:]
+        pos = self.shortopts.find(c)
+        if not self.nextchar:
+            self.optind += 1
+        if pos < 0 or c in ":;":
+            raise GetoptError("unrecognized", self._blame())
+        if self.shortopts[pos + 1:pos + 2] != ":":
+            return c, None
+        if self.nextchar:
+            value, self.nextchar = self.nextchar, ""
+            self.optind += 1
+            return c, value
+        if self.optind >= len(self.argv):
+            raise GetoptError("missing", self._blame())
+        self.optind += 1
+        return c, self.argv[self.optind - 1]
+
+
+def _getopt(argv, shortopts, longopts):
+    """Run the getopt loop; return (list of (opt, arg), operands). Raises UsageError."""
+    parser = Getopt(argv, shortopts, longopts)
+    try:
+        opts = list(parser)
+    except GetoptError as err:
+        if err.kind == "missing":
+            raise UsageError("missing argument for option '%s'" % err.arg)
+        raise UsageError("unrecognized option '%s'" % err.arg)
+    return opts, parser.argv[parser.optind:]
+
+
+# ---------------------------------------------------------------------------------------------
+# Sizes, as qemu-img's cvtnum() / qemu_strtosz() read them.
+
+_SUFFIX_SHIFT = {"b": 0, "k": 10, "m": 20, "g": 30, "t": 40, "p": 50, "e": 60}
+_HEX = "0123456789abcdefABCDEF"
+
+
+def _strtou64(text, base):
+    """qemu_strtou64() on a prefix: (value or None on ERANGE, consumed, rest); None: no digits."""
+    i = 0
+    while i < len(text) and text[i] in " \t\n\v\f\r":
+        i += 1
+    start = i
+    if i < len(text) and text[i] in "+-":
+        i += 1
+    if base == 16 and text[i:i + 2] in ("0x", "0X") and text[i + 2:i + 3] and text[i + 2] in _HEX:
+        i += 2
+    digits = "0123456789" if base == 10 else _HEX
+    j = i
+    while j < len(text) and text[j] in digits:
+        j += 1
+    if j == i:
+        return None
+    value = int(text[i:j], base)
+    if value > (1 << 64) - 1:
+        value = None
+    return value, text[start:j], text[j:]
+
+
+def strtosz(text):
+    """qemu_strtosz() without an end pointer: (bytes, hexwarn).
+
+    hexwarn is set for a hex number with a suffix (accepted, deprecated in qemu 7.2).
+    Raises ValueError (qemu's EINVAL) or OverflowError (ERANGE).
+    """
+    parsed = _strtou64(text, 10)
+    if parsed is None:
+        raise ValueError(text)
+    val, consumed, rest = parsed
+    if val is None:
+        if rest:
+            raise ValueError(text)
+        raise OverflowError(text)
+    if "-" in consumed:
+        raise ValueError(text)
+    valf = 0
+    hexwarn = False
+    if val == 0 and rest[:1] in ("x", "X"):
+        val, consumed, rest = _strtou64(text, 16)
+        if val is None:
+            if rest:
+                raise ValueError(text)
+            raise OverflowError(text)
+        if rest[:1] == ".":
+            raise ValueError(text)
+        hexwarn = bool(rest[:1]) and rest[:1].lower() in _SUFFIX_SHIFT
+    elif rest[:1] == ".":
+        m = re.match(r"\.[0-9]*", rest)
+        if m.group(0) == ".":
+            rest = rest[1:]                 # "1.k": strtod() fails, the dot is skipped
+        else:
+            if re.match(r"[eE][+-]?[0-9]", rest[m.end():]):
+                raise ValueError(text)      # an exponent makes the whole input invalid
+            valf = int(float("0" + m.group(0)) * (1 << 64))
+            rest = rest[m.end():]
+    shift = _SUFFIX_SHIFT.get(rest[:1].lower()) if rest else None
+    if shift is None:
+        shift = 0
+    else:
+        rest = rest[1:]
+    if shift == 0:
+        if valf:
+            raise ValueError(text)
+        if rest:
+            raise ValueError(text)
+        return val, hexwarn
+    mul = 1 << shift
+    frac = valf * mul
+    total = val * mul + (frac >> 64) + ((frac >> 63) & 1)   # round 0.5 up
+    if total >= 1 << 64:
+        raise OverflowError(text)
+    if rest:
+        raise ValueError(text)
+    return total, hexwarn
+
+
+def cvtnum(name, value, warn=None):
+    """qemu-img's cvtnum(): a size in [0, INT64_MAX] or CommandError with qemu's wording."""
+    try:
+        res, hexwarn = strtosz(value)
+        if hexwarn and warn is not None:
+            warn("Using a multiplier suffix on hex numbers is deprecated: %s" % value)
+    except OverflowError:
+        res = None
+    except ValueError:
+        raise CommandError(["Invalid %s specified. %s" % (name, SIZE_HINT[0]), SIZE_HINT[1]])
+    if res is None or res > INT64_MAX:
+        raise CommandError("Invalid %s specified. Must be between 0 and %d." % (name, INT64_MAX))
+    return res
+
+
+# ---------------------------------------------------------------------------------------------
+# qemu's JSON writer (qobject/json-writer.c, pretty mode) and QDict iteration order.
+
+def tdb_hash(key):
+    """qemu's QDict hash (tdb_hash of the key's UTF-8 bytes), before the modulo."""
+    data = key.encode("utf-8", "surrogateescape")
+    value = (0x238F13AF * len(data)) & 0xffffffff
+    for i, byte in enumerate(data):
+        value = (value + (byte << (i * 5 % 24))) & 0xffffffff
+    return (1103515243 * value + 12345) & 0xffffffff
+
+
+QDICT_BUCKETS = 512
+
+
+def qdict_order(keys):
+    """The order qemu's qdict_first()/qdict_next() visit ``keys``.
+
+    Buckets ascending; inside a bucket the most recently inserted key first. Insertion order is
+    qemu's (QAPI member order) for known keys, else the given order.
+    """
+    keys = list(keys)
+    pos = dict((k, i) for i, k in enumerate(keys))
+
+    def inserted(k):
+        return (_QAPI_RANK.get(k, len(QAPI_ORDER)), pos[k])
+
+    return sorted(keys, key=lambda k: (tdb_hash(k) % QDICT_BUCKETS,
+                                       tuple(-x for x in inserted(k))))
+
+
+def _json_str(text):
+    raw = text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    out = ['"']
+    for ch in raw:
+        cp = ord(ch)
+        if ch == '"':
+            out.append('\\"')
+        elif ch == "\\":
+            out.append("\\\\")
+        elif ch == "\b":
+            out.append("\\b")
+        elif ch == "\f":
+            out.append("\\f")
+        elif ch == "\n":
+            out.append("\\n")
+        elif ch == "\r":
+            out.append("\\r")
+        elif ch == "\t":
+            out.append("\\t")
+        elif cp > 0xFFFF:
+            cp -= 0x10000
+            out.append("\\u%04X\\u%04X" % (0xD800 + (cp >> 10), 0xDC00 + (cp & 0x3FF)))
+        elif cp < 0x20 or cp >= 0x7F:
+            out.append("\\u%04X" % cp)
+        else:
+            out.append(ch)
+    out.append('"')
+    return "".join(out)
+
+
+def _json_scalar(value):
+    if value is None:
+        return "null"
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if isinstance(value, int):
+        return "%d" % value
+    if isinstance(value, float):
+        return "%.17g" % value
+    return _json_str(str(value))
+
+
+def qemu_json(obj, indent=0):
+    """Serialize like qobject_to_json_pretty(): 4-space indent, QDict key order."""
+    pad = "    " * (indent + 1)
+    end = "\n" + "    " * indent
+    if isinstance(obj, dict):
+        items = ["%s%s: %s" % (pad, _json_str(k), qemu_json(obj[k], indent + 1))
+                 for k in qdict_order(obj)]
+        return "{" + ("\n" + ",\n".join(items) if items else "") + end + "}"
+    if isinstance(obj, (list, tuple)):
+        items = [pad + qemu_json(v, indent + 1) for v in obj]
+        return "[" + ("\n" + ",\n".join(items) if items else "") + end + "]"
+    return _json_scalar(obj)
+
+
+# ---------------------------------------------------------------------------------------------
+# Human output (block/qapi.c: bdrv_image_info_dump and friends).
+
+def _human_size(n):
+    from .sizes import human_size
+    return human_size(n)
+
+
+def _dump_scalar(value):
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    return str(value)
+
+
+def dump_qobject(indent, obj, out):
+    """qemu's dump_qobject(): nested dicts/lists as "key:" lines, dashes in keys as spaces."""
+    if isinstance(obj, dict):
+        entries = [(k.replace("-", " "), obj[k]) for k in qdict_order(obj)]
+    elif isinstance(obj, (list, tuple)):
+        entries = [("[%d]" % i, v) for i, v in enumerate(obj)]
+    else:
+        out.append(_dump_scalar(obj))
+        return
+    for label, value in entries:
+        if isinstance(value, (dict, list, tuple)):
+            out.append("%s%s:\n" % ("    " * indent, label))
+            dump_qobject(indent + 1, value, out)
+        else:
+            out.append("%s%s: %s\n" % ("    " * indent, label, _dump_scalar(value)))
+
+
+def snapshot_line(sn=None):
+    """One row of qemu's snapshot table (bdrv_snapshot_dump), or the header when sn is None."""
+    if sn is None:
+        return "%-10s%-17s%8s%20s%13s%11s" % ("ID", "TAG", "VM SIZE", "DATE", "VM CLOCK", "ICOUNT")
+    date = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(sn.get("date-sec", 0)))
+    clock_ns = sn.get("vm-clock-sec", 0) * 1000000000 + sn.get("vm-clock-nsec", 0)
+    secs = clock_ns // 1000000000
+    clock = "%02d:%02d:%02d.%03d" % (secs // 3600, (secs // 60) % 60, secs % 60,
+                                     (clock_ns // 1000000) % 1000)
+    icount = "%d" % sn["icount"] if sn.get("icount") is not None else ""
+    return "%-9s %-16s %8s%20s%13s%11s" % (sn.get("id", ""), sn.get("name", ""),
+                                           _human_size(sn.get("vm-state-size", 0)),
+                                           date, clock, icount)
+
+
+def format_info_human(info):
+    """qemu's bdrv_image_info_dump() for one image-info dict."""
+    out = []
+    actual = info.get("actual-size")
+    dsize = _human_size(actual) if actual is not None else "unavailable"
+    out.append("image: %s\n" % info.get("filename"))
+    out.append("file format: %s\n" % info.get("format"))
+    out.append("virtual size: %s (%d bytes)\n" % (_human_size(info["virtual-size"]), info["virtual-size"]))
+    out.append("disk size: %s\n" % dsize)
+    if info.get("encrypted"):
+        out.append("encrypted: yes\n")
+    if info.get("cluster-size") is not None:
+        out.append("cluster_size: %d\n" % info["cluster-size"])
+    if info.get("dirty-flag"):
+        out.append("cleanly shut down: no\n")
+    if info.get("backing-filename") is not None:
+        line = "backing file: %s" % info["backing-filename"]
+        full = info.get("full-backing-filename")
+        if full is None:
+            line += " (cannot determine actual path)"
+        elif full != info["backing-filename"]:
+            line += " (actual path: %s)" % full
+        out.append(line + "\n")
+        if info.get("backing-filename-format") is not None:
+            out.append("backing file format: %s\n" % info["backing-filename-format"])
+    if info.get("snapshots") is not None:
+        out.append("Snapshot list:\n")
+        out.append(snapshot_line() + "\n")
+        for sn in info["snapshots"]:
+            out.append(snapshot_line(sn) + "\n")
+    spec = info.get("format-specific")
+    if spec is not None:
+        out.append("Format specific information:\n")
+        dump_qobject(1, spec.get("data", {}), out)
+    return "".join(out)
+
+
+def format_info(info, output):
+    """The whole stdout of ``info`` for a dict (or, with --backing-chain, a list of dicts)."""
+    if output == "json":
+        return qemu_json(info) + "\n"
+    if isinstance(info, list):
+        return "\n".join(format_info_human(i) for i in info)
+    return format_info_human(info)
+
+
+def _hex(n):
+    return "%#x" % n if n else "0"
+
+
+def map_human_line(entry):
+    return "%-16s%-16s%-16s%s\n" % (_hex(entry["start"]), _hex(entry["length"]),
+                                    _hex(entry.get("offset") or 0), entry.get("filename") or "")
+
+
+MAP_HEADER = "%-16s%-16s%-16s%s\n" % ("Offset", "Length", "Mapped to", "File")
+
+
+def map_json_entry(e):
+    text = '{ "start": %d, "length": %d, "depth": %d, "present": %s, "zero": %s, "data": %s' % (
+        e["start"], e["length"], e["depth"], _json_scalar(bool(e["present"])),
+        _json_scalar(bool(e["zero"])), _json_scalar(bool(e["data"])))
+    if e.get("offset") is not None:
+        text += ', "offset": %d' % e["offset"]
+    return text + "}"
+
+
+def format_map(entries, output, start_offset=0):
+    """(stdout text, error message or None) for ``map``; qemu prints what it has, then fails."""
+    if not entries:
+        entries = [{"start": start_offset, "length": 0, "depth": 0, "present": False,
+                    "zero": False, "data": False}]
+    if output == "json":
+        return "[" + ",\n".join(map_json_entry(e) for e in entries) + "]\n", None
+    out = [MAP_HEADER]
+    for e in entries:
+        if e.get("data") and e.get("offset") is None:
+            return "".join(out), "File contains external, encrypted or compressed clusters."
+        if e.get("data") and not e.get("zero"):
+            out.append(map_human_line(e))
+    return "".join(out), None
+
+
+def format_option_help(fmt, options, filename):
+    """``create -o help``: qemu's print_block_option_help() for ``options`` [(name, type, help)]."""
+    merged = {}
+    for name, typ, text in options:
+        merged.setdefault(name, (typ, text))
+    if filename:
+        for name, typ, text in FILE_PROTOCOL_OPTIONS:
+            merged.setdefault(name, (typ, text))
+    out = ["Supported options:\n" if filename else "Supported %s options:\n" % fmt]
+    for name in sorted(merged, key=lambda n: n.encode("utf-8")):
+        typ, text = merged[name]
+        if typ == "bool":
+            typ = "bool (on/off)"
+        line = "  %s=<%s>" % (name, typ)
+        if text:
+            line = "%-24s - %s" % (line, text)
+        out.append(line + "\n")
+    if not filename:
+        out.append("\nThe protocol level may support further options.\n"
+                   "Specify the target filename to include those options.\n")
+    return "".join(out)
+
+
+def _escaped(value):
+    return str(value).replace(",", ",,")
+
+
+def format_formatting_line(filename, fmt, pairs, types=None):
+    """qemu's "Formatting 'FILE', fmt=FMT name=value ..." line (string values ',,'-escaped)."""
+    types = types or {}
+    parts = []
+    for name, value in pairs:
+        if isinstance(value, bool):
+            value = "on" if value else "off"
+        elif types.get(name) == "str":
+            value = _escaped(value)
+        parts.append("%s=%s" % (name, value))
+    return "Formatting '%s', fmt=%s %s\n" % (filename, fmt, " ".join(parts))
+
+
+# ---------------------------------------------------------------------------------------------
+# Commands
+
+def _split_opt_list(text):
+    """qemu's get_opt_value() loop: items split at ',' with ',,' as a literal comma."""
+    items, cur, i = [], [], 0
+    while i < len(text):
+        ch = text[i]
+        if ch == ",":
+            if text[i + 1:i + 2] == ",":
+                cur.append(",")
+                i += 2
+                continue
+            items.append("".join(cur))
+            cur = []
+        else:
+            cur.append(ch)
+        i += 1
+    items.append("".join(cur))
+    return items
+
+
+def _valid_option_list(text):
+    if not text or text.startswith(","):
+        return False
+    trailing = len(text) - len(text.rstrip(","))
+    return trailing % 2 == 0
+
+
+def _output_format(output):
+    if output is None or output == "human":
+        return "human"
+    if output == "json":
+        return "json"
+    raise CommandError("--output must be used with human or json as argument.")
+
+
+def cmd_create(argv, ctx):
+    opts, args = _getopt(argv, ":F:b:f:ho:qu", {"help": (False, "h"), "object": (True, "object")})
+    fmt, base_fmt, base, options, quiet, unsafe = "raw", None, None, None, False, False
+    for opt, arg in opts:
+        if opt == "h":
+            raise HelpRequested()
+        if opt == "F":
+            base_fmt = arg
+        elif opt == "b":
+            base = arg
+        elif opt == "f":
+            fmt = arg
+        elif opt == "o":
+            if not _valid_option_list(arg):
+                raise CommandError("Invalid option list: %s" % arg)
+            options = arg if options is None else "%s,%s" % (options, arg)
+        elif opt == "q":
+            quiet = True
+        elif opt == "u":
+            unsafe = True
+        elif opt == "object":
+            raise CommandError("--object is not supported")
+    filename = args[0] if args else None
+    if options is not None and any(i in ("help", "?") for i in _split_opt_list(options)):
+        from .ops import create as ops_create
+        if fmt not in ops_create.CREATE_OPTIONS:
+            raise CommandError("Unknown file format '%s'" % fmt)
+        ctx.out(format_option_help(fmt, ops_create.CREATE_OPTIONS[fmt], filename))
+        return 0
+    if not args:
+        raise UsageError("Expecting image file name")
+    size = None
+    if len(args) > 1:
+        size = cvtnum("image size", args[1], ctx.warn)
+    if len(args) > 2:
+        raise UsageError("Unexpected argument: %s" % args[2])
+    from .ops import create as ops_create
+    try:
+        if fmt not in ops_create.CREATE_OPTIONS:
+            raise CommandError("Unknown file format '%s'" % fmt)
+        optdict = ops_create.parse_option_string(options) if options is not None else {}
+        pairs = ops_create.resolved_options(fmt, size, optdict, base, base_fmt)
+        if not quiet:
+            types = dict((n, t) for n, t, _h in ops_create.CREATE_OPTIONS[fmt])
+            ctx.out(format_formatting_line(filename, fmt, pairs, types))
+        ops_create.create_image(filename, fmt, size=size, options=optdict, backing_file=base,
+                                backing_fmt=base_fmt, unsafe=unsafe)
+    except Exception as err:
+        _reraise_with_prefix(err, filename)
+    return 0
+
+
+def _reraise_with_prefix(err, filename):
+    """qemu-img create reports bdrv_img_create() errors as "FILE: message"."""
+    from .errors import QimgError
+    if isinstance(err, CommandError):
+        msg = err.lines[0]
+    elif isinstance(err, QimgError):
+        msg = str(err)
+    else:
+        raise err
+    if not msg.startswith(filename + ": "):
+        msg = "%s: %s" % (filename, msg)
+    raise CommandError(msg)
+
+
+def cmd_info(argv, ctx):
+    longopts = {"help": (False, "h"), "format": (True, "f"), "output": (True, "output"),
+                "backing-chain": (False, "backing-chain"), "object": (True, "object"),
+                "image-opts": (False, "image-opts"), "force-share": (False, "U")}
+    opts, args = _getopt(argv, ":f:hU", longopts)
+    fmt, output, chain, share = None, None, False, False
+    for opt, arg in opts:
+        if opt == "h":
+            raise HelpRequested()
+        if opt == "f":
+            fmt = arg
+        elif opt == "output":
+            output = arg
+        elif opt == "backing-chain":
+            chain = True
+        elif opt == "U":
+            share = True
+        elif opt in ("object", "image-opts"):
+            raise CommandError("--%s is not supported" % opt)
+    if len(args) != 1:
+        raise UsageError("Expecting one image file name")
+    output = _output_format(output)
+    from .ops import info as ops_info
+    data = ops_info.image_info(args[0], fmt=fmt, backing_chain=chain, force_share=share)
+    ctx.out(format_info(data, output))
+    return 0
+
+
+def cmd_map(argv, ctx):
+    longopts = {"help": (False, "h"), "format": (True, "f"), "output": (True, "output"),
+                "object": (True, "object"), "image-opts": (False, "image-opts"),
+                "force-share": (False, "U"), "start-offset": (True, "s"), "max-length": (True, "l")}
+    opts, args = _getopt(argv, ":f:hU", longopts)
+    fmt, output, share, start, max_length = None, None, False, 0, None
+    for opt, arg in opts:
+        if opt == "h":
+            raise HelpRequested()
+        if opt == "f":
+            fmt = arg
+        elif opt == "output":
+            output = arg
+        elif opt == "U":
+            share = True
+        elif opt == "s":
+            start = cvtnum("start offset", arg, ctx.warn)
+        elif opt == "l":
+            max_length = cvtnum("max length", arg, ctx.warn)
+        elif opt in ("object", "image-opts"):
+            raise CommandError("--%s is not supported" % opt)
+    if len(args) != 1:
+        raise UsageError("Expecting one image file name")
+    output = _output_format(output)
+    from .ops import map as ops_map
+    entries = ops_map.image_map(args[0], fmt=fmt, start_offset=start, max_length=max_length,
+                                force_share=share)
+    text, error = format_map(entries, output, start)
+    ctx.out(text)
+    if error:
+        raise CommandError(error)
+    return 0
+
+
+COMMANDS = {"create": cmd_create, "info": cmd_info, "map": cmd_map}
+
+COMMAND_SYNTAX = [
+    "create [-q] [-f fmt] [-b backing_file [-F backing_fmt]] [-u] [-o options] filename [size]",
+    "info [-f fmt] [--output=ofmt] [--backing-chain] [-U] filename",
+    "map [-f fmt] [--start-offset=offset] [--max-length=len] [--output=ofmt] [-U] filename",
+]
+
+
+def version_text(prog):
+    return ("%s version %s (qimg.disk, pure-Python qemu-img 7.2 compatible)\n"
+            "Copyright (c) qimg.disk contributors\n" % (prog, __version__))
+
+
+def help_text(prog):
+    return version_text(prog) + (
+        "usage: %(prog)s [standard options] command [command options]\n"
+        "Disk image utility (pure Python, qemu-img compatible)\n"
+        "\n"
+        "    '-h', '--help'       display this help and exit\n"
+        "    '-V', '--version'    output version information and exit\n"
+        "\n"
+        "Command syntax:\n"
+        "%(syntax)s"
+        "\n"
+        "Command parameters:\n"
+        "  'filename' is a disk image filename\n"
+        "  'fmt' is the disk image format (raw or qcow2). It is guessed automatically in most cases\n"
+        "  'size' is the disk image size in bytes. Optional suffixes\n"
+        "    'k' or 'K' (kilobyte, 1024), 'M' (megabyte, 1024k), 'G' (gigabyte, 1024M),\n"
+        "    'T' (terabyte, 1024G), 'P' (petabyte, 1024T) and 'E' (exabyte, 1024P)  are\n"
+        "    supported. 'b' is ignored.\n"
+        "  'options' is a comma separated list of format specific options in a\n"
+        "    name=value format. Use -o help for an overview of the options supported by\n"
+        "    the used format\n"
+        "  '-u' allows unsafe backing chains. For image creation, allow creating without\n"
+        "       attempting to open the backing file.\n"
+        "  '-h' with or without a command shows this help\n"
+        "  '-q' use Quiet mode - do not print any output (except errors)\n"
+        "  '--output' takes the format in which the output must be done (human or json)\n"
+        "\n"
+        "Supported formats: qcow2 raw\n"
+    ) % {"prog": prog, "syntax": "".join("  %s\n" % s for s in COMMAND_SYNTAX)}
+
+
+def _write(stream, text):
+    stream.flush()
+    buf = getattr(stream, "buffer", None)
+    if buf is not None:
+        buf.write(text.encode("utf-8", "surrogateescape"))
+        buf.flush()
+    else:
+        stream.write(text)
+        stream.flush()
+
+
+def _dispatch(argv, ctx):
+    if len(argv) < 2:
+        raise UsageError("Not enough arguments")
+    opts, args = _getopt(argv, "+:hVT:", {"help": (False, "h"), "version": (False, "V"),
+                                          "trace": (True, "T")})
+    for opt, _arg in opts:
+        if opt == "h":
+            raise HelpRequested()
+        if opt == "V":
+            ctx.out(version_text(ctx.prog))
+            return 0
+    if not args:
+        return 0
+    handler = COMMANDS.get(args[0])
+    if handler is None:
+        raise UsageError("Command not found: %s" % args[0])
+    return handler(args, ctx)
+
+
+class _Context:
+    """What a command needs besides argv: the program name, stdout, warnings on stderr."""
+
+    def __init__(self, prog):
+        self.prog = prog
+
+    @staticmethod
+    def out(text):
+        _write(sys.stdout, text)
+
+    @staticmethod
+    def err(text):
+        _write(sys.stderr, text)
+
+    def warn(self, message):
+        self.err("%s: warning: %s\n" % (self.prog, message))
+
+
+def main(argv=None):
+    """Run the CLI; return the exit code."""
+    if argv is None:
+        argv = sys.argv
+    prog = os.path.basename(argv[0]) if argv and argv[0] else "qimg"
+
+    ctx = _Context(prog)
+    out, err = ctx.out, ctx.err
+    from .errors import QimgError
+    try:
+        return _dispatch(list(argv), ctx)
+    except HelpRequested:
+        out(help_text(prog))
+        return 0
+    except UsageError as exc:
+        err("%s: %s\nTry '%s --help' for more information\n" % (prog, exc, prog))
+        return 1
+    except CommandError as exc:
+        err("".join("%s: %s\n" % (prog, line) for line in exc.lines))
+        return exc.code
+    except QimgError as exc:
+        err("%s: %s\n" % (prog, " ".join(str(exc).splitlines())))
+        return 1
+    except KeyboardInterrupt:
+        err("%s: interrupted\n" % prog)
+        return 130
+    except BrokenPipeError:
+        # The reader went away (``| head``): no traceback, and none at interpreter exit either.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
+    except Exception as exc:        # pylint: disable=broad-except
+        if os.environ.get("QIMG_DEBUG") == "1":
+            raise
+        text = " ".join(("%s: %s" % (type(exc).__name__, exc)).splitlines())
+        err("%s: internal error: %s\n" % (prog, text))
+        return 1
