@@ -1,0 +1,85 @@
+# -*- coding: utf-8 -*-
+# Copyright: qimg.disk contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""qcow2 persistent dirty bitmaps (QEMU docs/interop/qcow2.txt, "Bitmaps").
+
+We do not track guest writes in bitmaps; instead, before the first guest write we set the
+in_use flag on every bitmap, which is what the specification prescribes for a bitmap that may be
+inconsistent (and what QEMU leaves behind when it did not save a bitmap).
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import struct
+
+from ...errors import ImageCorrupt
+from .io import pread_exact, pwrite_all
+
+DIR_ENTRY = struct.Struct(">QIIBBHI")  # 24 bytes
+FLAG_IN_USE = 1 << 0
+FLAG_AUTO = 1 << 1
+FLAG_EXTRA_DATA_COMPATIBLE = 1 << 2
+MAX_BITMAPS = 65535
+MAX_DIR_BYTES = 64 * 1024 * 1024
+
+
+class Bitmap(object):
+    __slots__ = ("entry_offset", "table_offset", "table_size", "flags", "type", "granularity_bits", "name")
+
+
+def read_bitmaps(img):
+    """Parse the bitmap directory. Returns [] when there is no (consistent) extension."""
+    h = img.header
+    if h.bitmaps_ext is None:
+        return []
+    nb, dsize, doff = h.bitmaps_ext
+
+    def corrupt(msg):
+        return ImageCorrupt("Could not open '%s': %s" % (img.filename, msg))
+
+    if nb == 0 or nb > MAX_BITMAPS:
+        raise corrupt("bitmaps_ext: Image has %d bitmaps, exceeding the QEMU supported maximum of %d"
+                      % (nb, MAX_BITMAPS))
+    if dsize > MAX_DIR_BYTES or dsize < nb * DIR_ENTRY.size:
+        raise corrupt("bitmaps_ext: Bitmap directory size is invalid")
+    if doff % img.cluster_size or doff + dsize > img.file_size:
+        raise corrupt("bitmaps_ext: Invalid bitmap directory offset")
+    raw = pread_exact(img.fd, doff, dsize)
+    out = []
+    pos = 0
+    for _ in range(nb):
+        if pos + DIR_ENTRY.size > dsize:
+            raise corrupt("Bitmap directory is truncated")
+        b = Bitmap()
+        (b.table_offset, b.table_size, b.flags, b.type, b.granularity_bits, name_size,
+         extra_size) = DIR_ENTRY.unpack_from(raw, pos)
+        end = pos + DIR_ENTRY.size + extra_size + name_size
+        if end > dsize or name_size == 0:
+            raise corrupt("Bitmap directory entry is invalid")
+        b.entry_offset = doff + pos
+        b.name = raw[pos + DIR_ENTRY.size + extra_size:end].decode("utf-8", "replace")
+        out.append(b)
+        pos = (end + 7) & ~7
+    return out
+
+
+def bitmap_info(b):
+    """qemu-img's Qcow2BitmapInfo JSON for one bitmap."""
+    flags = []
+    if b.flags & FLAG_IN_USE:
+        flags.append("in-use")
+    if b.flags & FLAG_AUTO:
+        flags.append("auto")
+    return {"name": b.name, "granularity": 1 << b.granularity_bits, "flags": flags}
+
+
+def mark_in_use(img, bitmaps):
+    """Set in_use on every bitmap (persisted) so none claims to be consistent after our writes."""
+    for b in bitmaps:
+        if b.flags & FLAG_IN_USE:
+            continue
+        b.flags |= FLAG_IN_USE
+        img.check_metadata_write(b.entry_offset + 12, 4, "bitmap directory")
+        pwrite_all(img.fd, b.entry_offset + 12, struct.pack(">I", b.flags))

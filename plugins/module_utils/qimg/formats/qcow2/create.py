@@ -1,0 +1,171 @@
+# -*- coding: utf-8 -*-
+# Copyright: qimg.disk contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Lay out a new qcow2 image the way qemu-img does.
+
+Cluster 0 header (+ extensions, backing name), then the refcount table, its refcount blocks and
+the L1 table; with preallocation, the L2 tables and data clusters follow. Everything is built in
+memory per table and written in large pieces; the header is written last.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import os
+import struct
+
+from ...errors import InvalidArgument, QimgError
+from ..raw import write_zero_data
+from . import header as hdr
+from .io import pwrite_all
+from .refcounts import encode_block
+
+COPIED = 1 << 63
+
+
+def _div_up(a, b):
+    return -(-a // b)
+
+
+def create_qcow2(fd, size, cluster_size=65536, compat="1.1", refcount_bits=16, lazy_refcounts=False,
+                 extended_l2=False, preallocation="off", compression_type="zlib",
+                 backing_file=None, backing_fmt=None):
+    """Write a new, empty qcow2 image into the (empty) file open as fd."""
+    if cluster_size & (cluster_size - 1) or not 512 <= cluster_size <= 2 * 1024 * 1024:
+        raise InvalidArgument("Cluster size must be a power of two between 512 and 2048k")
+    cb = cluster_size.bit_length() - 1
+    if refcount_bits not in (1, 2, 4, 8, 16, 32, 64):
+        raise InvalidArgument("Refcount width must be a power of two and may not exceed 64 bits")
+    version = {"0.10": 2, "v2": 2, "1.1": 3, "v3": 3}.get(str(compat))
+    if version is None:
+        raise InvalidArgument("Invalid compatibility level: '%s'" % compat)
+    if version == 2:
+        if refcount_bits != 16:
+            raise InvalidArgument("Different refcount widths than 16 bits require compatibility level 1.1 or above "
+                                  "(use compat=1.1 or greater)")
+        if lazy_refcounts:
+            raise InvalidArgument("Lazy refcounts only supported with compatibility level 1.1 and above "
+                                  "(use compat=1.1 or greater)")
+        if extended_l2:
+            raise InvalidArgument("Extended L2 entries are only supported with compatibility level 1.1 "
+                                  "and above (use compat=1.1 or greater)")
+    if extended_l2 and cluster_size < 16384:
+        raise InvalidArgument("Extended L2 entries are only supported with cluster sizes of at least 16384 bytes")
+    if compression_type not in ("zlib", "zstd"):
+        raise InvalidArgument("Parameter 'compression_type' does not accept value '%s'" % compression_type)
+    if compression_type == "zstd":
+        if version == 2:
+            raise InvalidArgument("Non-zlib compression type is only supported with compatibility level 1.1 "
+                                  "and above (use compat=1.1 or greater)")
+    if preallocation not in ("off", "metadata", "falloc", "full"):
+        raise InvalidArgument("Parameter 'preallocation' does not accept value '%s'" % preallocation)
+    if backing_file and preallocation != "off" and not extended_l2:
+        raise InvalidArgument("Backing file and preallocation can only be used at the same time if "
+                              "extended_l2 is on")
+    if size % 512:
+        raise InvalidArgument("Image size must be a multiple of 512 bytes")
+
+    step = 2 if extended_l2 else 1
+    l2_entries = cluster_size // (8 * step)
+    l1_size = _div_up(size, cluster_size * l2_entries)
+    if l1_size * 8 > hdr.MAX_L1_BYTES:
+        raise InvalidArgument("The image size is too large for file format 'qcow2' (try using a larger cluster size)")
+    l1_clusters = max(1, _div_up(l1_size * 8, cluster_size))
+    prealloc = preallocation != "off"
+    n_l2 = l1_size if prealloc else 0
+    n_data = _div_up(size, cluster_size) if prealloc else 0
+
+    # refcount structures sized to cover themselves and everything else
+    entries_per_block = cluster_size * 8 // refcount_bits
+    rt_clusters, rb_clusters = 1, 1
+    while True:
+        total = 1 + rt_clusters + rb_clusters + l1_clusters + n_l2 + n_data
+        need_rb = _div_up(total, entries_per_block)
+        need_rt = max(1, _div_up(need_rb * 8, cluster_size))
+        if need_rb <= rb_clusters and need_rt <= rt_clusters:
+            break
+        rb_clusters, rt_clusters = max(rb_clusters, need_rb), max(rt_clusters, need_rt)
+    if rt_clusters * cluster_size > hdr.MAX_REFTABLE_BYTES:
+        raise InvalidArgument("The image size is too large for file format 'qcow2' (try using a larger cluster size)")
+
+    rt_off = cluster_size
+    rb_off = rt_off + rt_clusters * cluster_size
+    l1_off = rb_off + rb_clusters * cluster_size
+    l2_off = l1_off + l1_clusters * cluster_size
+    data_off = l2_off + n_l2 * cluster_size
+    end = data_off + n_data * cluster_size
+    used_clusters = end // cluster_size
+
+    h = hdr.Header()
+    h.version = version
+    h.cluster_bits = cb
+    h.size = size
+    h.l1_size = l1_size
+    h.l1_table_offset = l1_off
+    h.refcount_table_offset = rt_off
+    h.refcount_table_clusters = rt_clusters
+    h.refcount_order = refcount_bits.bit_length() - 1
+    if version == 3:
+        h.header_length = hdr.HEADER_V3_LENGTH
+        if lazy_refcounts:
+            h.compatible_features |= hdr.COMPAT_LAZY_REFCOUNTS
+        if extended_l2:
+            h.incompatible_features |= hdr.INCOMPAT_EXTL2
+        if compression_type == "zstd":
+            h.incompatible_features |= hdr.INCOMPAT_COMPRESSION
+            h.compression_type = hdr.COMPRESSION_ZSTD
+        h.feature_table = list(hdr.FEATURE_NAMES)
+    else:
+        h.header_length = hdr.HEADER_V2.size
+    if backing_file:
+        h.backing_file = backing_file
+        h.backing_format = backing_fmt
+    raw_header = bytearray(hdr.serialize(h))
+    if backing_file:
+        name = backing_file.encode("utf-8", "surrogateescape")
+        if len(name) > hdr.MAX_BACKING_NAME:
+            raise InvalidArgument("Backing file name too long")
+        h.backing_file_offset = len(raw_header)
+        h.backing_file_size = len(name)
+        raw_header = bytearray(hdr.serialize(h)) + name
+    if len(raw_header) > cluster_size:
+        raise InvalidArgument("Header extensions and backing file name do not fit in one cluster")
+
+    try:
+        # refcount table
+        table = bytearray(rt_clusters * cluster_size)
+        for i in range(rb_clusters):
+            struct.pack_into(">Q", table, 8 * i, rb_off + i * cluster_size)
+        pwrite_all(fd, rt_off, bytes(table))
+        # refcount blocks: every used cluster has refcount 1
+        for i in range(rb_clusters):
+            first = i * entries_per_block
+            count = max(0, min(entries_per_block, used_clusters - first))
+            values = [1] * count + [0] * (entries_per_block - count)
+            pwrite_all(fd, rb_off + i * cluster_size, encode_block(values, refcount_bits))
+        # L2 tables and L1 when preallocating
+        l1 = bytearray(l1_size * 8)
+        if prealloc:
+            # with a backing file the preallocated subclusters stay unallocated (reads fall through)
+            sc_bitmap = 0 if backing_file else 0xFFFFFFFF
+            for t in range(n_l2):
+                l2 = bytearray(cluster_size)
+                first = t * l2_entries
+                count = min(l2_entries, n_data - first)
+                for k in range(count):
+                    struct.pack_into(">Q", l2, 8 * step * k, (data_off + (first + k) * cluster_size) | COPIED)
+                    if extended_l2:
+                        struct.pack_into(">Q", l2, 8 * step * k + 8, sc_bitmap)
+                pwrite_all(fd, l2_off + t * cluster_size, bytes(l2))
+                struct.pack_into(">Q", l1, 8 * t, (l2_off + t * cluster_size) | COPIED)
+        pwrite_all(fd, l1_off, bytes(l1))
+        if prealloc:
+            os.ftruncate(fd, end)
+            if preallocation == "falloc" and n_data:
+                os.posix_fallocate(fd, data_off, n_data * cluster_size)
+            elif preallocation == "full" and n_data:
+                write_zero_data(fd, data_off, n_data * cluster_size)
+        pwrite_all(fd, 0, bytes(raw_header))
+    except OSError as e:
+        raise QimgError("Could not write the image: %s" % e.strerror)

@@ -1,0 +1,628 @@
+# -*- coding: utf-8 -*-
+# Copyright: qimg.disk contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The qcow2 block device: L1/L2 mapping, reads through the chain, copy-on-write writes.
+
+Write ordering (crash safety, as QEMU orders it): refcount increases reach the file first, then
+guest data, then L2 tables, then L1 entries, and refcount decreases come last. A crash can leak
+clusters but never leaves a reference to a cluster whose refcount says it is free.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import array
+import collections
+import os
+import struct
+import sys
+
+from ...errors import ImageCorrupt, ReadOnlyImage, UnsupportedFeature
+from ...image import DATA, UNALLOCATED, ZERO, BlockDevice, Extent
+from . import header as hdr
+from .bitmaps import bitmap_info, mark_in_use, read_bitmaps
+from .compress import decompress_cluster
+from .io import pread_exact, pwrite_all
+from .refcounts import Refcounts
+from .snapshots import read_snapshots, snapshot_info
+
+OFFSET_MASK = 0x00FFFFFFFFFFFE00
+COPIED = 1 << 63
+COMPRESSED = 1 << 62
+ZERO_FLAG = 1
+L1E_RESERVED = 0x7F000000000001FF
+L2E_RESERVED = 0x3F000000000001FE
+ALL_SUBCLUSTERS = 0xFFFFFFFF
+ALL_ZERO_BITS = ALL_SUBCLUSTERS << 32
+_LITTLE = sys.byteorder == "little"
+L2_CACHE_BYTES = 32 * 1024 * 1024
+COMPRESSED_KIND = "compressed"
+
+
+def _decode_table(raw):
+    arr = array.array("Q", raw)
+    if _LITTLE:
+        arr.byteswap()
+    return arr
+
+
+def _encode_table(arr):
+    out = array.array("Q", arr)
+    if _LITTLE:
+        out.byteswap()
+    return out.tobytes()
+
+
+class Qcow2Image(BlockDevice):
+    format_name = "qcow2"
+
+    def __init__(self, filename, fd, read_only=True):
+        super(Qcow2Image, self).__init__(filename, read_only)
+        self.fd = fd
+        self.file_size = os.fstat(fd).st_size
+        buf = pread_exact(fd, 0, min(self.file_size, 1 << hdr.MAX_CLUSTER_BITS))
+        self.header = h = hdr.parse_header(buf, self.file_size, filename)
+        self.cluster_size = cs = h.cluster_size
+        self.cluster_bits = h.cluster_bits
+        self.size = h.size
+        self.extended_l2 = h.extended_l2
+        self.l2_step = 2 if self.extended_l2 else 1
+        self.l2_entries = cs // (8 * self.l2_step)
+        self.subcluster_size = cs // 32 if self.extended_l2 else cs
+        self.backing_filename = h.backing_file
+        self.backing_format = h.backing_format
+        self.alloc_end = -(-self.file_size // cs)
+        if h.crypt_method:
+            raise UnsupportedFeature("Could not open '%s': encrypted qcow2 images are not supported yet" % filename)
+        if h.incompatible_features & hdr.INCOMPAT_DATA_FILE:
+            raise UnsupportedFeature("Could not open '%s': qcow2 images with an external data file are not "
+                                     "supported yet" % filename)
+        if h.incompatible_features & hdr.INCOMPAT_EXTL2 and h.cluster_bits < 14:
+            raise ImageCorrupt("Could not open '%s': Extended L2 entries are only supported with cluster sizes "
+                               "of at least 16384 bytes" % filename)
+        if not read_only and h.incompatible_features & hdr.INCOMPAT_DIRTY:
+            raise UnsupportedFeature("Could not open '%s': the image is dirty (lazy refcounts were not written "
+                                     "back); repair it with 'check -r all' before writing" % filename)
+        if h.incompatible_features & hdr.INCOMPAT_CORRUPT:
+            self.read_only = True  # corrupt images may be read, never written
+        self.l1 = _decode_table(pread_exact(fd, h.l1_table_offset, h.l1_size * 8))
+        self.l1_dirty = set()
+        self.refcounts = Refcounts(self)
+        self.snapshots = read_snapshots(self)
+        self.bitmaps = read_bitmaps(self) if h.autoclear_features & hdr.AUTOCLEAR_BITMAPS else []
+        self.l2_cache = collections.OrderedDict()
+        self.l2_dirty = set()
+        self.pending_decrefs = []
+        self.prepared_for_write = False
+        self.written = False
+        self._last_compressed = (None, None)
+        self.lock = None
+
+    # ------------------------------------------------------------------ helpers
+    def file_end_limit(self):
+        return max(self.file_size, self.alloc_end << self.cluster_bits) + self.cluster_size
+
+    def end_cluster(self):
+        return max(-(-self.file_size // self.cluster_size), self.alloc_end)
+
+    def note_allocated(self, end_cluster):
+        if end_cluster > self.alloc_end:
+            self.alloc_end = end_cluster
+
+    def extend_file(self, size):
+        if size > self.file_size:
+            os.ftruncate(self.fd, size)
+            self.file_size = size
+
+    def sync(self):
+        os.fsync(self.fd)
+
+    def check_metadata_write(self, offset, length, what):
+        """Refuse metadata writes into the header cluster or beyond the addressable range."""
+        if offset < self.cluster_size or offset + length > hdr.HOST_OFFSET_LIMIT:
+            self._mark_corrupt()
+            raise ImageCorrupt("%s: refusing to write %s at %#x: it would overlap the image header"
+                               % (self.filename, what, offset))
+
+    def _mark_corrupt(self):
+        if self.read_only or self.header.version < 3:
+            return
+        self.header.incompatible_features |= hdr.INCOMPAT_CORRUPT
+        try:
+            self.write_header()
+        finally:
+            self.read_only = True
+
+    def _pwrite(self, offset, data):
+        pwrite_all(self.fd, offset, data)
+        end = offset + len(data)
+        if end > self.file_size:
+            self.file_size = end
+
+    def write_header(self):
+        h = self.header
+        raw = bytearray(hdr.serialize(h))
+        if h.backing_file is not None:
+            name = h.backing_file.encode("utf-8", "surrogateescape")
+            h.backing_file_offset = len(raw)
+            h.backing_file_size = len(name)
+            raw = bytearray(hdr.serialize(h))
+            raw += name
+        if len(raw) > self.cluster_size:
+            raise ImageCorrupt("%s: header and extensions do not fit in the first cluster" % self.filename)
+        pwrite_all(self.fd, 0, bytes(raw))
+
+    # ------------------------------------------------------------------ L2 tables
+    def _l2_offset(self, l1_index):
+        if l1_index >= len(self.l1):
+            return 0, 0
+        e = self.l1[l1_index]
+        if e & L1E_RESERVED:
+            raise ImageCorrupt("%s: L1 entry %#x has reserved bits set (L1 index: %#x)"
+                               % (self.filename, e, l1_index))
+        off = e & OFFSET_MASK
+        if off and off % self.cluster_size:
+            raise ImageCorrupt("%s: L2 table offset %#x unaligned (L1 index: %#x)"
+                               % (self.filename, off, l1_index))
+        if off and off >= self.file_end_limit():
+            raise ImageCorrupt("%s: L2 table offset %#x is past the end of the image file (L1 index: %#x)"
+                               % (self.filename, off, l1_index))
+        return off, e
+
+    def _load_l2(self, off):
+        t = self.l2_cache.get(off)
+        if t is not None:
+            self.l2_cache.move_to_end(off)
+            return t
+        t = _decode_table(pread_exact(self.fd, off, self.cluster_size))
+        self.l2_cache[off] = t
+        if len(self.l2_cache) * self.cluster_size > L2_CACHE_BYTES:
+            old, table = self.l2_cache.popitem(last=False)
+            if old in self.l2_dirty:
+                self.refcounts.flush()
+                self._write_l2(old, table)
+        return t
+
+    def _write_l2(self, off, table):
+        self.check_metadata_write(off, self.cluster_size, "L2 table")
+        self._pwrite(off, _encode_table(table))
+        self.l2_dirty.discard(off)
+
+    # ------------------------------------------------------------------ mapping
+    def _segments(self, offset, length):
+        """Yield (guest_offset, length, kind, host) runs for [offset, offset+length) in this layer.
+
+        kind is DATA (host = host offset), ZERO (host = preallocated offset or None),
+        UNALLOCATED, or COMPRESSED_KIND (host = the L2 entry). Adjacent runs are merged.
+        """
+        cs = self.cluster_size
+        cb = self.cluster_bits
+        step = self.l2_step
+        l2n = self.l2_entries
+        end = offset + length
+        run = None  # [start, length, kind, host]
+        pos = offset
+        while pos < end:
+            gc = pos >> cb
+            l1i, l2i = divmod(gc, l2n)
+            l2off, _ = self._l2_offset(l1i)
+            table_end = min(end, (l1i + 1) * l2n * cs)
+            if not l2off:
+                pieces = [(pos, table_end - pos, UNALLOCATED, None)]
+                pos = table_end
+            else:
+                table = self._load_l2(l2off)
+                last = (table_end - 1) >> cb
+                pieces = []
+                # skip runs of all-zero entries (unallocated) at C speed
+                lastidx = (last - l1i * l2n + 1) * step
+                while pos < table_end:
+                    gc = pos >> cb
+                    idx = (gc - l1i * l2n) * step
+                    if not table[idx] and (step == 1 or not table[idx + 1]):
+                        raw = table[idx:min(lastidx, idx + 4096 * step)].tobytes()
+                        zero_entries = max(1, (len(raw) - len(raw.lstrip(b"\0"))) // (8 * step))
+                        stop = min(table_end, (gc + zero_entries) << cb)
+                        pieces.append((pos, stop - pos, UNALLOCATED, None))
+                        pos = stop
+                        continue
+                    n = min(table_end, (gc + 1) << cb) - pos
+                    pieces.extend(self._classify(table, idx, pos, n, l2off, gc - l1i * l2n))
+                    pos += n
+            for p in pieces:
+                if run is not None and run[2] == p[2] and p[2] != COMPRESSED_KIND and (
+                        p[2] != DATA or run[3] + run[1] == p[3]) and (
+                        p[2] != ZERO or (run[3] is None and p[3] is None)):
+                    run[1] += p[1]
+                    continue
+                if run is not None:
+                    yield tuple(run)
+                run = list(p)
+        if run is not None:
+            yield tuple(run)
+
+    def _classify(self, table, idx, pos, n, l2off, l2i):
+        """Runs for the part [pos, pos+n) of one guest cluster whose L2 entry is table[idx]."""
+        e = table[idx]
+        in_off = pos & (self.cluster_size - 1)
+        if e & COMPRESSED:
+            return [(pos, n, COMPRESSED_KIND, e)]
+        if e & L2E_RESERVED:
+            raise ImageCorrupt("%s: L2 entry %#x has reserved bits set (L2 offset: %#x, L2 index: %#x)"
+                               % (self.filename, e, l2off, l2i))
+        host = e & OFFSET_MASK
+        if host % self.cluster_size:
+            raise ImageCorrupt("%s: Cluster allocation offset %#x unaligned (L2 offset: %#x, L2 index: %#x)"
+                               % (self.filename, host, l2off, l2i))
+        if not self.extended_l2:
+            if e & ZERO_FLAG:
+                return [(pos, n, ZERO, host + in_off if host else None)]
+            if host:
+                return [(pos, n, DATA, host + in_off)]
+            return [(pos, n, UNALLOCATED, None)]
+        bitmap = table[idx + 1]
+        alloc = bitmap & ALL_SUBCLUSTERS
+        zero = bitmap >> 32
+        if alloc & zero:
+            raise ImageCorrupt("%s: subcluster both allocated and zero (L2 offset: %#x, L2 index: %#x)"
+                               % (self.filename, l2off, l2i))
+        if alloc and not host:
+            raise ImageCorrupt("%s: allocated subclusters without a host cluster (L2 offset: %#x, L2 index: %#x)"
+                               % (self.filename, l2off, l2i))
+        if alloc == ALL_SUBCLUSTERS:
+            return [(pos, n, DATA, host + in_off)]
+        if zero == ALL_SUBCLUSTERS or (alloc == 0 and zero == 0):
+            return [(pos, n, ZERO if zero else UNALLOCATED, None)]
+        out = []
+        sc = self.subcluster_size
+        end = pos + n
+        p = pos
+        while p < end:
+            off_in = p & (self.cluster_size - 1)
+            j = off_in // sc
+            m = min(end, p - off_in + (j + 1) * sc) - p
+            if (alloc >> j) & 1:
+                out.append((p, m, DATA, host + off_in))
+            elif (zero >> j) & 1:
+                out.append((p, m, ZERO, None))
+            else:
+                out.append((p, m, UNALLOCATED, None))
+            p += m
+        return out
+
+    def block_status(self, offset, length):
+        self.check_range(offset, length)
+        out = []
+        for start, n, kind, host in self._segments(offset, length):
+            if kind == COMPRESSED_KIND:
+                out.append(Extent(start, n, DATA, None))
+            else:
+                out.append(Extent(start, n, kind, host))
+        return out
+
+    # ------------------------------------------------------------------ reading
+    def _compressed_cluster(self, e):
+        if self._last_compressed[0] == e:
+            return self._last_compressed[1]
+        x = 62 - (self.cluster_bits - 8)
+        host = e & ((1 << x) - 1)
+        sectors = (e >> x) & ((1 << (62 - x)) - 1)
+        if host >= hdr.HOST_OFFSET_LIMIT or host < self.cluster_size:
+            raise ImageCorrupt("%s: compressed cluster offset %#x is invalid" % (self.filename, host))
+        nbytes = (sectors + 1) * 512 - (host & 511)
+        data = pread_exact(self.fd, host, min(nbytes, 2 * self.cluster_size + 512))
+        out = decompress_cluster(data, self.cluster_size, self.header.compression_type, self.filename)
+        self._last_compressed = (e, out)
+        return out
+
+    def read(self, offset, length):
+        self.check_range(offset, length)
+        parts = []
+        mask = self.cluster_size - 1
+        for start, n, kind, host in self._segments(offset, length):
+            if kind == DATA:
+                parts.append(pread_exact(self.fd, host, n))
+            elif kind == ZERO:
+                parts.append(bytes(n))
+            elif kind == UNALLOCATED:
+                parts.append(self.read_backing(start, n))
+            else:
+                in_off = start & mask
+                parts.append(self._compressed_cluster(host)[in_off:in_off + n])
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def _cluster_view(self, gc):
+        """This layer's guest content of guest cluster gc (full cluster, zero-padded at the end)."""
+        start = gc << self.cluster_bits
+        n = min(self.cluster_size, self.size - start)
+        data = self.read(start, n)
+        if n < self.cluster_size:
+            data += bytes(self.cluster_size - n)
+        return data
+
+    # ------------------------------------------------------------------ writing
+    def _prepare_write(self):
+        self.check_writable()
+        if self.prepared_for_write:
+            return
+        h = self.header
+        changed = False
+        if h.autoclear_features & ~hdr.AUTOCLEAR_KNOWN:
+            h.autoclear_features &= hdr.AUTOCLEAR_KNOWN  # unknown auto-clear bits must go first
+            changed = True
+        if h.bitmaps_ext is not None and not h.autoclear_features & hdr.AUTOCLEAR_BITMAPS:
+            pass  # already inconsistent: nothing claims consistency
+        if changed:
+            self.write_header()
+            self.sync()
+        if self.bitmaps:
+            mark_in_use(self, self.bitmaps)
+            self.sync()
+        self.prepared_for_write = True
+        self.written = True
+
+    def check_writable(self):
+        if self.header.incompatible_features & hdr.INCOMPAT_CORRUPT:
+            raise ReadOnlyImage("%s: the image is marked corrupt; it can be read but not written "
+                                "(repair it with 'check -r all')" % self.filename)
+        super(Qcow2Image, self).check_writable()
+
+    def _l2_for_write(self, gc):
+        """The L2 table (writable, refcount 1) for guest cluster gc and the entry index in it."""
+        l1i, l2i = divmod(gc, self.l2_entries)
+        l2off, l1e = self._l2_offset(l1i)
+        if l2off and l1e & COPIED:
+            return l2off, self._load_l2(l2off), l2i * self.l2_step
+        new = self.refcounts.alloc(1)
+        self.refcounts.flush()
+        if l2off:
+            table = array.array("Q", self._load_l2(l2off))
+            # the copy is shared with snapshots: no entry in it may claim refcount 1
+            for i in range(0, len(table), self.l2_step):
+                table[i] &= ~COPIED
+            self.pending_decrefs.append((l2off, 1))
+        else:
+            table = array.array("Q", bytes(self.cluster_size))
+        self._write_l2(new, table)
+        self.l2_cache[new] = table
+        self.l1[l1i] = new | COPIED
+        self.l1_dirty.add(l1i)
+        return new, table, l2i * self.l2_step
+
+    def _release(self, e):
+        """Queue the refcount decrease for what L2 entry e referenced."""
+        if e & COMPRESSED:
+            x = 62 - (self.cluster_bits - 8)
+            host = e & ((1 << x) - 1)
+            sectors = (e >> x) & ((1 << (62 - x)) - 1)
+            last = (host & ~511) + (sectors + 1) * 512 - 1
+            for c in range(host >> self.cluster_bits, (last >> self.cluster_bits) + 1):
+                self.pending_decrefs.append((c << self.cluster_bits, 1))
+        elif e & OFFSET_MASK:
+            self.pending_decrefs.append((e & OFFSET_MASK, 1))
+
+    def _set_entry(self, l2off, table, idx, e, bitmap=None):
+        table[idx] = e
+        if bitmap is not None:
+            table[idx + 1] = bitmap
+        self.l2_dirty.add(l2off)
+
+    def _commit_metadata(self):
+        """Write back metadata in crash-safe order (see module docstring)."""
+        self.refcounts.flush()
+        for off in sorted(self.l2_dirty):
+            self._write_l2(off, self.l2_cache[off])
+        for i in sorted(self.l1_dirty):
+            self.check_metadata_write(self.header.l1_table_offset + 8 * i, 8, "L1 table")
+            self._pwrite(self.header.l1_table_offset + 8 * i, struct.pack(">Q", self.l1[i]))
+        self.l1_dirty.clear()
+        if self.pending_decrefs:
+            pending, self.pending_decrefs = self.pending_decrefs, []
+            for off, n in pending:
+                self.refcounts.add(off >> self.cluster_bits, -n)
+            self.refcounts.flush()
+
+    def write(self, offset, data):
+        self.check_range(offset, len(data))
+        self._prepare_write()
+        view = memoryview(bytes(data) if not isinstance(data, (bytes, bytearray)) else data)
+        cs = self.cluster_size
+        pos = 0
+        try:
+            while pos < len(view):
+                guest = offset + pos
+                in_off = guest & (cs - 1)
+                n = min(cs - in_off, len(view) - pos)
+                self._write_cluster(guest >> self.cluster_bits, in_off, view[pos:pos + n])
+                pos += n
+        finally:
+            self._commit_metadata()
+
+    def _write_cluster(self, gc, in_off, chunk):
+        cs = self.cluster_size
+        l2off, table, idx = self._l2_for_write(gc)
+        e = table[idx]
+        host = e & OFFSET_MASK
+        n = len(chunk)
+        if not self.extended_l2:
+            if host and e & COPIED and not e & COMPRESSED:
+                if host % cs:
+                    raise ImageCorrupt("%s: Cluster allocation offset %#x unaligned" % (self.filename, host))
+                self._pwrite(host + in_off, chunk)
+                if e & ZERO_FLAG:  # preallocated zero cluster: the rest must read as zeros
+                    if in_off:
+                        self._pwrite(host, bytes(in_off))
+                    if in_off + n < cs:
+                        self._pwrite(host + in_off + n, bytes(cs - in_off - n))
+                    self._set_entry(l2off, table, idx, host | COPIED)
+                return
+            content = self._patched_cluster(gc, in_off, chunk)
+            new = self.refcounts.alloc(1)
+            self.refcounts.flush()
+            self._pwrite(new, content)
+            self._set_entry(l2off, table, idx, new | COPIED)
+            self._release(e)
+            return
+        bitmap = table[idx + 1]
+        sc = self.subcluster_size
+        first, last = in_off // sc, (in_off + n - 1) // sc
+        touched = ((1 << (last + 1)) - 1) ^ ((1 << first) - 1)
+        alloc = bitmap & ALL_SUBCLUSTERS
+        zero = bitmap >> 32
+        if host and e & COPIED and not e & COMPRESSED:
+            span_start, span_end = first * sc, (last + 1) * sc
+            if (in_off > span_start and not (alloc >> first) & 1) or (
+                    in_off + n < span_end and not (alloc >> last) & 1):
+                view = bytearray(self.read((gc << self.cluster_bits) + span_start,
+                                           min(span_end, self.size - (gc << self.cluster_bits)) - span_start))
+                view += bytes(span_end - span_start - len(view))
+                view[in_off - span_start:in_off - span_start + n] = chunk
+                self._pwrite(host + span_start, bytes(view))
+            else:
+                self._pwrite(host + in_off, chunk)
+            self._set_entry(l2off, table, idx, e, (alloc | touched) | ((zero & ~touched) << 32))
+            return
+        content = self._patched_cluster(gc, in_off, chunk)
+        new = self.refcounts.alloc(1)
+        self.refcounts.flush()
+        self._pwrite(new, content)
+        if e & COMPRESSED:
+            new_bitmap = ALL_SUBCLUSTERS
+        else:
+            new_bitmap = (alloc | touched) | ((zero & ~touched) << 32)
+        self._set_entry(l2off, table, idx, new | COPIED, new_bitmap)
+        self._release(e)
+
+    def _patched_cluster(self, gc, in_off, chunk):
+        if in_off == 0 and len(chunk) == self.cluster_size:
+            return chunk
+        content = bytearray(self._cluster_view(gc))
+        content[in_off:in_off + len(chunk)] = chunk
+        return content
+
+    def write_zeroes(self, offset, length):
+        self.check_range(offset, length)
+        self._prepare_write()
+        cs = self.cluster_size
+        pos = offset
+        end = offset + length
+        try:
+            while pos < end:
+                in_off = pos & (cs - 1)
+                n = min(cs - in_off, end - pos)
+                gc = pos >> self.cluster_bits
+                full = in_off == 0 and (n == cs or pos + n == self.size)
+                if not self._zero_cluster(gc, in_off, n, full):
+                    self._write_cluster(gc, in_off, memoryview(bytes(n)))
+                pos += n
+        finally:
+            self._commit_metadata()
+
+    def _zero_cluster(self, gc, in_off, n, full):
+        """Zero by metadata where the format allows; False means: write zero data instead."""
+        v3 = self.header.version >= 3
+        if not self.extended_l2:
+            if not full:
+                return False
+            if not v3 and self.backing is not None:
+                return False  # v2 has no zero flag: unallocated would expose the backing file
+            l2off, table, idx = self._l2_for_write(gc)
+            e = table[idx]
+            self._set_entry(l2off, table, idx, ZERO_FLAG if v3 else 0)
+            self._release(e)
+            return True
+        sc = self.subcluster_size
+        if in_off % sc or ((in_off + n) % sc and (gc << self.cluster_bits) + in_off + n < self.size):
+            return False
+        l2off, table, idx = self._l2_for_write(gc)
+        e = table[idx]
+        if e & COMPRESSED or (e & OFFSET_MASK and not e & COPIED):
+            if not full:
+                return False
+            self._set_entry(l2off, table, idx, 0, ALL_ZERO_BITS)
+            self._release(e)
+            return True
+        first, last = in_off // sc, (in_off + n - 1) // sc
+        if full:
+            first, last = 0, 31
+        touched = ((1 << (last + 1)) - 1) ^ ((1 << first) - 1)
+        bitmap = table[idx + 1]
+        alloc = (bitmap & ALL_SUBCLUSTERS) & ~touched
+        zero = (bitmap >> 32) | touched
+        self._set_entry(l2off, table, idx, e, alloc | (zero << 32))
+        return True
+
+    def discard(self, offset, length):
+        """Drop whole clusters inside the range (QEMU's non-full discard); partial ones are left alone."""
+        self.check_range(offset, length)
+        self._prepare_write()
+        cs = self.cluster_size
+        start = -(-offset // cs) * cs
+        end = offset + length
+        if end != self.size:
+            end = end // cs * cs
+        v3 = self.header.version >= 3
+        try:
+            for gc in range(start >> self.cluster_bits, -(-end // cs)):
+                l1i = gc // self.l2_entries
+                if not self._l2_offset(l1i)[0] and self.backing is None:
+                    continue  # nothing allocated, reads zeros already
+                l2off, table, idx = self._l2_for_write(gc)
+                e = table[idx]
+                allocated = bool(e & (COMPRESSED | OFFSET_MASK)) or (
+                    self.extended_l2 and table[idx + 1] & ALL_SUBCLUSTERS)
+                if self.extended_l2:
+                    bitmap = ALL_ZERO_BITS if (self.backing is not None or allocated) else 0
+                    self._set_entry(l2off, table, idx, 0, bitmap)
+                else:
+                    keep_zero = v3 and (self.backing is not None or allocated or e & ZERO_FLAG)
+                    self._set_entry(l2off, table, idx, ZERO_FLAG if keep_zero else 0)
+                self._release(e)
+        finally:
+            self._commit_metadata()
+
+    def flush(self):
+        if self.written and not self.read_only:
+            self._commit_metadata()
+            self.sync()
+
+    def close_self(self):
+        if self.fd is None:
+            return
+        try:
+            if self.written and not self.read_only:
+                self._commit_metadata()
+                self.sync()
+        finally:
+            if self.lock is not None:
+                self.lock.release()
+            os.close(self.fd)
+            self.fd = None
+
+    # ------------------------------------------------------------------ facts
+    def actual_size(self):
+        return os.fstat(self.fd).st_blocks * 512
+
+    def format_specific(self):
+        h = self.header
+        data = {"compat": "1.1" if h.version >= 3 else "0.10"}
+        if h.version >= 3:
+            data["compression-type"] = hdr.COMPRESSION_NAMES.get(h.compression_type, "zlib")
+            data["lazy-refcounts"] = bool(h.compatible_features & hdr.COMPAT_LAZY_REFCOUNTS)
+        else:
+            data["compression-type"] = "zlib"
+        if self.bitmaps:
+            data["bitmaps"] = [bitmap_info(b) for b in self.bitmaps]
+        data["refcount-bits"] = h.refcount_bits
+        if h.version >= 3:
+            data["corrupt"] = bool(h.incompatible_features & hdr.INCOMPAT_CORRUPT)
+            data["extended-l2"] = self.extended_l2
+        return {"type": "qcow2", "data": data}
+
+    def info_fields(self):
+        d = {"cluster-size": self.cluster_size,
+             "dirty-flag": bool(self.header.incompatible_features & hdr.INCOMPAT_DIRTY)}
+        if self.snapshots:
+            d["snapshots"] = [snapshot_info(s) for s in self.snapshots]
+        return d

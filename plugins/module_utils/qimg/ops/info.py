@@ -1,0 +1,42 @@
+# -*- coding: utf-8 -*-
+# Copyright: qimg.disk contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""`info`: an image's facts in qemu-img's `info --output=json` shape."""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+from ..image import full_backing_path, open_image
+
+
+def device_info(dev):
+    """ImageInfo dict for one open layer."""
+    d = {"virtual-size": dev.size, "filename": dev.filename, "format": dev.format_name}
+    actual = dev.actual_size()
+    if actual is not None:
+        d["actual-size"] = actual
+    extra = dev.info_fields()
+    if "cluster-size" in extra:
+        d["cluster-size"] = extra["cluster-size"]
+    if dev.backing_filename:
+        d["backing-filename"] = dev.backing_filename
+        d["full-backing-filename"] = full_backing_path(dev.filename, dev.backing_filename)
+        if dev.backing_format:
+            d["backing-filename-format"] = dev.backing_format
+    if extra.get("snapshots"):
+        d["snapshots"] = extra["snapshots"]
+    fs = dev.format_specific()
+    if fs is not None:
+        d["format-specific"] = fs
+    if "dirty-flag" in extra:
+        d["dirty-flag"] = extra["dirty-flag"]
+    return d
+
+
+def image_info(filename, fmt=None, backing_chain=False, force_share=False):
+    """Facts of an image; with backing_chain a list, top first."""
+    with open_image(filename, fmt, read_only=True, force_share=force_share) as dev:
+        if not backing_chain:
+            return device_info(dev)
+        return [device_info(layer) for layer in dev.chain()]

@@ -1,0 +1,65 @@
+# -*- coding: utf-8 -*-
+# Copyright: qimg.disk contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""`map`: where guest data lives, in qemu-img's `map --output=json` shape."""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+from ..errors import InvalidArgument
+from ..formats.raw import file_extents
+from ..image import chain_block_status, open_image
+
+CHUNK = 1 << 30  # guest bytes examined per block_status call (keeps memory flat)
+
+
+def _host_split(dev_by_name, ext):
+    """A data extent whose host range is a hole in the file reads as zeros: qemu reports zero: true."""
+    dev = dev_by_name.get(ext.filename)
+    if dev is None or ext.offset is None or not ext.data or dev.format_name == "raw":
+        return [ext]
+    out = []
+    for s, n, is_data in file_extents(dev.fd, ext.offset, ext.length):
+        out.append(ext._replace(start=ext.start + (s - ext.offset), length=n, zero=not is_data, offset=s))
+    return out
+
+
+def _entry(e):
+    d = {"start": e.start, "length": e.length, "depth": e.depth, "present": e.present,
+         "zero": e.zero, "data": e.data}
+    if e.offset is not None:
+        d["offset"] = e.offset
+    d["filename"] = e.filename
+    return d
+
+
+def _mergeable(a, b):
+    if (a["depth"], a["present"], a["zero"], a["data"], a["filename"]) != (
+            b["depth"], b["present"], b["zero"], b["data"], b["filename"]):
+        return False
+    if ("offset" in a) != ("offset" in b):
+        return False
+    return "offset" not in a or a["offset"] + a["length"] == b["offset"]
+
+
+def image_map(filename, fmt=None, start_offset=0, max_length=None, force_share=False):
+    """List of map entries (see docs/engine-api.md), merged like qemu-img."""
+    if start_offset < 0 or (max_length is not None and max_length < 0):
+        raise InvalidArgument("Invalid offset or length")
+    with open_image(filename, fmt, read_only=True, force_share=force_share) as dev:
+        by_name = dict((layer.filename, layer) for layer in dev.chain())
+        end = dev.size if max_length is None else min(dev.size, start_offset + max_length)
+        out = []
+        pos = start_offset
+        while pos < end:
+            n = min(CHUNK, end - pos)
+            for ext in chain_block_status(dev, pos, n):
+                for piece in _host_split(by_name, ext):
+                    entry = _entry(piece)
+                    if out and _mergeable(out[-1], entry):
+                        out[-1]["length"] += entry["length"]
+                    else:
+                        out.append(entry)
+            pos += n
+        return out

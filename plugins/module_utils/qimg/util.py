@@ -1,0 +1,59 @@
+# -*- coding: utf-8 -*-
+# Copyright: qimg.disk contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Small shared helpers: atomic whole-file output."""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import os
+import tempfile
+
+from .errors import QimgError
+
+
+def atomic_output(filename, build):
+    """Call build(fd) on a fresh temporary file next to filename, fsync it and rename it into place.
+
+    On any failure (including KeyboardInterrupt) the temporary file is removed and an existing
+    file at filename is left untouched.
+    """
+    directory = os.path.dirname(os.path.abspath(filename))
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".%s." % os.path.basename(filename), suffix=".qimg-tmp", dir=directory)
+    except OSError as e:
+        raise QimgError("Could not create '%s': %s" % (filename, e.strerror))
+    try:
+        mode = 0o644
+        try:
+            mode = os.stat(filename).st_mode & 0o7777
+        except OSError:
+            umask = os.umask(0)
+            os.umask(umask)
+            mode = 0o666 & ~umask
+        os.fchmod(fd, mode)
+        build(fd)
+        os.fsync(fd)
+        os.close(fd)
+        fd = None
+        os.rename(tmp, filename)
+        tmp = None
+        try:
+            dfd = os.open(directory, os.O_RDONLY)
+            try:
+                os.fsync(dfd)
+            finally:
+                os.close(dfd)
+        except OSError:
+            pass
+    except OSError as e:
+        raise QimgError("Could not create '%s': %s" % (filename, e.strerror))
+    finally:
+        if fd is not None:
+            os.close(fd)
+        if tmp is not None:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass

@@ -1,0 +1,53 @@
+# -*- coding: utf-8 -*-
+# Copyright: qimg.disk contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Shared pytest set-up: the engine on sys.path as ``qimg``, and the QEMU oracle tools."""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.join(ROOT, "plugins", "module_utils"))
+QIMG = os.path.join(ROOT, "bin", "qimg")
+
+
+def _need_tool(name):
+    path = shutil.which(name)
+    if path is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("%s is required for interop tests (install qemu-utils)" % name)
+        pytest.skip("%s not installed" % name)
+    return path
+
+
+@pytest.fixture(scope="session")
+def qemu_img():
+    """Path to qemu-img (the oracle). Fails, not skips, when CI=true and it is missing."""
+    return _need_tool("qemu-img")
+
+
+@pytest.fixture(scope="session")
+def qemu_io():
+    return _need_tool("qemu-io")
+
+
+def run(cmd, check=True, **kw):
+    """Run a command; return CompletedProcess with text stdout/stderr."""
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          universal_newlines=True, **kw)
+    if check and proc.returncode != 0:
+        raise AssertionError("%s failed (%d): %s" % (cmd, proc.returncode, proc.stderr))
+    return proc
+
+
+def qimg(*args, **kw):
+    """Run bin/qimg with the current interpreter."""
+    return run([sys.executable, QIMG] + [str(a) for a in args], **kw)
