@@ -35,7 +35,7 @@ GiB = 1024 ** 3
 
 def _qemu_io_script(path, commands):
     script = "\n".join(commands) + "\nquit\n"
-    proc = subprocess.run(["qemu-io", "-f", "qcow2", path], input=script, stdout=subprocess.DEVNULL,
+    proc = subprocess.run(["qemu-io", "-f", "qcow2", path], input=script, stdout=subprocess.DEVNULL, check=False,
                           stderr=subprocess.PIPE, universal_newlines=True)
     if proc.returncode != 0:
         raise SystemExit("qemu-io failed: %s" % proc.stderr)
@@ -54,7 +54,7 @@ def build_scattered_4k(d, writes=20000, seed=1):
     path = os.path.join(d, "scattered-4G-c4k.qcow2")
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-o", "cluster_size=4k", path, "4G"], check=True)
     rnd = random.Random(seed)
-    cmds = ["write -q -P %d %d 4k" % (rnd.randrange(1, 256), rnd.randrange(4 * GiB // 4096) * 4096) for _ in range(writes)]
+    cmds = ["write -q -P %d %d 4k" % (rnd.randrange(1, 256), rnd.randrange(4 * GiB // 4096) * 4096) for dummy in range(writes)]
     _qemu_io_script(path, cmds)
     return path
 
@@ -74,7 +74,7 @@ def peak_rss_kib(cmd):
     """ru_maxrss of one run of cmd (its own, via wait4 on the child)."""
     with open(os.devnull, "wb") as null:
         proc = subprocess.Popen(cmd, stdout=null, stderr=null)
-        _, status, usage = os.wait4(proc.pid, 0)
+        dummy, status, usage = os.wait4(proc.pid, 0)
         proc.returncode = status  # reaped here; keeps Popen from waiting again
     if status != 0:
         raise SystemExit("%s failed (wait status %d)" % (cmd, status))
@@ -86,7 +86,7 @@ def bench(cases, runs):
     for name, ours, theirs, compare_json in cases:
         t_ours, t_theirs = [], []
         out_ours = out_theirs = None
-        for _ in range(runs):
+        for dummy in range(runs):
             s, out_ours = timed(ours)
             t_ours.append(s)
             s, out_theirs = timed(theirs)
@@ -130,7 +130,7 @@ def main():
             shutil.rmtree(d, ignore_errors=True)
     header = ("case", "ours s (median)", "qemu-img s", "ratio", "our peak RSS MiB", "qemu RSS MiB", "same JSON")
     print("| " + " | ".join(header) + " |")
-    print("|" + "|".join("---" for _ in header) + "|")
+    print("|" + "|".join("---" for dummy in header) + "|")
     for name, a, b, ratio, rss, rss_q, same in rows:
         print("| %s | %.3f | %.3f | %.1f | %.1f | %.1f | %s |" % (name, a, b, ratio, rss, rss_q, same))
 

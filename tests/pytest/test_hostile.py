@@ -255,7 +255,7 @@ def run_engine(path, mem_limit=0):
     try:
         proc = subprocess.run([sys.executable, "-c", ENGINE_SCRIPT, PLUGINS, str(path), str(mem_limit)],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True,
-                              timeout=TIMEOUT)
+                              timeout=TIMEOUT, check=False)
     except subprocess.TimeoutExpired:
         raise AssertionError("engine hung (> %d s) on %s" % (TIMEOUT, path))
     assert proc.returncode == 0, "engine raised a non-QimgError:\n%s" % proc.stderr[-3000:]
@@ -266,7 +266,7 @@ def run_cli(*args, **kw):
     mem_limit = kw.get("mem_limit", 0)
     try:
         proc = subprocess.run(qimg_cmd(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              universal_newlines=True, timeout=TIMEOUT,
+                              universal_newlines=True, timeout=TIMEOUT, check=False,
                               preexec_fn=_limit_as(mem_limit) if mem_limit else None)
     except subprocess.TimeoutExpired:
         raise AssertionError("bin/qimg %s hung (> %d s)" % (" ".join(map(str, args)), TIMEOUT))

@@ -202,7 +202,7 @@ def test_read_matches_qemu(qemu_img, qemu_io, tmp_path, builder):
     digest, size = engine_digest(path)
     assert size == qemu_info(path)["virtual-size"]
     assert digest == expected, "engine read differs from qemu-img convert"
-    digest, _ = engine_digest(path, chunk=ODD_CHUNK)
+    digest = engine_digest(path, chunk=ODD_CHUNK)[0]
     assert digest == expected, "engine read in unaligned chunks differs from qemu-img convert"
 
 

@@ -65,7 +65,7 @@ def _ops(seed, cluster):
         ("discard", 1600 * 1024, 128 * 1024),
         ("zero", 900 * 1024 + 7, 3000),
     ]
-    for _ in range(20):
+    for dummy in range(20):
         kind = rnd.choice(["write", "write", "zero", "discard"])
         off = rnd.randrange(SIZE)
         if rnd.random() < 0.5:
