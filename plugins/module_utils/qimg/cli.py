@@ -649,8 +649,18 @@ def cmd_create(argv, ctx):
         if fmt not in ops_create.CREATE_OPTIONS:
             raise CommandError("Unknown file format '%s'" % fmt)
         optdict = ops_create.parse_option_string(options) if options is not None else {}
+        if size is not None and optdict.get("size") is not None:
+            raise CommandError("The image size must be specified only once")
         pairs = ops_create.resolved_options(fmt, size, optdict, base, base_fmt)
-        if not quiet:
+        # qemu-img prints "Formatting ..." once it knows the size (given, or read from the
+        # backing file unless -u); without one the create fails and nothing is printed.
+        line_size = size if size is not None else optdict.get("size")
+        backing = base or optdict.get("backing_file")
+        if line_size is None and backing and not unsafe:
+            line_size = _backing_size(filename, backing, base_fmt or optdict.get("backing_fmt"))
+            if line_size is not None:
+                pairs = ops_create.resolved_options(fmt, line_size, optdict, base, base_fmt)
+        if not quiet and line_size is not None:
             types = dict((n, t) for n, t, _h in ops_create.CREATE_OPTIONS[fmt])
             ctx.out(format_formatting_line(filename, fmt, pairs, types))
         ops_create.create_image(filename, fmt, size=size, options=optdict, backing_file=base,
@@ -658,6 +668,18 @@ def cmd_create(argv, ctx):
     except Exception as err:
         _reraise_with_prefix(err, filename)
     return 0
+
+
+def _backing_size(filename, backing, backing_fmt):
+    """Virtual size of the backing file qemu-img would open, or None (create reports the error)."""
+    from .errors import QimgError
+    from .image import full_backing_path, open_image
+    try:
+        with open_image(full_backing_path(filename, backing), backing_fmt, read_only=True,
+                        force_share=True) as dev:
+            return dev.size
+    except QimgError:
+        return None
 
 
 def _reraise_with_prefix(err, filename):

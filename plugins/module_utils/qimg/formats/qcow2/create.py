@@ -121,16 +121,10 @@ def create_qcow2(fd, size, cluster_size=65536, compat="1.1", refcount_bits=16, l
     if backing_file:
         h.backing_file = backing_file
         h.backing_format = backing_fmt
-    raw_header = bytearray(hdr.serialize(h))
-    if backing_file:
-        name = backing_file.encode("utf-8", "surrogateescape")
-        if len(name) > hdr.MAX_BACKING_NAME:
-            raise InvalidArgument("Backing file name too long")
-        h.backing_file_offset = len(raw_header)
-        h.backing_file_size = len(name)
-        raw_header = bytearray(hdr.serialize(h)) + name
-    if len(raw_header) > cluster_size:
-        raise InvalidArgument("Header extensions and backing file name do not fit in one cluster")
+    try:
+        raw_header = hdr.header_cluster_bytes(h, cluster_size)
+    except QimgError as e:
+        raise InvalidArgument(str(e))
 
     try:
         # refcount table

@@ -141,17 +141,7 @@ class Qcow2Image(BlockDevice):
             self.file_size = end
 
     def write_header(self):
-        h = self.header
-        raw = bytearray(hdr.serialize(h))
-        if h.backing_file is not None:
-            name = h.backing_file.encode("utf-8", "surrogateescape")
-            h.backing_file_offset = len(raw)
-            h.backing_file_size = len(name)
-            raw = bytearray(hdr.serialize(h))
-            raw += name
-        if len(raw) > self.cluster_size:
-            raise ImageCorrupt("%s: header and extensions do not fit in the first cluster" % self.filename)
-        pwrite_all(self.fd, 0, bytes(raw))
+        pwrite_all(self.fd, 0, hdr.header_cluster_bytes(self.header, self.cluster_size))
 
     # ------------------------------------------------------------------ L2 tables
     def _l2_offset(self, l1_index):

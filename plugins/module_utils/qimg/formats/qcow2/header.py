@@ -305,3 +305,29 @@ def serialize(h):
         ext(EXT_FEATURE_TABLE, bytes(table))
     out.extend(EXT_HEADER.pack(EXT_END, 0))
     return bytes(out)
+
+
+def header_cluster_bytes(h, cluster_size):
+    """Header, extensions and backing name as they go at offset 0; sets backing_file_offset/size.
+
+    Like QEMU, the (optional) feature name table is left out when it would not fit in the cluster.
+    """
+    name = h.backing_file.encode("utf-8", "surrogateescape") if h.backing_file is not None else b""
+    if len(name) > MAX_BACKING_NAME:
+        raise ImageCorrupt("Backing file name too long")
+    table = h.feature_table
+    for attempt in (table, []):
+        h.feature_table = attempt
+        raw = serialize(h)
+        if len(raw) + len(name) <= cluster_size:
+            break
+    else:
+        h.feature_table = table
+        raise ImageCorrupt("Header extensions and backing file name do not fit in one cluster")
+    if name:
+        h.backing_file_offset, h.backing_file_size = len(raw), len(name)
+        raw = serialize(h)
+    else:
+        h.backing_file_offset = h.backing_file_size = 0
+    h.feature_table = table
+    return raw + name
