@@ -7,66 +7,11 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import errno
 import os
 
 from ..errors import InvalidArgument, QimgError
 from ..image import DATA, ZERO, BlockDevice, Extent
-from .qcow2.io import pread_exact, pwrite_all
-
-_PUNCH_HOLE = 0x02
-_KEEP_SIZE = 0x01
-
-
-def file_extents(fd, offset, length):
-    """[(start, length, is_data)] for the file range, from SEEK_DATA/SEEK_HOLE (all data if unsupported)."""
-    end = offset + length
-    out = []
-    pos = offset
-    while pos < end:
-        try:
-            data = os.lseek(fd, pos, os.SEEK_DATA)
-        except OSError as e:
-            if e.errno == errno.ENXIO:  # no data after pos
-                out.append((pos, end - pos, False))
-                break
-            out.append((pos, end - pos, True))
-            break
-        if data > pos:
-            out.append((pos, min(data, end) - pos, False))
-            pos = min(data, end)
-            if pos >= end:
-                break
-        hole = os.lseek(fd, pos, os.SEEK_HOLE)
-        stop = min(hole, end)
-        out.append((pos, stop - pos, True))
-        pos = stop
-    return out
-
-
-def punch_hole(fd, offset, length):
-    """Deallocate a file range (reads back zeros). Falls back to writing zeros."""
-    try:
-        import ctypes
-        import ctypes.util
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
-        fallocate = libc.fallocate
-        fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
-        if fallocate(fd, _PUNCH_HOLE | _KEEP_SIZE, offset, length) == 0:
-            return
-    except (OSError, AttributeError, ImportError):
-        pass
-    write_zero_data(fd, offset, length)
-
-
-def write_zero_data(fd, offset, length):
-    chunk = bytes(min(length, 1 << 20))
-    while length > 0:
-        n = min(length, len(chunk))
-        pwrite_all(fd, offset, chunk[:n])
-        offset += n
-        length -= n
-
+from ..fileio import file_extents, pread_exact, punch_hole, pwrite_all, write_zero_data
 
 class RawImage(BlockDevice):
     format_name = "raw"

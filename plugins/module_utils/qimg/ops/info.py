@@ -29,8 +29,7 @@ def device_info(dev):
     fs = dev.format_specific()
     if fs is not None:
         d["format-specific"] = fs
-    if "dirty-flag" in extra:
-        d["dirty-flag"] = extra["dirty-flag"]
+    d["dirty-flag"] = extra.get("dirty-flag", False)
     return d
 
 

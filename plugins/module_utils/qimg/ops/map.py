@@ -8,7 +8,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 from ..errors import InvalidArgument
-from ..formats.raw import file_extents
+from ..fileio import file_extents
 from ..image import chain_block_status, open_image
 
 CHUNK = 1 << 30  # guest bytes examined per block_status call (keeps memory flat)

@@ -15,7 +15,7 @@ __metaclass__ = type
 import struct
 
 from ...errors import ImageCorrupt
-from .io import pread_exact, pwrite_all
+from ...fileio import pread_exact, pwrite_all
 
 DIR_ENTRY = struct.Struct(">QIIBBHI")  # 24 bytes
 FLAG_IN_USE = 1 << 0

@@ -16,9 +16,8 @@ import os
 import struct
 
 from ...errors import InvalidArgument, QimgError
-from ..raw import write_zero_data
 from . import header as hdr
-from .io import pwrite_all
+from ...fileio import pwrite_all, write_zero_data
 from .refcounts import encode_block
 
 COPIED = 1 << 63

@@ -23,7 +23,7 @@ from ...image import DATA, UNALLOCATED, ZERO, BlockDevice, Extent
 from . import header as hdr
 from .bitmaps import bitmap_info, mark_in_use, read_bitmaps
 from .compress import decompress_cluster
-from .io import pread_exact, pwrite_all
+from ...fileio import pread_exact, pwrite_all
 from .refcounts import Refcounts
 from .snapshots import read_snapshots, snapshot_info
 

@@ -18,7 +18,7 @@ import collections
 import sys
 
 from ...errors import ImageCorrupt
-from .io import pread_exact, pwrite_all
+from ...fileio import pread_exact, pwrite_all
 
 REFTABLE_OFFSET_MASK = 0xFFFFFFFFFFFFFE00
 _LITTLE = sys.byteorder == "little"

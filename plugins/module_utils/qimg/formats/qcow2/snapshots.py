@@ -10,7 +10,7 @@ __metaclass__ = type
 import struct
 
 from ...errors import ImageCorrupt
-from .io import pread_exact
+from ...fileio import pread_exact
 
 SNAPSHOT_HEADER = struct.Struct(">QIHHIIQII")  # 40 bytes
 MAX_EXTRA = 1024

@@ -1,0 +1,88 @@
+# -*- coding: utf-8 -*-
+# Copyright: qimg.disk contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""File I/O helpers shared by the drivers: positional reads and writes, holes."""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import errno
+import os
+
+
+def pread_exact(fd, offset, length):
+    """Read length bytes at offset; past the end of the file reads zeros (as QEMU does)."""
+    chunks = []
+    got = 0
+    while got < length:
+        data = os.pread(fd, length - got, offset + got)
+        if not data:
+            break
+        chunks.append(data)
+        got += len(data)
+    if got < length:
+        chunks.append(bytes(length - got))
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def pwrite_all(fd, offset, data):
+    view = memoryview(data)
+    while view:
+        n = os.pwrite(fd, view, offset)
+        view = view[n:]
+        offset += n
+
+
+_PUNCH_HOLE = 0x02
+_KEEP_SIZE = 0x01
+
+
+def file_extents(fd, offset, length):
+    """[(start, length, is_data)] for the file range, from SEEK_DATA/SEEK_HOLE (all data if unsupported)."""
+    end = offset + length
+    out = []
+    pos = offset
+    while pos < end:
+        try:
+            data = os.lseek(fd, pos, os.SEEK_DATA)
+        except OSError as e:
+            if e.errno == errno.ENXIO:  # no data after pos
+                out.append((pos, end - pos, False))
+                break
+            out.append((pos, end - pos, True))
+            break
+        if data > pos:
+            out.append((pos, min(data, end) - pos, False))
+            pos = min(data, end)
+            if pos >= end:
+                break
+        hole = os.lseek(fd, pos, os.SEEK_HOLE)
+        stop = min(hole, end)
+        out.append((pos, stop - pos, True))
+        pos = stop
+    return out
+
+
+def punch_hole(fd, offset, length):
+    """Deallocate a file range (reads back zeros). Falls back to writing zeros."""
+    try:
+        import ctypes
+        import ctypes.util
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+        fallocate = libc.fallocate
+        fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+        if fallocate(fd, _PUNCH_HOLE | _KEEP_SIZE, offset, length) == 0:
+            return
+    except (OSError, AttributeError, ImportError):
+        pass
+    write_zero_data(fd, offset, length)
+
+
+def write_zero_data(fd, offset, length):
+    chunk = bytes(min(length, 1 << 20))
+    while length > 0:
+        n = min(length, len(chunk))
+        pwrite_all(fd, offset, chunk[:n])
+        offset += n
+        length -= n
