@@ -141,6 +141,8 @@ def chain_block_status(dev, offset, length):
 
 
 def _chain_status(dev, depth, offset, length, out):
+    # Mirrors qemu-img map: a layer that does not allocate a range defers to its backing file;
+    # past the end of a shorter backing file (or with none) the range reads as zeros at this depth.
     end = offset + length
     for ext in dev.block_status(offset, length):
         s, e = ext.start, min(ext.start + ext.length, end)
@@ -151,10 +153,10 @@ def _chain_status(dev, depth, offset, length, out):
             if below is not None and s < below.size:
                 be = min(e, below.size)
                 _chain_status(below, depth + 1, s, be - s, out)
-                if be < e:  # past the end of a shorter backing file: zeros, not present
-                    out.append(ChainExtent(be, e - be, depth + 1, False, True, False, None, None))
-            else:
-                out.append(ChainExtent(s, e - s, depth, False, True, False, None, None))
+                s = be
+            if s < e:
+                offset_here = None if ext.offset is None else ext.offset + (s - ext.start)
+                out.append(ChainExtent(s, e - s, depth, False, True, False, offset_here, None))
         else:
             data = ext.status == DATA
             out.append(ChainExtent(s, e - s, depth, True, not data, data, ext.offset, dev.filename))

@@ -19,7 +19,8 @@ class RawImage(BlockDevice):
     def __init__(self, filename, fd, read_only=True):
         super(RawImage, self).__init__(filename, read_only)
         self.fd = fd
-        self.size = os.fstat(fd).st_size
+        # like QEMU's block layer, a raw image's size is rounded up to whole 512-byte sectors
+        self.size = (os.fstat(fd).st_size + 511) // 512 * 512
         self.lock = None
 
     def read(self, offset, length):

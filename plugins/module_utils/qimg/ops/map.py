@@ -14,10 +14,10 @@ from ..image import chain_block_status, open_image
 CHUNK = 1 << 30  # guest bytes examined per block_status call (keeps memory flat)
 
 
-def _host_split(dev_by_name, ext):
-    """A data extent whose host range is a hole in the file reads as zeros: qemu reports zero: true."""
-    dev = dev_by_name.get(ext.filename)
-    if dev is None or ext.offset is None or not ext.data or dev.format_name == "raw":
+def _host_split(recurse, ext):
+    """In a metadata-preallocated qcow2, data over holes in the file reads as zeros: qemu says zero: true."""
+    dev = recurse.get(ext.filename)
+    if dev is None or ext.offset is None or not ext.data:
         return [ext]
     out = []
     for s, n, is_data in file_extents(dev.fd, ext.offset, ext.length):
@@ -48,14 +48,15 @@ def image_map(filename, fmt=None, start_offset=0, max_length=None, force_share=F
     if start_offset < 0 or (max_length is not None and max_length < 0):
         raise InvalidArgument("Invalid offset or length")
     with open_image(filename, fmt, read_only=True, force_share=force_share) as dev:
-        by_name = dict((layer.filename, layer) for layer in dev.chain())
+        recurse = dict((layer.filename, layer) for layer in dev.chain()
+                       if layer.format_name == "qcow2" and layer.metadata_preallocated())
         end = dev.size if max_length is None else min(dev.size, start_offset + max_length)
         out = []
         pos = start_offset
         while pos < end:
             n = min(CHUNK, end - pos)
             for ext in chain_block_status(dev, pos, n):
-                for piece in _host_split(by_name, ext):
+                for piece in _host_split(recurse, ext):
                     entry = _entry(piece)
                     if out and _mergeable(out[-1], entry):
                         out[-1]["length"] += entry["length"]

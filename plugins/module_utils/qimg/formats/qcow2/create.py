@@ -140,8 +140,8 @@ def create_qcow2(fd, size, cluster_size=65536, compat="1.1", refcount_bits=16, l
         # L2 tables and L1 when preallocating
         l1 = bytearray(l1_size * 8)
         if prealloc:
-            # with a backing file the preallocated subclusters stay unallocated (reads fall through)
-            sc_bitmap = 0 if backing_file else 0xFFFFFFFF
+            # like QEMU: host clusters are reserved, subclusters stay unallocated (reads fall through)
+            sc_bitmap = 0
             for t in range(n_l2):
                 l2 = bytearray(cluster_size)
                 first = t * l2_entries

@@ -222,8 +222,8 @@ class Qcow2Image(BlockDevice):
                     pos += n
             for p in pieces:
                 if run is not None and run[2] == p[2] and p[2] != COMPRESSED_KIND and (
-                        p[2] != DATA or run[3] + run[1] == p[3]) and (
-                        p[2] != ZERO or (run[3] is None and p[3] is None)):
+                        (run[3] is None and p[3] is None) or (
+                            run[3] is not None and p[3] is not None and run[3] + run[1] == p[3])):
                     run[1] += p[1]
                     continue
                 if run is not None:
@@ -263,7 +263,7 @@ class Qcow2Image(BlockDevice):
         if alloc == ALL_SUBCLUSTERS:
             return [(pos, n, DATA, host + in_off)]
         if zero == ALL_SUBCLUSTERS or (alloc == 0 and zero == 0):
-            return [(pos, n, ZERO if zero else UNALLOCATED, None)]
+            return [(pos, n, ZERO if zero else UNALLOCATED, host + in_off if host else None)]
         out = []
         sc = self.subcluster_size
         end = pos + n
@@ -274,10 +274,8 @@ class Qcow2Image(BlockDevice):
             m = min(end, p - off_in + (j + 1) * sc) - p
             if (alloc >> j) & 1:
                 out.append((p, m, DATA, host + off_in))
-            elif (zero >> j) & 1:
-                out.append((p, m, ZERO, None))
             else:
-                out.append((p, m, UNALLOCATED, None))
+                out.append((p, m, ZERO if (zero >> j) & 1 else UNALLOCATED, host + off_in if host else None))
             p += m
         return out
 
@@ -593,6 +591,15 @@ class Qcow2Image(BlockDevice):
     # ------------------------------------------------------------------ facts
     def actual_size(self):
         return os.fstat(self.fd).st_blocks * 512
+
+    def metadata_preallocated(self):
+        """QEMU's heuristic: far more clusters in use (by refcount) than the file really allocates.
+
+        Only then does qemu-img map look at holes in the file under data clusters.
+        """
+        real_clusters = self.actual_size() // self.cluster_size
+        threshold = max(real_clusters * 10 // 9, real_clusters + 2)
+        return self.refcounts.count_used(-(-self.file_size // self.cluster_size), threshold) > threshold
 
     def format_specific(self):
         h = self.header

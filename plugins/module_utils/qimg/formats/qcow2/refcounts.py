@@ -166,6 +166,21 @@ class Refcounts(object):
             pwrite_all(self.fd, self.table_offset, raw)
             self.table_dirty = False
 
+    def count_used(self, end_cluster, stop_above):
+        """Clusters below end_cluster with a non-zero refcount (counting stops past stop_above)."""
+        count = 0
+        for t in range(min(len(self.table), -(-end_cluster // self.block_entries))):
+            off = self._block_offset(t)
+            if not off:
+                continue
+            blk = self._load_block(off)
+            n = min(self.block_entries, end_cluster - t * self.block_entries)
+            part = blk[:n]
+            count += n - part.count(0)
+            if count > stop_above:
+                break
+        return count
+
     # --- allocation ---
     def _is_free_run(self, start, n, reserved):
         c = start
