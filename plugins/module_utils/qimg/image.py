@@ -199,11 +199,12 @@ def _open_fd(filename, read_only):
     try:
         fd = os.open(filename, flags)
     except OSError as e:
-        raise ImageNotFound("Could not open '%s': %s" % (filename, e.strerror))
+        raise ImageNotFound("Could not open '%s': Could not open '%s': %s" % (filename, filename, e.strerror))
     st = os.fstat(fd)
-    if stat.S_ISDIR(st.st_mode):
+    if not stat.S_ISREG(st.st_mode) and not stat.S_ISBLK(st.st_mode):
         os.close(fd)
-        raise ImageNotFound("Could not open '%s': Is a directory" % filename)
+        raise ImageNotFound("Could not open '%s': 'file' driver requires '%s' to be a regular file"
+                            % (filename, filename))
     return fd
 
 
@@ -266,7 +267,8 @@ def open_image(filename, fmt=None, read_only=True, force_share=False, open_backi
             try:
                 bst = os.stat(path)
             except OSError as e:
-                raise ImageNotFound("Could not open backing file: Could not open '%s': %s" % (path, e.strerror))
+                raise ImageNotFound("Could not open '%s': Could not open backing file: Could not open '%s': %s"
+                                    % (filename, path, e.strerror))
             key = (bst.st_dev, bst.st_ino)
             if key in seen:
                 raise UnsafeImage("Could not open backing file '%s' of '%s': the backing chain has a loop"
