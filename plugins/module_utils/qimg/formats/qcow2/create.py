@@ -27,10 +27,13 @@ def _div_up(a, b):
     return -(-a // b)
 
 
-def create_qcow2(fd, size, cluster_size=65536, compat="1.1", refcount_bits=16, lazy_refcounts=False,
-                 extended_l2=False, preallocation="off", compression_type="zlib",
-                 backing_file=None, backing_fmt=None):
-    """Write a new, empty qcow2 image into the (empty) file open as fd."""
+def plan_header(size, cluster_size=65536, compat="1.1", refcount_bits=16, lazy_refcounts=False,
+                extended_l2=False, preallocation="off", compression_type="zlib",
+                backing_file=None, backing_fmt=None):
+    """Validate create options (qemu-img's rules and messages) and return the new image's Header.
+
+    Table offsets are left for the caller to fill in.
+    """
     if cluster_size & (cluster_size - 1) or not 512 <= cluster_size <= 2 * 1024 * 1024:
         raise InvalidArgument("Cluster size must be a power of two between 512 and 2048k")
     cb = cluster_size.bit_length() - 1
@@ -70,6 +73,39 @@ def create_qcow2(fd, size, cluster_size=65536, compat="1.1", refcount_bits=16, l
     l1_size = _div_up(size, cluster_size * l2_entries)
     if l1_size * 8 > hdr.MAX_L1_BYTES:
         raise InvalidArgument("The image size is too large for file format 'qcow2' (try using a larger cluster size)")
+    h = hdr.Header()
+    h.version = version
+    h.cluster_bits = cb
+    h.size = size
+    h.l1_size = l1_size
+    h.refcount_order = refcount_bits.bit_length() - 1
+    if version == 3:
+        h.header_length = hdr.HEADER_V3_LENGTH
+        if lazy_refcounts:
+            h.compatible_features |= hdr.COMPAT_LAZY_REFCOUNTS
+        if extended_l2:
+            h.incompatible_features |= hdr.INCOMPAT_EXTL2
+        if compression_type == "zstd":
+            h.incompatible_features |= hdr.INCOMPAT_COMPRESSION
+            h.compression_type = hdr.COMPRESSION_ZSTD
+        h.feature_table = list(hdr.FEATURE_NAMES)
+    else:
+        h.header_length = hdr.HEADER_V2.size
+    if backing_file:
+        h.backing_file = backing_file
+        h.backing_format = backing_fmt
+    return h
+
+
+def create_qcow2(fd, size, preallocation="off", **options):
+    """Write a new, empty qcow2 image into the (empty) file open as fd."""
+    h = plan_header(size, preallocation=preallocation, **options)
+    cluster_size = h.cluster_size
+    refcount_bits = h.refcount_bits
+    extended_l2 = h.extended_l2
+    l1_size = h.l1_size
+    step = 2 if extended_l2 else 1
+    l2_entries = cluster_size // (8 * step)
     l1_clusters = max(1, _div_up(l1_size * 8, cluster_size))
     prealloc = preallocation != "off"
     n_l2 = l1_size if prealloc else 0
@@ -96,30 +132,9 @@ def create_qcow2(fd, size, cluster_size=65536, compat="1.1", refcount_bits=16, l
     end = data_off + n_data * cluster_size
     used_clusters = end // cluster_size
 
-    h = hdr.Header()
-    h.version = version
-    h.cluster_bits = cb
-    h.size = size
-    h.l1_size = l1_size
     h.l1_table_offset = l1_off
     h.refcount_table_offset = rt_off
     h.refcount_table_clusters = rt_clusters
-    h.refcount_order = refcount_bits.bit_length() - 1
-    if version == 3:
-        h.header_length = hdr.HEADER_V3_LENGTH
-        if lazy_refcounts:
-            h.compatible_features |= hdr.COMPAT_LAZY_REFCOUNTS
-        if extended_l2:
-            h.incompatible_features |= hdr.INCOMPAT_EXTL2
-        if compression_type == "zstd":
-            h.incompatible_features |= hdr.INCOMPAT_COMPRESSION
-            h.compression_type = hdr.COMPRESSION_ZSTD
-        h.feature_table = list(hdr.FEATURE_NAMES)
-    else:
-        h.header_length = hdr.HEADER_V2.size
-    if backing_file:
-        h.backing_file = backing_file
-        h.backing_format = backing_fmt
     try:
         raw_header = hdr.header_cluster_bytes(h, cluster_size)
     except QimgError as e:

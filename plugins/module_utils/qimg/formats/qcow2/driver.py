@@ -18,7 +18,7 @@ import os
 import struct
 import sys
 
-from ...errors import ImageCorrupt, ReadOnlyImage, UnsupportedFeature
+from ...errors import ImageCorrupt, ImageNotFound, ReadOnlyImage, UnsupportedFeature
 from ...image import DATA, UNALLOCATED, ZERO, BlockDevice, Extent
 from . import header as hdr
 from .bitmaps import bitmap_info, mark_in_use, read_bitmaps
@@ -587,6 +587,24 @@ class Qcow2Image(BlockDevice):
                 self.lock.release()
             os.close(self.fd)
             self.fd = None
+
+    def activate_snapshot(self, snapshot_id=None, name=None):
+        """Switch this (read-only) device to an internal snapshot's content, chosen by id and/or name."""
+        if not self.read_only:
+            raise ReadOnlyImage("%s: snapshots can only be read from an image opened read-only" % self.filename)
+        for snap in self.snapshots:
+            if (snapshot_id is None or snap.id == snapshot_id) and (name is None or snap.name == name):
+                break
+        else:
+            what = snapshot_id if name is None else name
+            raise ImageNotFound("Failed to load snapshot: Can't find snapshot '%s'" % what)
+        if snap.l1_size * 8 > hdr.MAX_L1_BYTES or snap.l1_table_offset + snap.l1_size * 8 > self.file_end_limit():
+            raise ImageCorrupt("%s: snapshot '%s' has an invalid L1 table" % (self.filename, snap.name))
+        self.l1 = _decode_table(pread_exact(self.fd, snap.l1_table_offset, snap.l1_size * 8))
+        self.size = snap.disk_size
+        self.l2_cache.clear()
+        self._last_compressed = (None, None)
+        return snap
 
     # ------------------------------------------------------------------ facts
     def actual_size(self):

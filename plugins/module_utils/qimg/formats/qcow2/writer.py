@@ -1,0 +1,202 @@
+# -*- coding: utf-8 -*-
+# Copyright: qimg.disk contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Build a new qcow2 image front to back (for convert).
+
+Guest clusters must arrive in ascending order. Data goes to the file in large contiguous writes;
+each L2 table is written as soon as the guest offset moves past its range, so memory holds one L2
+table, the L1 table and the refcounts of compressed host clusters. At the end the L1 table, the
+refcount structures (sized to cover themselves) and, last, the header are written.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import array
+import struct
+
+from ...errors import InvalidArgument
+from ...fileio import pwrite_all
+from . import header as hdr
+from .create import plan_header
+from .refcounts import encode_block
+
+COPIED = 1 << 63
+COMPRESSED = 1 << 62
+ZERO_FLAG = 1
+ALL_SUBCLUSTERS = 0xFFFFFFFF
+
+
+def _div_up(a, b):
+    return -(-a // b)
+
+
+class Qcow2StreamWriter(object):
+    """Writes a fresh qcow2 image into an empty file descriptor."""
+
+    def __init__(self, fd, size, **create_options):
+        self.fd = fd
+        self.header = h = plan_header(size, **create_options)
+        self.cs = cs = h.cluster_size
+        self.cb = h.cluster_bits
+        self.size = h.size
+        self.extended_l2 = h.extended_l2
+        self.step = 2 if self.extended_l2 else 1
+        self.l2_entries = cs // (8 * self.step)
+        self.max_refcount = (1 << h.refcount_bits) - 1
+        self.l1 = array.array("Q", [0]) * h.l1_size
+        self.cursor = cs                      # next free host byte (cluster 0 is the header)
+        self.l2 = None                        # (l1 index, array) of the table being filled
+        self.last_guest_cluster = -1
+        self.compressed_counts = {}           # host cluster -> refcount (only for shared/compressed ones)
+        self.pending = []                     # [(host offset, bytes)] contiguous data not yet written
+        self.pending_off = None
+        self.pending_len = 0
+        self.x_bits = 62 - (self.cb - 8)
+
+    # --- L2 handling ---
+    def _entry_slot(self, gc):
+        if gc <= self.last_guest_cluster:
+            raise InvalidArgument("stream writer: guest clusters must ascend (%d after %d)"
+                                  % (gc, self.last_guest_cluster))
+        self.last_guest_cluster = gc
+        l1i, l2i = divmod(gc, self.l2_entries)
+        if self.l2 is None or self.l2[0] != l1i:
+            self._flush_l2()
+            self.l2 = (l1i, array.array("Q", [0]) * (self.l2_entries * self.step))
+        return self.l2[1], l2i * self.step
+
+    def _flush_l2(self):
+        if self.l2 is None:
+            return
+        l1i, table = self.l2
+        self.l2 = None
+        self._align_cursor()
+        off = self._take(self.cs)
+        out = array.array("Q", table)
+        if struct.pack("=H", 1) == b"\x01\x00":
+            out.byteswap()
+        self._queue(off, out.tobytes())
+        self.l1[l1i] = off | COPIED
+
+    # --- host space ---
+    def _align_cursor(self):
+        self.cursor = _div_up(self.cursor, self.cs) * self.cs
+
+    def _take(self, n):
+        off = self.cursor
+        self.cursor += n
+        return off
+
+    def _queue(self, off, data):
+        """Coalesce contiguous writes into one large pwrite."""
+        if self.pending_off is not None and self.pending_off + self.pending_len == off \
+                and self.pending_len < (8 << 20):
+            self.pending.append(data)
+            self.pending_len += len(data)
+            return
+        self._drain()
+        self.pending_off, self.pending, self.pending_len = off, [data], len(data)
+
+    def _drain(self):
+        if self.pending_off is None:
+            return
+        data = self.pending[0] if len(self.pending) == 1 else b"".join(self.pending)
+        pwrite_all(self.fd, self.pending_off, data)
+        self.pending_off, self.pending, self.pending_len = None, [], 0
+
+    # --- guest content ---
+    def write_clusters(self, gc, data):
+        """Store whole guest clusters starting at guest cluster gc (data is a multiple of the cluster
+        size, except that the image's last cluster may be short)."""
+        cs = self.cs
+        n = _div_up(len(data), cs)
+        self._align_cursor()
+        host = self._take(n * cs)
+        if len(data) % cs:
+            data = bytes(data) + bytes(n * cs - len(data))
+        self._queue(host, data)
+        for k in range(n):
+            table, idx = self._entry_slot(gc + k)
+            table[idx] = (host + k * cs) | COPIED
+            if self.extended_l2:
+                table[idx + 1] = ALL_SUBCLUSTERS
+
+    def write_compressed(self, gc, cdata):
+        """Store one guest cluster as compressed bytes (packed byte-wise, as QEMU does)."""
+        start = self.cursor
+        first_cluster = start >> self.cb
+        end = start + len(cdata)
+        last_cluster = (end - 1) >> self.cb
+        # a host cluster may hold several compressed clusters, within the refcount width
+        if start % self.cs and self.compressed_counts.get(first_cluster, 0) >= self.max_refcount:
+            self._align_cursor()
+            return self.write_compressed(gc, cdata)
+        if start + len(cdata) > hdr.HOST_OFFSET_LIMIT or start >= (1 << self.x_bits):
+            raise InvalidArgument("compressed cluster offset out of range")
+        self.cursor = end
+        self._queue(start, bytes(cdata))
+        for c in range(first_cluster, last_cluster + 1):
+            self.compressed_counts[c] = self.compressed_counts.get(c, 0) + 1
+        sectors = ((end - 1) >> 9) - (start >> 9)
+        table, idx = self._entry_slot(gc)
+        table[idx] = COMPRESSED | (sectors << self.x_bits) | start
+
+    def zero_cluster(self, gc):
+        """Make a guest cluster read as zeros (hiding the backing file)."""
+        if self.header.version < 3:  # v2 has no zero flag: store a cluster of zeros
+            self.write_clusters(gc, bytes(min(self.cs, self.size - gc * self.cs)))
+            return
+        table, idx = self._entry_slot(gc)
+        if self.extended_l2:
+            table[idx + 1] = ALL_SUBCLUSTERS << 32
+        else:
+            table[idx] = ZERO_FLAG
+
+    # --- the end ---
+    def finish(self):
+        h = self.header
+        cs = self.cs
+        self._flush_l2()
+        self._align_cursor()
+        l1_off = self._take(max(1, _div_up(h.l1_size * 8, cs)) * cs)
+        out = array.array("Q", self.l1)
+        if struct.pack("=H", 1) == b"\x01\x00":
+            out.byteswap()
+        self._queue(l1_off, out.tobytes())
+        self._drain()
+        # refcount structures after everything, covering themselves
+        data_clusters = self.cursor >> self.cb
+        entries_per_block = cs * 8 // h.refcount_bits
+        blocks = table = 0
+        while True:
+            total = data_clusters + blocks + table
+            nb = _div_up(total, entries_per_block)
+            nt = max(1, _div_up(nb * 8, cs))
+            if (nb, nt) == (blocks, table):
+                break
+            blocks, table = nb, nt
+        if table * cs > hdr.MAX_REFTABLE_BYTES:
+            raise InvalidArgument("The image is too large for its cluster size and refcount width")
+        rt_off = self.cursor
+        rb_off = rt_off + table * cs
+        used = data_clusters + blocks + table
+        reftable = bytearray(table * cs)
+        for i in range(blocks):
+            struct.pack_into(">Q", reftable, 8 * i, rb_off + i * cs)
+        by_block = {}
+        for c, v in self.compressed_counts.items():
+            by_block.setdefault(c // entries_per_block, []).append((c % entries_per_block, v))
+        for i in range(blocks):
+            first = i * entries_per_block
+            n = max(0, min(entries_per_block, used - first))
+            values = [1] * n + [0] * (entries_per_block - n)
+            for j, v in by_block.get(i, ()):
+                values[j] = v
+            pwrite_all(self.fd, rb_off + i * cs, encode_block(values, h.refcount_bits))
+        pwrite_all(self.fd, rt_off, bytes(reftable))
+        h.l1_table_offset = l1_off
+        h.refcount_table_offset = rt_off
+        h.refcount_table_clusters = table
+        pwrite_all(self.fd, 0, hdr.header_cluster_bytes(h, cs))
