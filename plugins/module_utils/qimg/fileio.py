@@ -7,6 +7,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import collections
 import errno
 import os
 
@@ -24,6 +25,24 @@ def pread_exact(fd, offset, length):
     if got < length:
         chunks.append(bytes(length - got))
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def pwritev_all(fd, offset, buffers):
+    """Write a list of buffers contiguously at offset (one system call when possible)."""
+    if not hasattr(os, "pwritev") or len(buffers) == 1:
+        for buf in buffers:
+            pwrite_all(fd, offset, buf)
+            offset += len(buf)
+        return
+    views = [memoryview(b).cast("B") for b in buffers]
+    while views:
+        n = os.pwritev(fd, views[:1024], offset)
+        offset += n
+        while views and n >= len(views[0]):
+            n -= len(views[0])
+            views.pop(0)
+        if n:
+            views[0] = views[0][n:]
 
 
 def pwrite_all(fd, offset, data):
@@ -86,3 +105,28 @@ def write_zero_data(fd, offset, length):
         pwrite_all(fd, offset, chunk[:n])
         offset += n
         length -= n
+
+
+class BackgroundWriter(object):
+    """Positional writes done by worker threads (os.pwritev releases the GIL), at most max_pending
+    in flight so memory stays bounded. wait() re-raises the first failure."""
+
+    def __init__(self, fd, workers=1, max_pending=2):
+        from concurrent.futures import ThreadPoolExecutor
+        self.fd = fd
+        self.pool = ThreadPoolExecutor(max_workers=workers)
+        self.max_pending = max_pending
+        self.pending = collections.deque()
+
+    def submit(self, offset, buffers):
+        while len(self.pending) >= self.max_pending:
+            self.pending.popleft().result()
+        self.pending.append(self.pool.submit(pwritev_all, self.fd, offset, list(buffers)))
+
+    def wait(self):
+        try:
+            while self.pending:
+                self.pending.popleft().result()
+        finally:
+            self.pool.shutdown(wait=True)
+

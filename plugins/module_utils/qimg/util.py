@@ -14,10 +14,12 @@ from .errors import QimgError
 
 
 def atomic_output(filename, build):
-    """Call build(fd) on a fresh temporary file next to filename, fsync it and rename it into place.
+    """Call build(fd) on a fresh temporary file next to filename and rename it into place.
 
     On any failure (including KeyboardInterrupt) the temporary file is removed and an existing
-    file at filename is left untouched.
+    file at filename is left untouched. When an existing file is replaced, the new content is
+    fsynced before the rename so that a crash cannot leave neither version; a brand-new file is
+    not synced (as with qemu-img, which does not flush its output either).
     """
     directory = os.path.dirname(os.path.abspath(filename))
     try:
@@ -25,20 +27,24 @@ def atomic_output(filename, build):
     except OSError as e:
         raise QimgError("Could not create '%s': %s" % (filename, e.strerror))
     try:
-        mode = 0o644
+        replacing = True
         try:
             mode = os.stat(filename).st_mode & 0o7777
         except OSError:
+            replacing = False
             umask = os.umask(0)
             os.umask(umask)
             mode = 0o666 & ~umask
         os.fchmod(fd, mode)
         build(fd)
-        os.fsync(fd)
+        if replacing:
+            os.fsync(fd)
         os.close(fd)
         fd = None
         os.rename(tmp, filename)
         tmp = None
+        if not replacing:
+            return
         try:
             dfd = os.open(directory, os.O_RDONLY)
             try:

@@ -25,7 +25,7 @@ except ImportError:  # Python 2 spelling, for sanity tests on old interpreters
 from ..errors import ImageNotFound, InvalidArgument, UnsupportedFeature
 from ..formats.qcow2.compress import compress_cluster, zstd_available
 from ..formats.qcow2.writer import Qcow2StreamWriter
-from ..fileio import pwrite_all
+from ..fileio import BackgroundWriter
 from ..image import chain_block_status, full_backing_path, open_image
 from ..util import atomic_output
 from .create import normalize_options
@@ -96,20 +96,21 @@ def _source_segments(devs, start, length):
 
 def _split_zeros(offset, data, sparse_size):
     """Cut data into (offset, length, data-or-None), turning aligned all-zero blocks into None."""
+    n = len(data)
     if sparse_size <= 0:
-        return [(offset, len(data), data)]
+        return [(offset, n, data)]
+    if not data.strip(b"\0"):  # strip() returns data itself when it has no zero ends: no copy
+        return [(offset, n, None)]
     view = memoryview(data)
-    if not data.strip(b"\0"):
-        return [(offset, len(data), None)]
     zero_block = bytes(sparse_size)
     out = []
     pos = 0
-    n = len(data)
     run_start, run_zero = 0, None
     while pos < n:
         # blocks are aligned to the guest offset so that results do not depend on chunking
         nxt = min(n, (offset + pos) // sparse_size * sparse_size + sparse_size - offset)
-        is_zero = (nxt - pos == sparse_size and view[pos:nxt] == zero_block)
+        # bytes == bytes is a memcmp; memoryview comparisons go element by element
+        is_zero = nxt - pos == sparse_size and data[pos:nxt] == zero_block
         if run_zero is None:
             run_zero = is_zero
         elif is_zero != run_zero:
@@ -176,118 +177,125 @@ class _Progress(object):
 
 def _write_raw(fd, chunks, total, fully_allocated, progress):
     os.ftruncate(fd, total)
-    for pos, n, pieces in chunks:
-        for off, ln, data in pieces:
-            if data is not None:
-                pwrite_all(fd, off, data)
-            elif fully_allocated:
-                pwrite_all(fd, off, bytes(ln))
-        progress(pos + n)
+    io = BackgroundWriter(fd)
+    try:
+        for pos, n, pieces in chunks:
+            for off, ln, data in pieces:
+                if data is not None:
+                    io.submit(off, [data])
+                elif fully_allocated:
+                    io.submit(off, [bytes(ln)])
+            progress(pos + n)
+    finally:
+        io.wait()
 
 
-def _cluster_pieces(pieces, cs, total):
-    """Regroup (off, len, data) pieces into whole target clusters: (first cluster, [cluster data|None])."""
-    clusters = []
-    first = None
+def _data_runs(pos, n, pieces, cs, fully_allocated):
+    """Runs of target clusters in the chunk [pos, pos+n) that hold data: (first cluster, content).
+
+    The chunk starts on a cluster boundary. content covers whole clusters (the image's last one
+    may be short); a single piece that covers a run is passed on without copying.
+    """
+    first_c = pos // cs
+    nc = -(-n // cs)
+    has = bytearray(b"\1" * nc) if fully_allocated else bytearray(nc)
     for off, ln, data in pieces:
-        if first is None:
-            first = off // cs
-        end = off + ln
-        pos = off
-        while pos < end:
-            idx = pos // cs
-            in_off = pos % cs
-            m = min(end - pos, cs - in_off)
-            k = idx - first
-            while len(clusters) <= k:
-                clusters.append(None)
-            if data is not None:
-                cur = clusters[k]
-                if cur is None:
-                    cur = clusters[k] = bytearray(min(cs, total - idx * cs))
-                cur[in_off:in_off + m] = data[pos - off:pos - off + m]
-            pos += m
-    return first, clusters
+        if data is not None:
+            a, b = (off - pos) // cs, (off + ln - 1 - pos) // cs
+            has[a:b + 1] = b"\1" * (b - a + 1)
+    c = 0
+    while c < nc:
+        if not has[c]:
+            nxt = has.find(b"\1", c)
+            if nxt < 0:
+                return
+            c = nxt
+            continue
+        stop = has.find(b"\0", c)
+        stop = nc if stop < 0 else stop
+        lo, hi = pos + c * cs, min(pos + n, pos + stop * cs)
+        yield first_c + c, _assemble(pieces, lo, hi)
+        c = stop
 
 
-def _write_qcow2(writer, chunks, total, cs, compress, ctype, fully_allocated, backing, progress):
+def _assemble(pieces, lo, hi):
+    parts = []
+    for off, ln, data in pieces:
+        s, e = max(off, lo), min(off + ln, hi)
+        if s >= e:
+            continue
+        if data is None:
+            parts.append(bytes(e - s))
+        else:
+            parts.append(data[s - off:e - off])
+    if len(parts) == 1:
+        return parts[0]
+    return b"".join(parts)
+
+
+def _write_qcow2(writer, chunks, cs, compress, ctype, fully_allocated, backing, progress):
     pool = None
     if compress:
         from concurrent.futures import ThreadPoolExecutor
         pool = ThreadPoolExecutor(max_workers=max(2, (os.cpu_count() or 2)))
-    carry = []  # pieces of a target cluster that straddles chunk boundaries
     try:
         for pos, n, pieces in chunks:
-            pieces = carry + pieces
-            end = pos + n
-            cut = end if end == total else end // cs * cs
-            carry = [(o, ln, d) for o, ln, d in _clip(pieces, cut, None)]
-            pieces = list(_clip(pieces, None, cut))
-            if pieces:
-                first, clusters = _cluster_pieces(pieces, cs, total)
-                _emit(writer, first, clusters, cs, total, compress, ctype, fully_allocated, backing, pool)
-            progress(end)
-        if carry:
-            first, clusters = _cluster_pieces(carry, cs, total)
-            _emit(writer, first, clusters, cs, total, compress, ctype, fully_allocated, backing, pool)
+            runs = _data_runs(pos, n, pieces, cs, fully_allocated)
+            if backing is not None:
+                _emit_over_backing(writer, pos, n, list(runs), cs, backing)
+            elif compress:
+                _emit_compressed(writer, runs, cs, ctype, pool)
+            else:
+                for gc, content in runs:
+                    writer.write_clusters(gc, content)
+            progress(pos + n)
     finally:
         if pool is not None:
             pool.shutdown(wait=True)
 
 
-def _clip(pieces, lo, hi):
-    for off, ln, data in pieces:
-        s, e = off, off + ln
-        if lo is not None:
-            s = max(s, lo)
-        if hi is not None:
-            e = min(e, hi)
-        if s < e:
-            yield (s, e - s, None if data is None else data[s - off:e - off])
-
-
-def _emit(writer, first, clusters, cs, total, compress, ctype, fully_allocated, backing, pool):
+def _emit_compressed(writer, runs, cs, ctype, pool):
     todo = []
-    for k, data in enumerate(clusters):
-        gc = first + k
-        if backing is not None:
-            start = gc * cs
-            want = bytes(data) if data is not None else None
-            below = backing.read(start, min(cs, backing.size - start)) if start < backing.size else b""
-            if want is None:
-                if below.strip(b"\0"):
-                    writer.zero_cluster(gc)
-                continue
-            if want[:len(below)] == below and not want[len(below):].strip(b"\0"):
-                continue  # same as the backing file: leave unallocated
-            todo.append((gc, want))
+    for gc, content in runs:
+        view = memoryview(content)
+        for k in range(0, len(view), cs):
+            todo.append((gc + k // cs, view[k:k + cs]))
+
+    def work(batch):
+        out = []
+        for gc, d in batch:
+            raw = bytes(d)
+            if len(raw) < cs:
+                raw += bytes(cs - len(raw))
+            out.append((gc, d, compress_cluster(raw, ctype)))
+        return out
+    batches = [todo[i:i + COMPRESS_BATCH] for i in range(0, len(todo), COMPRESS_BATCH)]
+    for result in pool.map(work, batches):
+        for gc, d, cdata in result:
+            if cdata is None:
+                writer.write_clusters(gc, d)
+            else:
+                writer.write_compressed(gc, cdata)
+
+
+def _emit_over_backing(writer, pos, n, runs, cs, backing):
+    """-B: store only clusters whose content differs from the backing file's."""
+    by_cluster = {}
+    for gc, content in runs:
+        view = memoryview(content)
+        for k in range(0, len(view), cs):
+            by_cluster[gc + k // cs] = bytes(view[k:k + cs])
+    for gc in range(pos // cs, -(-(pos + n) // cs)):
+        start = gc * cs
+        want = by_cluster.get(gc)
+        below = backing.read(start, min(cs, backing.size - start)) if start < backing.size else b""
+        if want is None:
+            if below.strip(b"\0"):
+                writer.zero_cluster(gc)
             continue
-        if data is None:
-            if fully_allocated:
-                todo.append((gc, bytes(min(cs, total - gc * cs))))
-            continue
-        todo.append((gc, data))
-    if not todo:
-        return
-    if compress:
-        def work(batch):
-            return [(gc, d, compress_cluster(bytes(d) + bytes(cs - len(d)), ctype)) for gc, d in batch]
-        batches = [todo[i:i + COMPRESS_BATCH] for i in range(0, len(todo), COMPRESS_BATCH)]
-        for result in pool.map(work, batches):
-            for gc, d, cdata in result:
-                if cdata is None:
-                    writer.write_clusters(gc, d)
-                else:
-                    writer.write_compressed(gc, cdata)
-        return
-    # contiguous guest clusters go out as one write
-    i = 0
-    while i < len(todo):
-        j = i + 1
-        while j < len(todo) and todo[j][0] == todo[j - 1][0] + 1:
-            j += 1
-        writer.write_clusters(todo[i][0], b"".join(bytes(d) for _, d in todo[i:j]))
-        i = j
+        if want[:len(below)] == below and not want[len(below):].strip(b"\0"):
+            continue  # same as the backing file: leave it unallocated
+        writer.write_clusters(gc, want)
 
 
 def _write_into(dev, chunks, target_is_zero, progress):
@@ -366,8 +374,14 @@ def convert(sources, dest, src_fmt=None, out_fmt="raw", options=None, compress=F
 
             def build_qcow2(fd):
                 writer = Qcow2StreamWriter(fd, size, **create_opts)
-                _write_qcow2(writer, _chunks(devs, total, sparse_size), total, writer.cs, compress,
-                             writer.header.compression_type, fully_allocated, backing, report)
+                if CHUNK % writer.cs:
+                    raise InvalidArgument("cluster size larger than the conversion chunk")
+                try:
+                    _write_qcow2(writer, _chunks(devs, total, sparse_size), writer.cs, compress,
+                                 writer.header.compression_type, fully_allocated, backing, report)
+                except BaseException:
+                    writer.abort()
+                    raise
                 writer.finish()
             atomic_output(dest, build_qcow2)
         finally:

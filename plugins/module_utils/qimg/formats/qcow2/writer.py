@@ -17,7 +17,7 @@ import array
 import struct
 
 from ...errors import InvalidArgument
-from ...fileio import pwrite_all
+from ...fileio import BackgroundWriter, pwrite_all
 from . import header as hdr
 from .create import plan_header
 from .refcounts import encode_block
@@ -54,6 +54,7 @@ class Qcow2StreamWriter(object):
         self.pending_off = None
         self.pending_len = 0
         self.x_bits = 62 - (self.cb - 8)
+        self.io = BackgroundWriter(fd)
 
     # --- L2 handling ---
     def _entry_slot(self, gc):
@@ -102,8 +103,7 @@ class Qcow2StreamWriter(object):
     def _drain(self):
         if self.pending_off is None:
             return
-        data = self.pending[0] if len(self.pending) == 1 else b"".join(self.pending)
-        pwrite_all(self.fd, self.pending_off, data)
+        self.io.submit(self.pending_off, self.pending)
         self.pending_off, self.pending, self.pending_len = None, [], 0
 
     # --- guest content ---
@@ -114,9 +114,9 @@ class Qcow2StreamWriter(object):
         n = _div_up(len(data), cs)
         self._align_cursor()
         host = self._take(n * cs)
-        if len(data) % cs:
-            data = bytes(data) + bytes(n * cs - len(data))
         self._queue(host, data)
+        if len(data) % cs:  # the image's last cluster: pad to a whole cluster
+            self._queue(host + len(data), bytes(n * cs - len(data)))
         for k in range(n):
             table, idx = self._entry_slot(gc + k)
             table[idx] = (host + k * cs) | COPIED
@@ -155,6 +155,13 @@ class Qcow2StreamWriter(object):
             table[idx] = ZERO_FLAG
 
     # --- the end ---
+    def abort(self):
+        """Stop the background writes after a failure (the caller discards the file)."""
+        try:
+            self.io.wait()
+        except Exception:  # the original failure is what the caller reports
+            pass
+
     def finish(self):
         h = self.header
         cs = self.cs
@@ -166,6 +173,7 @@ class Qcow2StreamWriter(object):
             out.byteswap()
         self._queue(l1_off, out.tobytes())
         self._drain()
+        self.io.wait()  # all data and tables are in the file before the refcounts and header
         # refcount structures after everything, covering themselves
         data_clusters = self.cursor >> self.cb
         entries_per_block = cs * 8 // h.refcount_bits
