@@ -13,6 +13,7 @@ from ..errors import InvalidArgument, QimgError
 from ..image import DATA, ZERO, BlockDevice, Extent
 from ..fileio import file_extents, pread_exact, punch_hole, pwrite_all, write_zero_data
 
+
 class RawImage(BlockDevice):
     format_name = "raw"
 

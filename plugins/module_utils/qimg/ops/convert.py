@@ -67,7 +67,7 @@ def parse_snapshot_param(text):
         return (None, text)
     snap_id = snap_name = None
     for item in text.split(","):
-        key, _, value = item.partition("=")
+        key, value = item.partition("=")[::2]
         if key == "snapshot.id":
             snap_id = value
         elif key == "snapshot.name":

@@ -95,7 +95,7 @@ def normalize_options(fmt, size=None, options=None, backing_file=None, backing_f
     for k in list(opts):
         if opts[k] is None:
             del opts[k]
-    known = dict((name, typ) for name, typ, _ in CREATE_OPTIONS[fmt])
+    known = dict((entry[0], entry[1]) for entry in CREATE_OPTIONS[fmt])
     out = {}
     for name, value in opts.items():
         if name in _NOT_YET and fmt == "qcow2":

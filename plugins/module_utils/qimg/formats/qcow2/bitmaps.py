@@ -49,7 +49,7 @@ def read_bitmaps(img):
     raw = pread_exact(img.fd, doff, dsize)
     out = []
     pos = 0
-    for _ in range(nb):
+    for _index in range(nb):
         if pos + DIR_ENTRY.size > dsize:
             raise corrupt("Bitmap directory is truncated")
         b = Bitmap()

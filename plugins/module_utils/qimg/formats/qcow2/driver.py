@@ -196,7 +196,7 @@ class Qcow2Image(BlockDevice):
         while pos < end:
             gc = pos >> cb
             l1i, l2i = divmod(gc, l2n)
-            l2off, _ = self._l2_offset(l1i)
+            l2off = self._l2_offset(l1i)[0]
             table_end = min(end, (l1i + 1) * l2n * cs)
             if not l2off:
                 pieces = [(pos, table_end - pos, UNALLOCATED, None)]

@@ -279,9 +279,9 @@ class Refcounts(object):
         nxt = start + clusters
         while True:
             changed = False
-            for c in list(range(start, start + clusters)) + [b for _, b in needed]:
+            for c in list(range(start, start + clusters)) + [pair[1] for pair in needed]:
                 tt = c // self.block_entries
-                if not new_table[tt] and tt not in [x for x, _ in needed]:
+                if not new_table[tt] and tt not in [pair[0] for pair in needed]:
                     needed.append((tt, nxt))
                     nxt += 1
                     changed = True
@@ -298,7 +298,7 @@ class Refcounts(object):
             self.dirty_blocks.add(boff)
         old_offset, old_clusters, old_table = self.table_offset, self.table_clusters, self.table
         self.table = new_table
-        for c in list(range(start, start + clusters)) + [bc for _, bc in needed]:
+        for c in list(range(start, start + clusters)) + [pair[1] for pair in needed]:
             blk = self._load_block(self._block_offset(c // self.block_entries))
             blk[c % self.block_entries] += 1
             self.dirty_blocks.add(self._block_offset(c // self.block_entries))
