@@ -128,6 +128,8 @@ options:
 notes:
   - An existing image is read with shared locks waived (like C(qemu-img info -U)) to compare its
     metadata, so an image in use by a running VM can still be checked for idempotence.
+  - An image that another process (such as a running VM) holds open for writing is never
+    re-created (even with O(force=true)) or removed; the task fails instead.
 seealso:
   - module: qimg.disk.qimg_info
 """
@@ -266,7 +268,7 @@ from ansible_collections.qimg.disk.plugins.module_utils.ansible_glue import (
     ordered,
     qimg_errors,
 )
-from ansible_collections.qimg.disk.plugins.module_utils.qimg.errors import QimgError
+from ansible_collections.qimg.disk.plugins.module_utils.qimg.errors import ImageInUse, QimgError
 from ansible_collections.qimg.disk.plugins.module_utils.qimg.ops.create import create_image
 from ansible_collections.qimg.disk.plugins.module_utils.qimg.ops.info import image_info
 from ansible_collections.qimg.disk.plugins.module_utils.qimg.sizes import parse_size
@@ -410,6 +412,20 @@ def read_existing(module, path):
     return info, image_metadata(info)
 
 
+def refuse_in_use(module, path, action, result):
+    """Fail when another process (a running VM, qemu-nbd) holds a write lock on path.
+
+    Metadata is compared with locks waived, but the image is never removed or replaced under
+    a process that has it open for writing: that process would keep the old file.
+    """
+    try:
+        image_info(path, force_share=False)
+    except ImageInUse as err:
+        module.fail_json(msg="refusing to %s %s: %s" % (action, path, err), **result)
+    except QimgError:
+        pass  # not an image we can read: nobody can be using it as one
+
+
 def state_absent(module, result):
     path = module.params["path"]
     if not os.path.lexists(path):
@@ -421,6 +437,7 @@ def state_absent(module, result):
         before = image_metadata(image_info(path, force_share=True))
     except QimgError:
         before = {"state": "present"}
+    refuse_in_use(module, path, "remove", result)
     result["changed"] = True
     result["diff"] = {"before": before, "after": {"state": "absent"}}
     if not module.check_mode:
@@ -461,6 +478,7 @@ def state_present(module, result):
                 msg="%s differs from the requested image and force is false: %s"
                     % (path, "; ".join(result["differences"])),
                 **result)
+        refuse_in_use(module, path, "re-create", result)
     else:
         before = {"state": "absent"}
 
