@@ -123,6 +123,8 @@ options:
       - Re-create an existing image whose format, size, options or backing file differ from the
         request. The image's content is lost.
       - Without it such a difference fails the task, with a message listing each difference.
+      - The new image keeps the mode and owner of the file it replaces, unless O(mode), O(owner) or
+        O(group) say otherwise.
     type: bool
     default: false
 notes:
@@ -258,6 +260,7 @@ format_specific:
 """
 
 import os
+import stat
 
 from ansible.module_utils.basic import AnsibleModule
 
@@ -488,13 +491,27 @@ def state_present(module, result):
         # Attributes of a file that does not exist yet cannot be compared; report the plan only.
         module.exit_json(**result)
 
+    old_stat = os.stat(path) if exists and not os.path.islink(path) else None
     with qimg_errors(module, path=path):
         create_image(path, request.format, size=request.size, options=request.engine_options(),
                      backing_file=request.backing_file, backing_fmt=request.backing_format,
                      overwrite=exists)
         info = image_info(path, force_share=True)
+    if old_stat is not None:
+        keep_attributes(path, old_stat)
     result["diff"]["after"] = image_metadata(info)
     _finish(module, result, info, changed=True)
+
+
+def keep_attributes(path, old_stat):
+    """A re-created image keeps the replaced file's mode and owner (file options still apply after)."""
+    try:
+        os.chmod(path, stat.S_IMODE(old_stat.st_mode))
+        st = os.stat(path)
+        if (st.st_uid, st.st_gid) != (old_stat.st_uid, old_stat.st_gid):
+            os.chown(path, old_stat.st_uid, old_stat.st_gid)
+    except OSError:
+        pass  # not permitted: the new file keeps its own attributes
 
 
 def _finish(module, result, info, changed):

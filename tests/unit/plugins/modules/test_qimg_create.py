@@ -312,11 +312,19 @@ def test_mode(tmp_path, run):
     assert run.ok(main, dict(path=path, size="1M", mode="0640"))["changed"] is False
 
 
+def test_forced_recreate_keeps_mode(tmp_path, run):
+    path = str(tmp_path / "disk.qcow2")
+    run.ok(main, dict(path=path, size="1M", mode="0600"))
+    run.ok(main, dict(path=path, size="2M", force=True))
+    assert _mode(path) == 0o600
+
+
 def test_mode_applied_on_forced_recreate(tmp_path, run):
     path = str(tmp_path / "disk.qcow2")
     run.ok(main, dict(path=path, size="1M", mode="0600"))
-    run.ok(main, dict(path=path, size="2M", mode="0600", force=True))
-    assert _mode(path) == 0o600
+    res = run.ok(main, dict(path=path, size="2M", mode="0640", force=True))
+    assert res["changed"] is True
+    assert _mode(path) == 0o640
 
 
 # ---------------------------------------------------------------- state=absent
