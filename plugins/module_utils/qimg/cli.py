@@ -62,12 +62,13 @@ class UsageError(Exception):
 class CommandError(Exception):
     """A plain error_report() followed by exit code ``code``; lines are printed one by one."""
 
-    def __init__(self, lines, code=1):
+    def __init__(self, lines, code=1, hint=None):
         if isinstance(lines, str):
             lines = [lines]
         super(CommandError, self).__init__(lines[0])
         self.lines = lines
         self.code = code
+        self.hint = list(hint or [])  # qemu's error_printf() text: no prefix, printed verbatim
 
 
 class HelpRequested(Exception):
@@ -651,7 +652,13 @@ def cmd_create(argv, ctx):
         optdict = ops_create.parse_option_string(options) if options is not None else {}
         if size is not None and optdict.get("size") is not None:
             raise CommandError("The image size must be specified only once")
-        pairs = ops_create.resolved_options(fmt, size, optdict, base, base_fmt)
+        backing = base or optdict.get("backing_file")
+        if backing and fmt != "raw" and not (base_fmt or optdict.get("backing_fmt")):
+            # qemu-img 7.2 refuses to probe; it names what it would have detected
+            detected = None if unsafe else _backing_format(filename, backing)
+            raise CommandError("Backing file specified without backing format",
+                               hint=["Detected format of %s." % detected] if detected else [])  # no newline, as qemu
+        pairs = ops_create.resolved_options(fmt, size, optdict, base, base_fmt, filename=filename)
         # qemu-img prints "Formatting ..." once it knows the size (given, or read from the
         # backing file unless -u); without one the create fails and nothing is printed.
         line_size = size if size is not None else optdict.get("size")
@@ -659,7 +666,7 @@ def cmd_create(argv, ctx):
         if line_size is None and backing and not unsafe:
             line_size = _backing_size(filename, backing, base_fmt or optdict.get("backing_fmt"))
             if line_size is not None:
-                pairs = ops_create.resolved_options(fmt, line_size, optdict, base, base_fmt)
+                pairs = ops_create.resolved_options(fmt, line_size, optdict, base, base_fmt, filename=filename)
         if not quiet and line_size is not None:
             types = dict((n, t) for n, t, _h in ops_create.CREATE_OPTIONS[fmt])
             ctx.out(format_formatting_line(filename, fmt, pairs, types))
@@ -682,18 +689,33 @@ def _backing_size(filename, backing, backing_fmt):
         return None
 
 
+def _backing_format(filename, backing):
+    """The probed format of the backing file, or None when it cannot be opened."""
+    from .errors import QimgError
+    from .image import full_backing_path, open_image
+    try:
+        with open_image(full_backing_path(filename, backing), None, read_only=True, force_share=True,
+                        open_backing=False) as dev:
+            return dev.format_name
+    except QimgError:
+        return None
+
+
 def _reraise_with_prefix(err, filename):
     """qemu-img create reports bdrv_img_create() errors as "FILE: message"."""
     from .errors import QimgError
+    hint = []
     if isinstance(err, CommandError):
         msg = err.lines[0]
+        hint = err.hint
     elif isinstance(err, QimgError):
-        msg = str(err)
+        msg = err.message
+        hint = [h + "\n" for h in err.hint]
     else:
         raise err
     if not msg.startswith(filename + ": "):
         msg = "%s: %s" % (filename, msg)
-    raise CommandError(msg)
+    raise CommandError(msg, hint=hint)
 
 
 def cmd_info(argv, ctx):
@@ -869,10 +891,10 @@ def main(argv=None):
         err("%s: %s\nTry '%s --help' for more information\n" % (prog, exc, prog))
         return 1
     except CommandError as exc:
-        err("".join("%s: %s\n" % (prog, line) for line in exc.lines))
+        err("".join("%s: %s\n" % (prog, line) for line in exc.lines) + "".join(exc.hint))
         return exc.code
     except QimgError as exc:
-        err("%s: %s\n" % (prog, " ".join(str(exc).splitlines())))
+        err("%s: %s\n" % (prog, exc.message) + "".join(h + "\n" for h in exc.hint))
         return 1
     except KeyboardInterrupt:
         err("%s: interrupted\n" % prog)

@@ -17,11 +17,13 @@ __metaclass__ = type
 class QimgError(Exception):
     """Root of every expected engine failure."""
 
-    def __init__(self, message):
+    def __init__(self, message, hint=None):
         # Keep messages on one line whatever the source (file names may hold newlines).
+        # hint: qemu-img's extra explanation lines, printed by the CLI after the message.
         message = " ".join(str(message).splitlines())
-        super(QimgError, self).__init__(message)
         self.message = message
+        self.hint = list(hint or [])
+        super(QimgError, self).__init__(" ".join([message] + self.hint))
 
 
 class InvalidArgument(QimgError):

@@ -214,7 +214,7 @@ def open_single(filename, fmt=None, read_only=True, force_share=False):
     from .formats.raw import RawImage
     from .locking import ImageLock
     if fmt is not None and fmt not in FORMATS:
-        raise InvalidArgument("Unknown driver '%s'" % fmt)
+        raise InvalidArgument("Could not open '%s': Unknown driver '%s'" % (filename, fmt))
     fd = _open_fd(filename, read_only)
     try:
         lock = None if force_share and read_only else ImageLock(fd, filename, not read_only)

@@ -9,7 +9,7 @@ __metaclass__ = type
 
 import os
 
-from ..errors import ImageExists, InvalidArgument, QimgError, UnsupportedFeature
+from ..errors import ImageExists, ImageNotFound, InvalidArgument, QimgError, UnsupportedFeature
 from ..formats.qcow2 import create_qcow2
 from ..formats.qcow2.compress import zstd_available
 from ..formats.raw import create_raw
@@ -17,7 +17,7 @@ from ..image import FORMATS, full_backing_path, open_image, refuse_pseudo_filena
 from ..sizes import parse_size
 from ..util import atomic_output
 
-# (name, qemu type, help) in qemu-img's `-o help` order
+# (name, qemu type, help) in qemu-img's `-o help` order: the format's own options
 CREATE_OPTIONS = {
     "qcow2": [
         ("backing_file", "str", "File name of a base image"),
@@ -25,6 +25,17 @@ CREATE_OPTIONS = {
         ("cluster_size", "size", "qcow2 cluster size"),
         ("compat", "str", "Compatibility level (v2 [0.10] or v3 [1.1])"),
         ("compression_type", "str", "Compression method used for image cluster compression"),
+        ("data_file", "str", "File name of an external data file"),
+        ("data_file_raw", "bool", "The external data file must stay valid as a raw image"),
+        ("encrypt.cipher-alg", "str", "Name of encryption cipher algorithm"),
+        ("encrypt.cipher-mode", "str", "Name of encryption cipher mode"),
+        ("encrypt.format", "str", "Encrypt the image, format choices: 'aes', 'luks'"),
+        ("encrypt.hash-alg", "str", "Name of encryption hash algorithm"),
+        ("encrypt.iter-time", "num", "Time to spend in PBKDF in milliseconds"),
+        ("encrypt.ivgen-alg", "str", "Name of IV generator algorithm"),
+        ("encrypt.ivgen-hash-alg", "str", "Name of IV generator hash algorithm"),
+        ("encrypt.key-secret", "str", "ID of secret providing qcow AES key or LUKS passphrase"),
+        ("encryption", "bool", "Encrypt the image with format 'aes'. (Deprecated in favor of encrypt.format=aes)"),
         ("extended_l2", "bool", "Extended L2 tables"),
         ("lazy_refcounts", "bool", "Postpone refcount updates"),
         ("preallocation", "str", "Preallocation mode (allowed values: off, metadata, falloc, full)"),
@@ -32,18 +43,25 @@ CREATE_OPTIONS = {
         ("size", "size", "Virtual disk size"),
     ],
     "raw": [
-        ("preallocation", "str", "Preallocation mode (allowed values: off, falloc, full)"),
         ("size", "size", "Virtual disk size"),
     ],
 }
+# options of the host file itself (qemu's file protocol), accepted for every format
+FILE_PROTOCOL_OPTIONS = [
+    ("extent_size_hint", "size", "Extent size hint for the image file, 0 to disable"),
+    ("nocow", "bool", "Turn off copy-on-write (valid only on btrfs)"),
+    ("preallocation", "str", "Preallocation mode (allowed values: off, falloc, full)"),
+]
 # options qemu-img knows but we refuse with a clear message
 _NOT_YET = {"data_file": "external data files", "data_file_raw": "external data files",
             "encryption": "encryption", "encrypt.format": "encryption", "encrypt.key-secret": "encryption",
             "encrypt.cipher-alg": "encryption", "encrypt.cipher-mode": "encryption",
             "encrypt.hash-alg": "encryption", "encrypt.iter-time": "encryption",
             "encrypt.ivgen-alg": "encryption", "encrypt.ivgen-hash-alg": "encryption"}
-_IGNORED = ("nocow", "extent_size_hint")  # host file system hints with no effect on the image
+_HOST_HINTS = ("nocow", "extent_size_hint")  # host file system hints with no effect on the image
 _BOOL_WORDS = {"on": True, "off": False, "true": True, "false": False, "yes": True, "no": False}
+_SIZE_HINT = ["Optional suffix k, M, G, T, P or E means kilo-, mega-, giga-, tera-, peta-",
+              "and exabytes, respectively."]
 
 
 def parse_option_string(text):
@@ -87,77 +105,114 @@ def _bool(name, value):
     return _BOOL_WORDS[word]
 
 
-def normalize_options(fmt, size=None, options=None, backing_file=None, backing_fmt=None):
-    """Validate and type the create options. Returns a dict of typed values (only those given)."""
+def _known_options(fmt):
+    known = dict((entry[0], entry[1]) for entry in FILE_PROTOCOL_OPTIONS)
+    known.update((entry[0], entry[1]) for entry in CREATE_OPTIONS[fmt])
+    return known
+
+
+def _typed(name, typ, value):
+    if typ == "size":
+        try:
+            return parse_size(value)
+        except InvalidArgument:
+            raise InvalidArgument("Parameter '%s' expects a non-negative number below 2^64" % name, hint=_SIZE_HINT)
+    if typ == "bool":
+        return _bool(name, value)
+    if typ == "num":
+        try:
+            return int(str(value), 0)
+        except ValueError:
+            raise InvalidArgument("Parameter '%s' expects a number" % name)
+    return str(value)
+
+
+def _given(fmt, size, options, backing_file, backing_fmt):
+    """[(name, value as given, typed value)] for the options given, without None values."""
     if fmt not in FORMATS:
         raise InvalidArgument("Unknown file format '%s'" % fmt)
-    opts = dict(options or {})
-    for k in list(opts):
-        if opts[k] is None:
-            del opts[k]
-    known = dict((entry[0], entry[1]) for entry in CREATE_OPTIONS[fmt])
-    out = {}
-    for name, value in opts.items():
-        if name in _NOT_YET and fmt == "qcow2":
-            raise UnsupportedFeature("%s are not supported yet" % _NOT_YET[name].capitalize())
-        if name in _IGNORED:
+    known = _known_options(fmt)
+    out = []
+    for name, value in (options or {}).items():
+        if value is None or name == "help":
             continue
         if name not in known:
             raise InvalidArgument("Invalid parameter '%s'" % name)
-        typ = known[name]
-        if typ == "size":
-            out[name] = parse_size(value)
-        elif typ == "bool":
-            out[name] = _bool(name, value)
-        elif typ == "num":
-            try:
-                out[name] = int(str(value), 0)
-            except ValueError:
-                raise InvalidArgument("Parameter '%s' expects a number" % name)
-        else:
-            out[name] = str(value)
+        out.append((name, value, _typed(name, known[name], value)))
     if size is not None:
-        out["size"] = parse_size(size)
+        out = [o for o in out if o[0] != "size"] + [("size", size, parse_size(size))]
     if backing_file:
-        out["backing_file"] = backing_file
+        out = [o for o in out if o[0] != "backing_file"] + [("backing_file", backing_file, backing_file)]
     if backing_fmt:
-        out["backing_fmt"] = backing_fmt
-    if "backing_fmt" in out and "backing_file" not in out:
-        raise InvalidArgument("Backing format set without a backing file")
+        out = [o for o in out if o[0] != "backing_fmt"] + [("backing_fmt", backing_fmt, backing_fmt)]
     return out
 
 
-def resolved_options(fmt, size=None, options=None, backing_file=None, backing_fmt=None):
-    """The (name, value) pairs qemu-img prints on its "Formatting ..." line, in its order."""
-    o = normalize_options(fmt, size, options, backing_file, backing_fmt)
+def normalize_options(fmt, size=None, options=None, backing_file=None, backing_fmt=None):
+    """Validate and type the create options. Returns a dict of typed values (only those given)."""
+    out = {}
+    for name, _value, typed in _given(fmt, size, options, backing_file, backing_fmt):
+        if name in _NOT_YET and fmt == "qcow2":
+            raise UnsupportedFeature("%s are not supported yet" % _NOT_YET[name].capitalize())
+        if name in _HOST_HINTS:
+            continue
+        out[name] = typed
+    return out
+
+
+def resolved_options(fmt, size=None, options=None, backing_file=None, backing_fmt=None, filename=None):
+    """The (name, value) pairs qemu-img prints on its "Formatting ..." line, in its order.
+
+    Values are echoed as given (qemu prints "lazy_refcounts=true" as typed), sizes and numbers
+    as numbers. Errors qemu-img reports before that line are raised here.
+    """
+    given = _given(fmt, size, options, backing_file, backing_fmt)
+    backing = dict((g[0], g[2]) for g in given if g[0] in ("backing_file", "backing_fmt"))
+    if fmt == "raw" and "backing_file" in backing:
+        raise InvalidArgument("Backing file not supported for file format 'raw'")
+    if filename is not None and backing.get("backing_file") == filename:
+        raise InvalidArgument("Error: Trying to create an image with the same filename as the backing file")
+    if "backing_file" in backing and "backing_fmt" not in backing:
+        raise InvalidArgument("Backing file specified without backing format")
+    shown = {}
+    for name, value, typed in given:
+        if isinstance(typed, int) and not isinstance(typed, bool):
+            shown[name] = typed
+        elif isinstance(value, bool):
+            shown[name] = "on" if value else "off"
+        else:
+            shown[name] = str(value)
     if fmt == "raw":
-        pairs = [("size", o.get("size", 0))]
-        if "preallocation" in o:
-            pairs.append(("preallocation", o["preallocation"]))
-        return pairs
-    onoff = {True: "on", False: "off"}
-    pairs = [("cluster_size", o.get("cluster_size", 65536)),
-             ("extended_l2", onoff[o.get("extended_l2", False)])]
-    if "preallocation" in o:
-        pairs.append(("preallocation", o["preallocation"]))
-    pairs.append(("compression_type", o.get("compression_type", "zlib")))
-    pairs.append(("size", o.get("size", 0)))
-    for name in ("backing_file", "backing_fmt", "compat"):
-        if name in o:
-            pairs.append((name, o[name]))
-    pairs.append(("lazy_refcounts", onoff[o.get("lazy_refcounts", False)]))
-    pairs.append(("refcount_bits", o.get("refcount_bits", 16)))
+        order = [("size", 0), ("preallocation", None)]
+    else:
+        order = [("cluster_size", 65536), ("extended_l2", "off"), ("preallocation", None),
+                 ("compression_type", "zlib"), ("size", 0), ("compat", None), ("backing_file", None),
+                 ("backing_fmt", None), ("data_file", None), ("data_file_raw", None), ("encryption", None),
+                 ("lazy_refcounts", "off"), ("refcount_bits", 16)]
+    pairs = []
+    for name, default in order:
+        if name in shown:
+            pairs.append((name, shown.pop(name)))
+        elif default is not None:
+            pairs.append((name, default))
+    for name in ("nocow", "extent_size_hint"):
+        if name in shown:
+            pairs.append((name, shown.pop(name)))
+    pairs.extend(sorted(shown.items()))
     return pairs
 
 
 def _backing_size(filename, backing_file, backing_fmt):
     refuse_pseudo_filename(backing_file, "Backing file name")
     path = full_backing_path(filename, backing_file)
+    if not os.path.lexists(path):
+        raise ImageNotFound("Could not open '%s': No such file or directory" % path,
+                            hint=["Could not open backing image."])
     try:
         with open_image(path, backing_fmt, read_only=True, force_share=True) as dev:
             return dev.size, dev.format_name
     except QimgError as e:
-        raise QimgError("Could not open backing image: %s" % e)
+        raise QimgError(e.message, hint=e.hint + ["Could not open backing image."])
 
 
 def create_image(filename, fmt, size=None, options=None, backing_file=None, backing_fmt=None,
@@ -168,6 +223,12 @@ def create_image(filename, fmt, size=None, options=None, backing_file=None, back
     backing_fmt = o.get("backing_fmt")
     if backing_file and fmt == "raw":
         raise InvalidArgument("Backing file not supported for file format 'raw'")
+    if backing_fmt and not backing_file:
+        raise InvalidArgument("Backing format cannot be used without backing file")
+    if backing_file and (backing_file == filename or (
+            os.path.exists(filename) and os.path.realpath(full_backing_path(filename, backing_file))
+            == os.path.realpath(filename))):
+        raise InvalidArgument("Error: Trying to create an image with the same filename as the backing file")
     if backing_fmt and backing_fmt not in FORMATS:
         raise InvalidArgument("Unknown backing file format '%s'" % backing_fmt)
     size = o.get("size")

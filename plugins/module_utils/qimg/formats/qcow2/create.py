@@ -41,25 +41,25 @@ def plan_header(size, cluster_size=65536, compat="1.1", refcount_bits=16, lazy_r
         raise InvalidArgument("Refcount width must be a power of two and may not exceed 64 bits")
     version = {"0.10": 2, "v2": 2, "1.1": 3, "v3": 3}.get(str(compat))
     if version is None:
-        raise InvalidArgument("Invalid compatibility level: '%s'" % compat)
+        raise InvalidArgument("Parameter 'version' does not accept value '%s'" % compat)
     if version == 2:
         if refcount_bits != 16:
             raise InvalidArgument("Different refcount widths than 16 bits require compatibility level 1.1 or above "
-                                  "(use compat=1.1 or greater)")
+                                  "(use version=v3 or greater)")
         if lazy_refcounts:
             raise InvalidArgument("Lazy refcounts only supported with compatibility level 1.1 and above "
-                                  "(use compat=1.1 or greater)")
+                                  "(use version=v3 or greater)")
         if extended_l2:
             raise InvalidArgument("Extended L2 entries are only supported with compatibility level 1.1 "
-                                  "and above (use compat=1.1 or greater)")
+                                  "and above (use version=v3 or greater)")
     if extended_l2 and cluster_size < 16384:
         raise InvalidArgument("Extended L2 entries are only supported with cluster sizes of at least 16384 bytes")
     if compression_type not in ("zlib", "zstd"):
-        raise InvalidArgument("Parameter 'compression_type' does not accept value '%s'" % compression_type)
+        raise InvalidArgument("Parameter 'compression-type' does not accept value '%s'" % compression_type)
     if compression_type == "zstd":
         if version == 2:
             raise InvalidArgument("Non-zlib compression type is only supported with compatibility level 1.1 "
-                                  "and above (use compat=1.1 or greater)")
+                                  "and above (use version=v3 or greater)")
     if preallocation not in ("off", "metadata", "falloc", "full"):
         raise InvalidArgument("Parameter 'preallocation' does not accept value '%s'" % preallocation)
     if backing_file and preallocation != "off" and not extended_l2:
