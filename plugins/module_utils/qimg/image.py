@@ -26,7 +26,7 @@ import collections
 import os
 import stat
 
-from .errors import ImageNotFound, InvalidArgument, ReadOnlyImage, UnsafeImage, UnsupportedFeature
+from .errors import ImageInUse, ImageNotFound, InvalidArgument, ReadOnlyImage, UnsafeImage, UnsupportedFeature
 
 # status of a guest range in ONE layer:
 #   DATA: allocated here with data (offset = host offset when it maps linearly, else None)
@@ -217,7 +217,10 @@ def open_single(filename, fmt=None, read_only=True, force_share=False):
         raise InvalidArgument("Could not open '%s': Unknown driver '%s'" % (filename, fmt))
     fd = _open_fd(filename, read_only)
     try:
-        lock = None if force_share and read_only else ImageLock(fd, filename, not read_only)
+        try:
+            lock = None if force_share and read_only else ImageLock(fd, filename, not read_only)
+        except ImageInUse as e:
+            raise ImageInUse("Could not open '%s': %s" % (filename, e.message), hint=e.hint)
         try:
             if fmt is None:
                 fmt = probe_format(fd)

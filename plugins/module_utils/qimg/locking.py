@@ -50,12 +50,12 @@ class ImageLock(object):
         try:
             for perm in used:
                 if self._someone_has(SHARED_BASE + perm):
-                    raise ImageInUse('Failed to get "%s" lock Is another process using the image [%s]?'
-                                     % (PERM_NAMES[perm], filename))
+                    raise ImageInUse('Failed to get "%s" lock' % PERM_NAMES[perm],
+                                     hint=["Is another process using the image [%s]?" % filename])
             for perm in unshared:
                 if self._someone_has(PERM_BASE + perm):
-                    raise ImageInUse('Failed to get shared "%s" lock Is another process using the image [%s]?'
-                                     % (PERM_NAMES[perm], filename))
+                    raise ImageInUse('Failed to get shared "%s" lock' % PERM_NAMES[perm],
+                                     hint=["Is another process using the image [%s]?" % filename])
             for byte in [PERM_BASE + p for p in used] + [SHARED_BASE + p for p in unshared]:
                 fcntl.fcntl(fd, _F_OFD_SETLK, _flock(fcntl.F_RDLCK, byte))
                 self.held.append(byte)

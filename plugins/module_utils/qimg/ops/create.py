@@ -11,9 +11,9 @@ import os
 
 from ..errors import ImageExists, ImageNotFound, InvalidArgument, QimgError, UnsupportedFeature
 from ..formats.qcow2 import create_qcow2
-from ..formats.qcow2.compress import zstd_available
 from ..formats.raw import create_raw
 from ..image import FORMATS, full_backing_path, open_image, refuse_pseudo_filename
+from ..locking import ImageLock
 from ..sizes import parse_size
 from ..util import atomic_output
 
@@ -215,6 +215,18 @@ def _backing_size(filename, backing_file, backing_fmt):
         raise QimgError(e.message, hint=e.hint + ["Could not open backing image."])
 
 
+def refuse_if_in_use(filename):
+    """Raise ImageInUse when another process (e.g. QEMU) holds the existing file open for use."""
+    try:
+        fd = os.open(filename, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    except OSError:
+        return  # nothing there we could disturb
+    try:
+        ImageLock(fd, filename, writable=True).release()
+    finally:
+        os.close(fd)
+
+
 def create_image(filename, fmt, size=None, options=None, backing_file=None, backing_fmt=None,
                  unsafe=False, overwrite=True):
     """Create a raw or qcow2 image (see docs/engine-api.md)."""
@@ -244,13 +256,13 @@ def create_image(filename, fmt, size=None, options=None, backing_file=None, back
             raise InvalidArgument("Image creation needs a size parameter")
     if size is None:
         raise InvalidArgument("Image creation needs a size parameter")
-    if not overwrite and os.path.lexists(filename):
-        raise ImageExists("Could not create '%s': File exists" % filename)
+    if os.path.lexists(filename):
+        if not overwrite:
+            raise ImageExists("Could not create '%s': File exists" % filename)
+        refuse_if_in_use(filename)
+    size = (size + 511) // 512 * 512  # whole sectors, as qemu-img
     if fmt == "qcow2":
-        compression = o.get("compression_type", "zlib")
-        if compression == "zstd" and not zstd_available():
-            raise UnsupportedFeature("zstd compression needs the zstandard or pyzstd Python package")
-        size = (size + 511) // 512 * 512
+        compression = o.get("compression_type", "zlib")  # zstd needs no library until data is compressed
 
         def build(fd):
             create_qcow2(fd, size, cluster_size=o.get("cluster_size", 65536), compat=o.get("compat", "1.1"),
