@@ -208,7 +208,7 @@ def _open_fd(filename, read_only):
     return fd
 
 
-def open_single(filename, fmt=None, read_only=True, force_share=False):
+def open_single(filename, fmt=None, read_only=True, force_share=False, repair=False):
     """Open one layer (no backing). Returns a BlockDevice with .lock held."""
     from .formats.qcow2 import Qcow2Image
     from .formats.raw import RawImage
@@ -225,7 +225,7 @@ def open_single(filename, fmt=None, read_only=True, force_share=False):
             if fmt is None:
                 fmt = probe_format(fd)
             if fmt == "qcow2":
-                dev = Qcow2Image(filename, fd, read_only)
+                dev = Qcow2Image(filename, fd, read_only, repair=repair)
             else:
                 dev = RawImage(filename, fd, read_only)
         except BaseException:

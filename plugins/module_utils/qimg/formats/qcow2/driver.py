@@ -57,7 +57,7 @@ def _encode_table(arr):
 class Qcow2Image(BlockDevice):
     format_name = "qcow2"
 
-    def __init__(self, filename, fd, read_only=True):
+    def __init__(self, filename, fd, read_only=True, repair=False):
         super(Qcow2Image, self).__init__(filename, read_only)
         self.fd = fd
         self.file_size = os.fstat(fd).st_size
@@ -81,11 +81,11 @@ class Qcow2Image(BlockDevice):
         if h.incompatible_features & hdr.INCOMPAT_EXTL2 and h.cluster_bits < 14:
             raise ImageCorrupt("Could not open '%s': Extended L2 entries are only supported with cluster sizes "
                                "of at least 16384 bytes" % filename)
-        if not read_only and h.incompatible_features & hdr.INCOMPAT_DIRTY:
+        if not read_only and not repair and h.incompatible_features & hdr.INCOMPAT_DIRTY:
             raise UnsupportedFeature("Could not open '%s': the image is dirty (lazy refcounts were not written "
                                      "back); repair it with 'check -r all' before writing" % filename)
-        if h.incompatible_features & hdr.INCOMPAT_CORRUPT:
-            self.read_only = True  # corrupt images may be read, never written
+        if h.incompatible_features & hdr.INCOMPAT_CORRUPT and not repair:
+            self.read_only = True  # corrupt images may be read, never written (except by repair)
         self.l1 = _decode_table(pread_exact(fd, h.l1_table_offset, h.l1_size * 8))
         self.l1_dirty = set()
         self.refcounts = Refcounts(self)
@@ -349,6 +349,9 @@ class Qcow2Image(BlockDevice):
             self.sync()
         self.prepared_for_write = True
         self.written = True
+
+    def reload_refcounts(self):
+        self.refcounts = Refcounts(self)
 
     def check_writable(self):
         if self.header.incompatible_features & hdr.INCOMPAT_CORRUPT:

@@ -1,0 +1,471 @@
+# -*- coding: utf-8 -*-
+# Copyright: qimg.disk contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""qcow2 consistency check and repair (what `qemu-img check [-r leaks|all]` does).
+
+The check walks every structure that references clusters (header, active and snapshot L1/L2
+tables, data and compressed clusters, refcount table and blocks, snapshot table, bitmap
+directory and tables), counts references per host cluster in an array, and compares the counts
+with the stored refcounts: too low is a corruption, too high a leak. COPIED flags of the active
+tables must match "refcount == 1".
+
+Repair is crash-safe:
+- leaks only (-r leaks): stored refcounts are lowered in place; a crash in between leaves
+  leaks, never a referenced cluster marked free;
+- -r all: a complete new refcount table and blocks are written past the end of the image and
+  synced, then one header write switches to them (the old structures simply become free space);
+  COPIED flags are fixed afterwards, and the dirty and corrupt bits are cleared last.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import array
+import struct
+import sys
+
+from ...errors import ImageCorrupt
+from ...fileio import pread_exact, pwrite_all
+from . import header as hdr
+from .refcounts import REFTABLE_OFFSET_MASK, encode_block
+
+OFFSET_MASK = 0x00FFFFFFFFFFFE00
+COPIED = 1 << 63
+COMPRESSED = 1 << 62
+ZERO_FLAG = 1
+L1E_RESERVED = 0x7F000000000001FF
+L2E_RESERVED = 0x3F000000000001FE
+_LITTLE = sys.byteorder == "little"
+
+
+def _decode(raw):
+    arr = array.array("Q", raw)
+    if _LITTLE:
+        arr.byteswap()
+    return arr
+
+
+class CheckResult(object):
+    """Counters in qemu-img's ImageCheck terms, plus the messages qemu-img prints to stderr."""
+
+    def __init__(self):
+        self.corruptions = 0
+        self.leaks = 0
+        self.check_errors = 0
+        self.corruptions_fixed = 0
+        self.leaks_fixed = 0
+        self.total_clusters = 0
+        self.allocated_clusters = 0
+        self.fragmented_clusters = 0
+        self.compressed_clusters = 0
+        self.image_end_offset = 0
+        self.copied_errors = 0
+        self.messages = []
+
+    def error(self, msg):
+        self.corruptions += 1
+        self.messages.append(msg)
+
+
+class _Walker(object):
+    """One pass over the metadata computing reference counts."""
+
+    def __init__(self, img, res):
+        self.img = img
+        self.res = res
+        self.cs = img.cluster_size
+        self.cb = img.cluster_bits
+        self.file_clusters = -(-img.file_size // self.cs)
+        self.counts = array.array("H", bytes(2 * max(self.file_clusters, 1)))
+        self.overflow = {}
+        self.beyond = {}  # references past the end of the file
+        self.bad_l2 = set()
+
+    def inc(self, offset, length):
+        if length <= 0:
+            return
+        if offset >= hdr.HOST_OFFSET_LIMIT:
+            self.res.check_errors += 1
+            self.res.messages.append("ERROR: offset=%x is beyond the addressable range" % offset)
+            return
+        first = offset >> self.cb
+        last = (offset + length - 1) >> self.cb
+        for c in range(first, last + 1):
+            if c >= len(self.counts):
+                self.beyond[c] = self.beyond.get(c, 0) + 1
+                continue
+            v = self.counts[c]
+            if v == 0xFFFF:
+                self.overflow[c] = self.overflow.get(c, 0) + 1
+            else:
+                self.counts[c] = v + 1
+
+    def count(self, c):
+        if c >= len(self.counts):
+            return self.beyond.get(c, 0)
+        return self.counts[c] + self.overflow.get(c, 0)
+
+    def used_clusters(self):
+        """Cluster indexes with a non-zero computed count (sorted)."""
+        out = [i for i, v in enumerate(self.counts) if v]
+        out.extend(sorted(self.beyond))
+        return out
+
+    # --- L1 / L2 ---
+    def l1(self, l1_offset, l1_size, active):
+        cs = self.cs
+        self.inc(l1_offset, l1_size * 8)
+        if l1_offset % cs or l1_offset + l1_size * 8 > self.img.file_end_limit():
+            self.res.error("ERROR l1_table_offset=%x: L1 table is not inside the image" % l1_offset)
+            return
+        table = self.img.l1 if active else _decode(pread_exact(self.img.fd, l1_offset, l1_size * 8))
+        for i in range(l1_size):
+            e = table[i]
+            if not e & OFFSET_MASK:
+                continue
+            l2off = e & OFFSET_MASK
+            if e & L1E_RESERVED:
+                self.res.error("ERROR l1 entry %d=%x: reserved bits set" % (i, e))
+            if l2off % cs:
+                self.res.error("ERROR l2_offset=%x: Table is not cluster aligned; L1 entry corrupted" % l2off)
+                self.bad_l2.add(l2off)
+                continue
+            self.inc(l2off, cs)
+            if l2off + cs > self.img.file_size:
+                self.res.error("ERROR l2_offset=%x: L2 table is outside the image file" % l2off)
+                continue
+            self.l2(l2off, active, {"next": 0})  # qemu counts fragmentation within each L2 table
+
+    def l2(self, l2off, active, state):
+        img = self.img
+        cs = self.cs
+        step = img.l2_step
+        raw = pread_exact(img.fd, l2off, cs)
+        res = self.res
+        x = 62 - (self.cb - 8)
+        pos = 0
+        n = len(raw)
+        while pos < n:
+            # skip runs of empty entries at C speed
+            if raw[pos:pos + 8 * step] == bytes(8 * step):
+                rest = raw[pos:]
+                skip = (len(rest) - len(rest.lstrip(b"\0"))) // (8 * step) * (8 * step)
+                pos += max(skip, 8 * step)
+                continue
+            e = struct.unpack_from(">Q", raw, pos)[0]
+            bitmap = struct.unpack_from(">Q", raw, pos + 8)[0] if step == 2 else 0
+            pos += 8 * step
+            if e & COMPRESSED:
+                if step == 2 and bitmap:
+                    res.error("ERROR compressed cluster %x has a non-zero subcluster bitmap" % e)
+                coffset = e & ((1 << x) - 1)
+                sectors = ((e >> x) & ((1 << (62 - x)) - 1)) + 1
+                csize = sectors * 512 - (coffset & 511)
+                if active:
+                    res.allocated_clusters += 1
+                    res.compressed_clusters += 1
+                    res.fragmented_clusters += 1
+                self.inc(coffset, csize)
+                continue
+            host = e & OFFSET_MASK
+            if step == 2:
+                alloc = bitmap & 0xFFFFFFFF
+                if alloc & (bitmap >> 32):
+                    res.error("ERROR: subcluster both allocated and zero (L2 entry %x, bitmap %x)" % (e, bitmap))
+                if alloc and not host:
+                    res.error("ERROR: allocated subclusters in an unallocated cluster (L2 entry %x)" % e)
+            elif e & ZERO_FLAG and img.header.version < 3:
+                res.error("ERROR: zero flag in a compat=0.10 image (L2 entry %x)" % e)
+            if not host:
+                continue
+            if e & L2E_RESERVED:
+                res.error("ERROR: L2 entry %x has reserved bits set" % e)
+            if active:
+                res.allocated_clusters += 1
+                if state["next"] and host != state["next"]:
+                    res.fragmented_clusters += 1
+                state["next"] = host + cs
+            if host % cs:
+                res.error("ERROR offset=%x: Cluster is not properly aligned; L2 entry corrupted." % host)
+                continue
+            self.inc(host, cs)
+
+    def walk(self):
+        img = self.img
+        h = img.header
+        cs = self.cs
+        self.inc(0, cs)
+        self.l1(h.l1_table_offset, h.l1_size, True)
+        snapshot_bytes = 0
+        for snap in img.snapshots:
+            self.l1(snap.l1_table_offset, snap.l1_size, False)
+            entry = 40 + len(snap.extra) + len(snap.id.encode("utf-8")) + len(snap.name.encode("utf-8"))
+            snapshot_bytes += (entry + 7) & ~7
+        if h.nb_snapshots:
+            self.inc(h.snapshots_offset, snapshot_bytes)
+        self.inc(h.refcount_table_offset, h.refcount_table_clusters * cs)
+        self.refcount_structures = [(h.refcount_table_offset, h.refcount_table_clusters * cs)]
+        for b in img.bitmaps:
+            self.bitmap(b)
+        if h.bitmaps_ext is not None and img.bitmaps:
+            self.inc(h.bitmaps_ext[2], h.bitmaps_ext[1])
+        # refcount blocks
+        rc = img.refcounts
+        for t, off in enumerate(rc.table):
+            if not off:
+                continue
+            if off & ~REFTABLE_OFFSET_MASK or off % cs:
+                self.res.error("ERROR refcount block %d is not cluster aligned; refcount table entry corrupted" % t)
+                continue
+            if off >= img.file_size:
+                self.res.error("ERROR refcount block %d is outside image" % t)
+                continue
+            self.inc(off, cs)
+            self.refcount_structures.append((off, cs))
+
+    def bitmap(self, b):
+        cs = self.cs
+        self.inc(b.table_offset, b.table_size * 8)
+        raw = pread_exact(self.img.fd, b.table_offset, b.table_size * 8)
+        for i in range(b.table_size):
+            e = struct.unpack_from(">Q", raw, 8 * i)[0]
+            off = e & OFFSET_MASK
+            if off:
+                if off % cs:
+                    self.res.error("ERROR bitmap table entry %x is not cluster aligned" % e)
+                    continue
+                self.inc(off, cs)
+
+
+def check(img, repair=None):
+    """Check (and with repair "leaks" or "all", repair) an open qcow2 image. Returns CheckResult."""
+    res = _check_once(img)
+    if repair is None:
+        return res
+    if img.read_only:
+        raise ImageCorrupt("%s: the image must be opened for writing to repair it" % img.filename)
+    fix_corruptions = repair == "all"
+    fixable = res.leaks + (res.corruptions if fix_corruptions else 0)
+    dirty = img.header.incompatible_features & (hdr.INCOMPAT_DIRTY | hdr.INCOMPAT_CORRUPT)
+    if not fixable and not (fix_corruptions and dirty) and not res.copied_errors:
+        return res
+    walker = res.walker
+    if fix_corruptions:
+        _rebuild_refcounts(img, walker)
+        _fix_copied(img)
+    else:
+        _fix_leaks(img, walker)
+        _fix_copied(img, walker)  # as qemu-img: flags of consistently counted clusters
+    img.sync()
+    res2 = _check_once(img)
+    if fix_corruptions and not res2.corruptions and not res2.check_errors:
+        h = img.header
+        if h.incompatible_features & (hdr.INCOMPAT_DIRTY | hdr.INCOMPAT_CORRUPT):
+            h.incompatible_features &= ~(hdr.INCOMPAT_DIRTY | hdr.INCOMPAT_CORRUPT)
+            img.write_header()
+            img.sync()
+    res2.leaks_fixed = max(0, res.leaks - res2.leaks)
+    res2.corruptions_fixed = max(0, res.corruptions - res2.corruptions)
+    res2.first_pass = res
+    return res2
+
+
+def _check_once(img):
+    res = CheckResult()
+    res.total_clusters = -(-img.size // img.cluster_size)
+    walker = _Walker(img, res)
+    walker.walk()
+    _compare_refcounts(img, walker, res)
+    if not res.check_errors:
+        _check_copied(img, res)
+    res.walker = walker
+    return res
+
+
+def _compare_refcounts(img, walker, res):
+    """Stored vs computed refcounts, one refcount block at a time (lists compare in C)."""
+    rc = img.refcounts
+    per_block = rc.block_entries
+    nclusters = max(len(walker.counts), max(walker.beyond) + 1 if walker.beyond else 0)
+    stored_end = 0
+    for t in range(len(rc.table) - 1, -1, -1):
+        if rc.table[t]:
+            stored_end = (t + 1) * per_block
+            break
+    limit = max(nclusters, min(stored_end, max(walker.file_clusters, 1)))
+    highest = -1
+    for t in range(-(-limit // per_block)):
+        base = t * per_block
+        n = min(per_block, limit - base)
+        computed = walker.counts[base:base + n].tolist()
+        computed += [0] * (n - len(computed))
+        for c, v in walker.overflow.items():
+            if base <= c < base + n:
+                computed[c - base] += v
+        for c, v in walker.beyond.items():
+            if base <= c < base + n:
+                computed[c - base] += v
+        try:
+            off = rc._block_offset(t)
+            stored = rc._load_block(off)[:n] if off and off < img.file_size else [0] * n
+        except ImageCorrupt:
+            stored = [0] * n
+        if stored != computed:
+            for i in range(n):
+                s_v, c_v = stored[i], computed[i]
+                if s_v < c_v:
+                    res.corruptions += 1
+                    res.messages.append("ERROR cluster %d refcount=%d reference=%d" % (base + i, s_v, c_v))
+                elif s_v > c_v:
+                    res.leaks += 1
+                    res.messages.append("Leaked cluster %d refcount=%d reference=%d" % (base + i, s_v, c_v))
+        for i in range(min(n, walker.file_clusters - base) - 1, -1, -1):
+            if stored[i] or computed[i]:  # like qemu-img: clusters past the end of the file do not count
+                highest = max(highest, base + i)
+                break
+    res.image_end_offset = (highest + 1) * img.cluster_size
+
+
+def _check_copied(img, res):
+    rc = img.refcounts
+    step = img.l2_step
+    for i, e in enumerate(img.l1):
+        l2off = e & OFFSET_MASK
+        if not l2off or l2off % img.cluster_size or l2off + img.cluster_size > img.file_size:
+            continue
+        refcount = rc.get(l2off >> img.cluster_bits)
+        if (refcount == 1) != bool(e & COPIED):
+            res.copied_errors += 1
+            res.error("ERROR OFLAG_COPIED L2 cluster: l1_index=%d l1_entry=%x refcount=%d" % (i, e, refcount))
+        table = _decode(pread_exact(img.fd, l2off, img.cluster_size))
+        for j in range(0, len(table), step):
+            le = table[j]
+            if not le or le & COMPRESSED:
+                continue
+            host = le & OFFSET_MASK
+            if not host or host % img.cluster_size:
+                continue
+            refcount = rc.get(host >> img.cluster_bits)
+            if (refcount == 1) != bool(le & COPIED):
+                res.copied_errors += 1
+                res.error("ERROR OFLAG_COPIED data cluster: l2_entry=%x refcount=%d" % (le, refcount))
+
+
+def _fix_leaks(img, walker):
+    """Lower stored refcounts to the computed ones (only where they are too high)."""
+    rc = img.refcounts
+    for t, off in enumerate(rc.table):
+        if not off or off % img.cluster_size or off >= img.file_size:
+            continue
+        base = t * rc.block_entries
+        blk = rc._load_block(off)
+        changed = False
+        for i, stored in enumerate(blk):
+            if stored:
+                computed = walker.count(base + i)
+                if computed < stored:
+                    blk[i] = computed
+                    changed = True
+        if changed:
+            rc.dirty_blocks.add(off)
+    rc.flush()
+
+
+def _rebuild_refcounts(img, walker):
+    """Write a fresh refcount table and blocks past everything in use, then switch the header."""
+    h = img.header
+    cs = img.cluster_size
+    bits = h.refcount_bits
+    max_rc = (1 << bits) - 1
+    per_block = cs * 8 // bits
+    used = walker.used_clusters()
+    end = max([img.end_cluster()] + [c + 1 for c in used])
+    blocks = table = 0
+    while True:
+        covered = end + blocks + table
+        nb = -(-covered // per_block)
+        nt = max(1, -(-nb * 8 // cs))
+        if (nb, nt) == (blocks, table):
+            break
+        blocks, table = nb, nt
+    if table * cs > hdr.MAX_REFTABLE_BYTES:
+        raise ImageCorrupt("%s: the rebuilt refcount table would exceed 8 MiB" % img.filename)
+    rt_start = end
+    rb_start = end + table
+    counts = {}
+    for c in used:
+        counts[c] = walker.count(c)
+    # the old refcount table and blocks are replaced: nothing references them any more
+    for off, length in walker.refcount_structures:
+        for c in range(off >> img.cluster_bits, (off + length - 1 >> img.cluster_bits) + 1):
+            if counts.get(c):
+                counts[c] -= 1
+    for c in list(counts):
+        counts[c] = min(counts[c], max_rc)
+    for c in range(rt_start, rb_start + blocks):
+        counts[c] = 1
+    reftable = bytearray(table * cs)
+    by_block = {}
+    for c, v in counts.items():
+        by_block.setdefault(c // per_block, []).append((c % per_block, v))
+    for t in range(blocks):
+        values = [0] * per_block
+        for i, v in by_block.get(t, ()):
+            values[i] = v
+        off = (rb_start + t) * cs
+        pwrite_all(img.fd, off, encode_block(values, bits))
+        struct.pack_into(">Q", reftable, 8 * t, off)
+    pwrite_all(img.fd, rt_start * cs, bytes(reftable))
+    img.file_size = max(img.file_size, (rb_start + blocks) * cs)
+    img.note_allocated(rb_start + blocks)
+    img.sync()
+    h.refcount_table_offset = rt_start * cs
+    h.refcount_table_clusters = table
+    img.write_header()
+    img.sync()
+    img.reload_refcounts()
+
+
+def _fix_copied(img, walker=None):
+    """Make COPIED flags in the active L1 and L2 tables say exactly "refcount == 1".
+
+    With a walker (leak repair), only clusters whose stored refcount is the computed one."""
+    rc = img.refcounts
+    step = img.l2_step
+    cs = img.cluster_size
+    for i, e in enumerate(img.l1):
+        l2off = e & OFFSET_MASK
+        if not l2off or l2off % cs or l2off + cs > img.file_size:
+            continue
+        raw = pread_exact(img.fd, l2off, cs)
+        table = _decode(raw)
+        changed = False
+        for j in range(0, len(table), step):
+            le = table[j]
+            if not le or le & COMPRESSED:
+                continue
+            host = le & OFFSET_MASK
+            if not host or host % cs:
+                continue
+            stored = rc.get(host >> img.cluster_bits)
+            if walker is not None and stored != walker.count(host >> img.cluster_bits):
+                continue
+            want = stored == 1
+            if want != bool(le & COPIED):
+                table[j] = (le | COPIED) if want else (le & ~COPIED)
+                changed = True
+        if changed:
+            out = array.array("Q", table)
+            if _LITTLE:
+                out.byteswap()
+            pwrite_all(img.fd, l2off, out.tobytes())
+        stored = rc.get(l2off >> img.cluster_bits)
+        if walker is not None and stored != walker.count(l2off >> img.cluster_bits):
+            continue
+        want = stored == 1
+        if want != bool(e & COPIED):
+            img.l1[i] = (e | COPIED) if want else (e & ~COPIED)
+            pwrite_all(img.fd, img.header.l1_table_offset + 8 * i, struct.pack(">Q", img.l1[i]))
+    img.l2_cache.clear()
+

@@ -1,0 +1,64 @@
+# -*- coding: utf-8 -*-
+# Copyright: qimg.disk contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""`check`: consistency check and repair, with qemu-img's figures and exit codes."""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+from ..errors import InvalidArgument, UnsupportedFeature
+from ..formats.qcow2.check import check as qcow2_check
+from ..image import open_single
+
+EXIT_CLEAN = 0
+EXIT_ERROR = 1
+EXIT_CORRUPT = 2
+EXIT_LEAKS = 3
+EXIT_UNSUPPORTED = 63
+
+
+class CheckNotSupported(UnsupportedFeature):
+    """The format has no consistency check (raw): qemu-img exits 63."""
+
+
+def check_image(filename, fmt=None, repair=None, force_share=False):
+    """Check an image. Returns a dict in qemu-img's `check --output=json` shape plus
+    "messages" (the lines qemu-img prints to stderr), "exit-code" and, after a repair,
+    "repaired": {"leaks": n, "corruptions": n} found in the first pass."""
+    if repair not in (None, "leaks", "all"):
+        raise InvalidArgument("Unknown option for -r")
+    writable = repair is not None
+    dev = open_single(filename, fmt, read_only=not writable, force_share=force_share and not writable,
+                      repair=writable)
+    try:
+        if dev.format_name != "qcow2":
+            raise CheckNotSupported("This image format does not support checks")
+        res = qcow2_check(dev, repair)
+        dev.flush()
+    finally:
+        dev.close()
+    out = {"filename": filename, "format": dev.format_name, "check-errors": res.check_errors,
+           "image-end-offset": res.image_end_offset, "total-clusters": res.total_clusters}
+    for key, value in (("corruptions", res.corruptions), ("leaks", res.leaks),
+                       ("corruptions-fixed", res.corruptions_fixed), ("leaks-fixed", res.leaks_fixed),
+                       ("allocated-clusters", res.allocated_clusters),
+                       ("fragmented-clusters", res.fragmented_clusters),
+                       ("compressed-clusters", res.compressed_clusters)):
+        if value:
+            out[key] = value
+    first = getattr(res, "first_pass", None)
+    messages = list(first.messages if first is not None else res.messages)
+    if first is not None:
+        out["repaired"] = {"leaks": res.leaks_fixed, "corruptions": res.corruptions_fixed}
+        messages += res.messages
+    out["messages"] = messages
+    if res.check_errors:
+        out["exit-code"] = EXIT_ERROR
+    elif res.corruptions:
+        out["exit-code"] = EXIT_CORRUPT
+    elif res.leaks:
+        out["exit-code"] = EXIT_LEAKS
+    else:
+        out["exit-code"] = EXIT_CLEAN
+    return out
