@@ -13,6 +13,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import array
+import bisect
 import collections
 import os
 import struct
@@ -81,9 +82,6 @@ class Qcow2Image(BlockDevice):
         if h.incompatible_features & hdr.INCOMPAT_EXTL2 and h.cluster_bits < 14:
             raise ImageCorrupt("Could not open '%s': Extended L2 entries are only supported with cluster sizes "
                                "of at least 16384 bytes" % filename)
-        if not read_only and not repair and h.incompatible_features & hdr.INCOMPAT_DIRTY:
-            raise UnsupportedFeature("Could not open '%s': the image is dirty (lazy refcounts were not written "
-                                     "back); repair it with 'check -r all' before writing" % filename)
         if h.incompatible_features & hdr.INCOMPAT_CORRUPT and not repair:
             self.read_only = True  # corrupt images may be read, never written (except by repair)
         self.l1 = _decode_table(pread_exact(fd, h.l1_table_offset, h.l1_size * 8))
@@ -98,6 +96,16 @@ class Qcow2Image(BlockDevice):
         self.written = False
         self._last_compressed = (None, None)
         self.lock = None
+        if not self.read_only and not repair and h.incompatible_features & hdr.INCOMPAT_DIRTY:
+            self._repair_dirty()
+
+    def _repair_dirty(self):
+        """A dirty lazy-refcount image opened for writing gets its refcounts rebuilt first (as QEMU does)."""
+        from .check import check as run_check  # imported late: check builds on this module
+        result = run_check(self, "all")
+        if result.corruptions or result.check_errors or self.header.incompatible_features & hdr.INCOMPAT_DIRTY:
+            raise ImageCorrupt("Could not open '%s': the image is dirty and its refcounts could not be repaired; "
+                               "run 'check -r all'" % self.filename)
 
     # ------------------------------------------------------------------ helpers
     def file_end_limit(self):
@@ -118,12 +126,55 @@ class Qcow2Image(BlockDevice):
     def sync(self):
         os.fsync(self.fd)
 
+    def metadata_changed(self):
+        self._regions = None
+
+    def _metadata_regions(self):
+        """Sorted (start, end, kind) of the metadata that guest data and other tables must never overwrite."""
+        if getattr(self, "_regions", None) is None:
+            self._regions = sorted(self._collect_regions())
+            self._region_starts = [r[0] for r in self._regions]
+            self._region_max_len = max(r[1] - r[0] for r in self._regions)
+        return self._regions
+
+    def _collect_regions(self):
+        h = self.header
+        cs = self.cluster_size
+        regions = [(0, cs, "header"),
+                   (h.l1_table_offset, h.l1_table_offset + max(8, h.l1_size * 8), "L1 table"),
+                   (self.refcounts.table_offset, self.refcounts.table_offset + self.refcounts.table_clusters * cs,
+                    "refcount table")]
+        for off in self.refcounts.table:
+            if off:
+                regions.append((off, off + cs, "refcount block"))
+        if h.nb_snapshots:
+            regions.append((h.snapshots_offset, h.snapshots_offset + cs, "snapshot table"))
+        for snap in self.snapshots:
+            regions.append((snap.l1_table_offset, snap.l1_table_offset + max(8, snap.l1_size * 8),
+                            "snapshot L1 table"))
+        if h.bitmaps_ext is not None:
+            regions.append((h.bitmaps_ext[2], h.bitmaps_ext[2] + max(1, h.bitmaps_ext[1]), "bitmap directory"))
+        return regions
+
     def check_metadata_write(self, offset, length, what):
-        """Refuse metadata writes into the header cluster or beyond the addressable range."""
-        if offset < self.cluster_size or offset + length > hdr.HOST_OFFSET_LIMIT:
-            self._mark_corrupt()
-            raise ImageCorrupt("%s: refusing to write %s at %#x: it would overlap the image header"
-                               % (self.filename, what, offset))
+        """Before writing `what` at [offset, offset+length), make sure it overlaps no other metadata.
+
+        As QEMU does, an overlap means the image is inconsistent: mark it corrupt and stop.
+        """
+        if offset + length > hdr.HOST_OFFSET_LIMIT:
+            self._refuse_write(offset, what, "it is beyond the addressable range")
+        regions = self._metadata_regions()
+        # only regions starting within one maximal region length before the write can overlap it
+        i = bisect.bisect_left(self._region_starts, offset - self._region_max_len)
+        j = bisect.bisect_left(self._region_starts, offset + length)
+        for start, end, kind in regions[i:j]:
+            if offset < end and start < offset + length and kind != what:
+                self._refuse_write(offset, what, "it would overlap the %s at %#x" % (kind, start))
+
+    def _refuse_write(self, offset, what, why):
+        self._mark_corrupt()
+        raise ImageCorrupt("%s: refusing to write %s at %#x: %s; the image is marked corrupt "
+                           "(repair it with 'check -r all')" % (self.filename, what, offset, why))
 
     def _mark_corrupt(self):
         if self.read_only or self.header.version < 3:
@@ -133,6 +184,10 @@ class Qcow2Image(BlockDevice):
             self.write_header()
         finally:
             self.read_only = True
+
+    def _write_data(self, offset, data):
+        self.check_metadata_write(offset, len(data), "guest data")
+        self._pwrite(offset, data)
 
     def _pwrite(self, offset, data):
         pwrite_all(self.fd, offset, data)
@@ -352,6 +407,7 @@ class Qcow2Image(BlockDevice):
 
     def reload_refcounts(self):
         self.refcounts = Refcounts(self)
+        self.metadata_changed()
 
     def check_writable(self):
         if self.header.incompatible_features & hdr.INCOMPAT_CORRUPT:
@@ -440,18 +496,18 @@ class Qcow2Image(BlockDevice):
             if host and e & COPIED and not e & COMPRESSED:
                 if host % cs:
                     raise ImageCorrupt("%s: Cluster allocation offset %#x unaligned" % (self.filename, host))
-                self._pwrite(host + in_off, chunk)
+                self._write_data(host + in_off, chunk)
                 if e & ZERO_FLAG:  # preallocated zero cluster: the rest must read as zeros
                     if in_off:
-                        self._pwrite(host, bytes(in_off))
+                        self._write_data(host, bytes(in_off))
                     if in_off + n < cs:
-                        self._pwrite(host + in_off + n, bytes(cs - in_off - n))
+                        self._write_data(host + in_off + n, bytes(cs - in_off - n))
                     self._set_entry(l2off, table, idx, host | COPIED)
                 return
             content = self._patched_cluster(gc, in_off, chunk)
             new = self.refcounts.alloc(1)
             self.refcounts.flush()
-            self._pwrite(new, content)
+            self._write_data(new, content)
             self._set_entry(l2off, table, idx, new | COPIED)
             self._release(e)
             return
@@ -469,15 +525,15 @@ class Qcow2Image(BlockDevice):
                                            min(span_end, self.size - (gc << self.cluster_bits)) - span_start))
                 view += bytes(span_end - span_start - len(view))
                 view[in_off - span_start:in_off - span_start + n] = chunk
-                self._pwrite(host + span_start, bytes(view))
+                self._write_data(host + span_start, bytes(view))
             else:
-                self._pwrite(host + in_off, chunk)
+                self._write_data(host + in_off, chunk)
             self._set_entry(l2off, table, idx, e, (alloc | touched) | ((zero & ~touched) << 32))
             return
         content = self._patched_cluster(gc, in_off, chunk)
         new = self.refcounts.alloc(1)
         self.refcounts.flush()
-        self._pwrite(new, content)
+        self._write_data(new, content)
         if e & COMPRESSED:
             new_bitmap = ALL_SUBCLUSTERS
         else:

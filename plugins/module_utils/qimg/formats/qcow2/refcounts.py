@@ -260,6 +260,7 @@ class Refcounts(object):
             self.flush()
         self.table[t] = off
         self.table_dirty = True
+        self.img.metadata_changed()
         self.img.note_allocated(c + 1)
         self.flush()
         return off
@@ -305,6 +306,7 @@ class Refcounts(object):
         self.img.note_allocated(nxt)
         self.table_offset, self.table_clusters = start << self.cluster_bits, clusters
         self.table_dirty = True
+        self.img.metadata_changed()
         # data must reach the file before the header points at it
         self.img.extend_file((nxt) << self.cluster_bits)
         self.flush()
