@@ -93,8 +93,8 @@ def compare_images(filename1, filename2, fmt1=None, fmt2=None, strict=False, for
     """Returns {"result": IDENTICAL|CONTENT_MISMATCH|SIZE_MISMATCH|STATUS_MISMATCH,
     "offset": first differing offset or None, "size-mismatch": bool}.
 
-    "size-mismatch" is true when qemu-img would print "Warning: Image size mismatch!": the sizes
-    differ and the common part is equal (the tail is then checked for non-zero data)."""
+    "size-mismatch" is true when the sizes differ (qemu-img then warns "Warning: Image size
+    mismatch!" before it compares); the larger image's tail must read as zeros."""
     with open_image(filename1, fmt1, read_only=True, force_share=force_share) as dev1:
         with open_image(filename2, fmt2, read_only=True, force_share=force_share) as dev2:
             size_mismatch = dev1.size != dev2.size
@@ -102,8 +102,6 @@ def compare_images(filename1, filename2, fmt1=None, fmt2=None, strict=False, for
                 return {"result": SIZE_MISMATCH, "offset": None, "size-mismatch": True}
             common = min(dev1.size, dev2.size)
             found = _scan(dev1, dev2, 0, common, strict)
-            if found is not None:
-                size_mismatch = False  # qemu-img stops before it gets to warn about the sizes
             if found is None and size_mismatch:
                 bigger = dev1 if dev1.size > dev2.size else dev2
                 off = _tail_nonzero(bigger, common, bigger.size)

@@ -109,11 +109,15 @@ def measure(filename=None, size=None, fmt=None, out_fmt="raw", options=None, sna
         if refcount_bits not in (1, 2, 4, 8, 16, 32, 64):
             raise InvalidArgument("Refcount width must be a power of two and may not exceed 64 bits")
         virtual_size = _round_up(virtual_size, cluster_size)
+        l2_entries = cluster_size // (16 if extended_l2 else 8)
+        if _div_up(virtual_size, cluster_size * l2_entries) * 8 > 32 * 1024 * 1024:
+            raise InvalidArgument("The image size is too large (try using a larger cluster size)")
         data = _required_data(dev, cluster_size) if dev is not None else 0
         full = prealloc_size(virtual_size, cluster_size, refcount_bits.bit_length() - 1, extended_l2)
         out = {"required": full - virtual_size + data, "fully-allocated": full}
         compat = opts.get("compat", "1.1")
-        if dev is not None and dev.format_name == "qcow2" and compat not in ("0.10", "v2"):
+        # qemu-img reports bitmaps when the target can hold them and the source can have them
+        if dev is not None and dev.format_name == "qcow2" and dev.header.version >= 3 and compat not in ("0.10", "v2"):
             out["bitmaps"] = _bitmaps_size(dev, cluster_size)
         return out
     finally:
