@@ -780,12 +780,661 @@ def cmd_map(argv, ctx):
     return 0
 
 
-COMMANDS = {"create": cmd_create, "info": cmd_info, "map": cmd_map}
+# ---------------------------------------------------------------------------------------------
+# convert, compare, measure
+
+MAX_BUF_SECTORS = 32768             # qemu-img convert's largest -S and buffer, in sectors
+IO_BUF_SECTORS = 4096               # its default copy step for data (2 MiB)
+REQUEST_MAX_SECTORS = (2 ** 31 - 1) >> 9
+SPARSE_HINT = ("Invalid buffer size for sparse output specified. Valid sizes are multiples of 512 up to %d. "
+               "Select 0 to disable sparse detection (fully allocates output)." % (MAX_BUF_SECTORS * 512))
+
+
+def _float32(value):
+    import struct
+    return struct.unpack("f", struct.pack("f", value))[0]
+
+
+class QemuProgress:
+    """qemu's util/qemu-progress.c in its simple mode: "    (NN.NN/100%)\\r" lines, "\\n" at the end."""
+
+    def __init__(self, enabled, min_skip, out):
+        self.enabled = enabled
+        self.min_skip = _float32(min_skip)
+        self.out = out
+        self.current = _float32(0.0)
+        self.last_print = _float32(0.0)
+
+    def print_(self, delta, maximum):
+        if maximum == 0:
+            current = _float32(delta)
+        else:
+            current = _float32(self.current + _float32(_float32(delta) / 100) * maximum)
+        if current > 100:
+            current = _float32(100.0)
+        self.current = current
+        if (current > _float32(self.last_print + self.min_skip) or current < _float32(self.last_print - self.min_skip)
+                or current == 0 or current == 100):
+            self.last_print = current
+            if self.enabled:
+                self.out("    (%3.2f/100%%)\r" % current)
+
+    def end(self):
+        if self.enabled:
+            self.out("\n")
+
+
+def _status_runs(dev, offset, length):
+    """[(start, end, zero)]: the extents one qemu block-status call after another would report."""
+    from .image import chain_block_status
+    split = None
+    if dev.format_name == "qcow2":
+        cs = getattr(dev, "cluster_size", 65536)
+        split = cs * (cs // (16 if getattr(dev, "extended_l2", False) else 8))   # one L2 table
+    runs = []
+    for e in chain_block_status(dev, offset, length) if length else []:
+        s, t = e.start, e.start + e.length
+        while s < t:
+            u = t if split is None else min(t, (s // split + 1) * split)
+            host = None if e.offset is None else e.offset + (s - e.start)
+            if runs:
+                ps, pe, pz, ph = runs[-1]
+                same = pe == s and pz == e.zero and (split is None or s % split)
+                if same and not e.zero:     # data runs must be contiguous in the file too
+                    same = ph is not None and host is not None and ph + (s - ps) == host
+                if same:
+                    runs[-1] = (ps, u, pz, ph)
+                    s = u
+                    continue
+            runs.append((s, u, e.zero, host))
+            s = u
+    return [(r[0], r[1], r[2]) for r in runs]
+
+
+def convert_progress_steps(devs, min_sparse, compressed=False, cluster_sectors=128):
+    """[(start byte, percent)] qemu-img convert -p prints on its copy pass (convert_iteration_sectors)."""
+    sizes = [(d.size + 511) // 512 for d in devs]
+    total = sum(sizes)
+    aligns = []
+    runs = []
+    for dev in devs:
+        cs = getattr(dev, "cluster_size", 0) if dev.format_name == "qcow2" else 0
+        aligns.append(max(1, cs // 512))
+        runs.append(_status_runs(dev, 0, dev.size))
+    state = {"next": 0, "status": None}
+    buf = cluster_sectors if compressed else IO_BUF_SECTORS
+
+    def iteration(sector):
+        src, base = 0, 0
+        while sector - base >= sizes[src]:
+            base += sizes[src]
+            src += 1
+        n = min(total - sector, REQUEST_MAX_SECTORS)
+        if state["next"] <= sector:
+            off = (sector - base) * 512
+            zero, end = True, off + n * 512
+            for s, e, z in runs[src]:
+                if s <= off < e:
+                    zero, end = z, e
+                    break
+            count = min(end, off + n * 512, devs[src].size) - off
+            n = max(1, -(-count // 512))
+            tail = (sector - base + n) % aligns[src]
+            if n > tail:
+                n -= tail
+            state["status"] = "zero" if zero else "data"
+            state["next"] = sector + n
+        n = min(n, state["next"] - sector)
+        if state["status"] == "data":
+            n = min(n, buf)
+        if compressed:
+            if n < cluster_sectors:
+                n = min(cluster_sectors, total - sector)
+                state["status"] = "data"
+            else:
+                n = n // cluster_sectors * cluster_sectors
+        return n
+
+    def walk(copy_pass):
+        out, sector = [], 0
+        state["next"] = 0
+        while sector < total:
+            n = iteration(sector)
+            if copy_pass and not min_sparse and state["status"] == "zero":
+                n = min(n, buf)
+            if state["status"] == "data" or (not min_sparse and state["status"] == "zero"):
+                out.append((sector, n))
+            sector += n
+        return out
+
+    allocated = sum(n for _s, n in walk(False))
+    steps, done = [], 0
+    for sector, n in walk(True):
+        done += n
+        steps.append((sector * 512, 100.0 * done / allocated))
+    return steps
+
+
+def _progress_printer(mode, ctx, prog, devs, min_sparse, compressed, cluster_size=65536):
+    """A progress(done, total, elapsed) callback for the engine, and a finish(ok) function."""
+    import json
+    if mode == "json":
+        last = {"done": None, "total": sum(d.size for d in devs), "elapsed": 0.0}
+
+        def emit(done, total, elapsed):
+            last.update(done=done, total=total, elapsed=elapsed)
+            ctx.out(json.dumps({"done": done, "total": total, "elapsed": round(elapsed, 6)}) + "\n")
+
+        def finish_json(ok):
+            if ok and last["done"] != last["total"]:
+                emit(last["total"], last["total"], last["elapsed"])
+        return emit, finish_json
+    steps = convert_progress_steps(devs, min_sparse, compressed, cluster_size // 512) if prog.enabled else []
+    pending = [0]
+
+    def report(done, _total, _elapsed):
+        while pending[0] < len(steps) and steps[pending[0]][0] < done:
+            prog.print_(steps[pending[0]][1], 0)
+            pending[0] += 1
+
+    def finish(ok):
+        if ok:
+            report(float("inf"), None, None)
+    return report, finish
+
+
+def _snapshot_opts(text):
+    """convert/measure -l: qemu parses "snapshot.*" params; returns the text (validated)."""
+    if text.startswith("snapshot."):
+        for item in _split_opt_list(text):
+            key = item.partition("=")[0]
+            if key not in ("snapshot.id", "snapshot.name"):
+                raise CommandError(["Invalid parameter '%s'" % key, "Failed in parsing snapshot param '%s'" % text])
+    return text
+
+
+CACHE_MODES = ("none", "off", "writeback", "writethrough", "directsync", "unsafe")
+
+
+def _open_sources(names, fmt, share, snapshot):
+    """Open the sources as qemu-img does before creating the target; QimgError propagates."""
+    from .image import open_image
+    from .ops.convert import parse_snapshot_param
+    devs = []
+    try:
+        for name in names:
+            devs.append(open_image(name, fmt, read_only=True, force_share=share))
+        if snapshot is not None:
+            if len(names) > 1 and not snapshot.startswith("snapshot."):
+                raise CommandError("No support for concatenating multiple snapshot")
+            snap_id, snap_name = parse_snapshot_param(snapshot)
+            dev = devs[0]
+            if not hasattr(dev, "activate_snapshot"):
+                raise CommandError("Failed to load snapshot: Can't find snapshot")
+            if snap_id is None:
+                from .errors import ImageNotFound
+                try:
+                    dev.activate_snapshot(snapshot_id=snap_name)
+                except ImageNotFound:
+                    dev.activate_snapshot(snapshot_id=None, name=snap_name)
+            else:
+                dev.activate_snapshot(snapshot_id=snap_id, name=snap_name)
+        return devs
+    except BaseException:
+        for dev in devs:
+            dev.close()
+        raise
+
+
+def cmd_convert(argv, ctx):
+    longopts = {"help": (False, "h"), "object": (True, "object"), "image-opts": (False, "image-opts"),
+                "force-share": (False, "U"), "target-image-opts": (False, "target-image-opts"),
+                "salvage": (False, "salvage"), "target-is-zero": (False, "target-is-zero"),
+                "bitmaps": (False, "bitmaps"), "skip-broken-bitmaps": (False, "skip-broken-bitmaps"),
+                "progress": (True, "progress")}
+    opts, args = _getopt(argv, ":hf:O:B:Cco:l:S:pt:T:qnm:WUr:F:", longopts)
+    fmt, out_fmt, base, base_fmt, options, snapshot = None, None, None, None, None, None
+    cache, src_cache, min_sparse, explicit_sparse = "unsafe", "writeback", 4096, False
+    flags = set()
+    progress = None
+    for opt, arg in opts:
+        if opt == "h":
+            raise HelpRequested()
+        if opt == "f":
+            fmt = arg
+        elif opt == "O":
+            out_fmt = arg
+        elif opt == "B":
+            base = arg
+        elif opt == "F":
+            base_fmt = arg
+        elif opt == "o":
+            if not _valid_option_list(arg):
+                raise CommandError("Invalid option list: %s" % arg)
+            options = arg if options is None else "%s,%s" % (options, arg)
+        elif opt == "l":
+            snapshot = _snapshot_opts(arg)
+        elif opt == "S":
+            value = cvtnum("buffer size for sparse output", arg, ctx.warn)
+            if value % 512 or value // 512 > MAX_BUF_SECTORS:
+                raise CommandError(SPARSE_HINT)
+            min_sparse, explicit_sparse = value, True
+        elif opt == "p":
+            progress = progress or "human"
+        elif opt == "progress":
+            if arg not in ("human", "json"):
+                raise CommandError("--progress must be used with human or json as argument.")
+            progress = arg
+        elif opt == "t":
+            cache = arg
+        elif opt == "T":
+            src_cache = arg
+        elif opt == "m":
+            try:
+                count = int(arg, 0)
+            except ValueError:
+                count = 0
+            if not 1 <= count <= 16:
+                raise CommandError("Invalid number of coroutines. Allowed number of coroutines is between 1 and 16")
+        elif opt == "r":
+            cvtnum("rate limit", arg, ctx.warn)
+        else:
+            flags.add(opt)      # C c q n W U object image-opts target-image-opts salvage target-is-zero bitmaps ...
+    out_fmt = out_fmt or "raw"
+    quiet, skip_create, copy_range = "q" in flags, "n" in flags, "C" in flags
+    checks = [("skip-broken-bitmaps" in flags and "bitmaps" not in flags, "Use of --skip-broken-bitmaps requires --bitmaps"),
+              ("c" in flags and copy_range, "Cannot enable copy offloading when -c is used"),
+              (explicit_sparse and copy_range, "Cannot enable copy offloading when -S is used"),
+              (copy_range and "salvage" in flags, "Cannot use copy offloading in salvaging mode"),
+              ("target-image-opts" in flags and not skip_create, "--target-image-opts requires use of -n flag"),
+              (skip_create and options is not None, "-o has no effect when skipping image creation"),
+              ("target-is-zero" in flags and not skip_create, "--target-is-zero requires use of -n flag")]
+    for failed, message in checks:
+        if failed:
+            raise CommandError(message)
+    for name in ("object", "image-opts", "target-image-opts"):
+        if name in flags:
+            raise CommandError("--%s is not supported" % name)
+    out_filename = args[-1] if len(args) >= 2 else None
+    from .ops import create as ops_create
+    if options is not None and any(i in ("help", "?") for i in _split_opt_list(options)):
+        if out_fmt not in ops_create.CREATE_OPTIONS:
+            raise CommandError("Unknown file format '%s'" % out_fmt)
+        ctx.out(format_option_help(out_fmt, ops_create.CREATE_OPTIONS[out_fmt], out_filename))
+        return 0
+    if len(args) < 2:
+        raise CommandError("Must specify image file name")
+    if src_cache not in CACHE_MODES:
+        raise CommandError("Invalid source cache option: %s" % src_cache)
+    if quiet:
+        progress = None
+    prog = QemuProgress(progress == "human", 1.0, ctx.out)
+    prog.print_(0, 100)
+    ok = False
+    try:
+        code = _convert(ctx, args[:-1], out_filename, fmt, out_fmt, base, base_fmt, options, snapshot, cache,
+                        min_sparse, flags, (progress, prog))
+        ok = code == 0
+        return code
+    finally:
+        if ok:
+            prog.print_(100, 0)
+        prog.end()
+
+
+def _convert(ctx, sources, out_filename, fmt, out_fmt, base, base_fmt, options, snapshot, cache, min_sparse, flags,
+             progress):
+    from .errors import QimgError
+    from .ops import create as ops_create
+    from .ops import convert as ops_convert
+    devs = _open_sources(sources, fmt, "U" in flags, snapshot)
+    try:
+        total = sum((d.size + 511) // 512 * 512 for d in devs)
+        skip_create = "n" in flags
+        optdict = {}
+        if not skip_create:
+            if out_fmt not in ops_create.CREATE_OPTIONS:
+                raise CommandError("Unknown file format '%s'" % out_fmt)
+            optdict = ops_create.parse_option_string(options) if options is not None else {}
+            optdict.pop("size", None)       # qemu-img sets the size from the sources
+            ops_create.normalize_options(out_fmt, None, optdict)
+            if out_fmt == "raw" and base:
+                raise CommandError("Backing file not supported for file format 'raw'")
+            if out_fmt == "raw" and base_fmt:
+                raise CommandError("Backing file format not supported for file format 'raw'")
+        backing = base or optdict.get("backing_file")
+        if "target-is-zero" in flags and backing:
+            # qemu-img 7.2 reports this and exits 0 without converting
+            ctx.err("%s: Cannot use --target-is-zero when the destination image has a backing file\n" % ctx.prog)
+            return 0
+        if len(sources) > 1 and backing:
+            raise CommandError("Having a backing file for the target makes no sense when concatenating "
+                               "multiple input images")
+        if not skip_create and backing and not (base_fmt or optdict.get("backing_fmt")):
+            raise CommandError("Use of backing file requires explicit backing format")
+        if "c" in flags:
+            if not skip_create and out_fmt != "qcow2":
+                raise CommandError("Compression not supported for this file format")
+            if optdict.get("preallocation", "off") != "off":
+                raise CommandError("Compression and preallocation not supported at the same time")
+        if "bitmaps" in flags and len(sources) > 1:
+            raise CommandError("Copying bitmaps only possible with single source")
+        if "bitmaps" in flags and devs[0].format_name != "qcow2":
+            raise CommandError("Source lacks bitmap support")
+        if not skip_create and out_fmt == "qcow2":
+            _check_qcow2_create(out_filename, total, optdict, backing, base_fmt)
+        if cache not in CACHE_MODES:
+            raise CommandError("Invalid cache option: %s" % cache)
+        if backing and not skip_create:
+            _check_backing(out_filename, backing, base_fmt or optdict.get("backing_fmt"))
+        if "bitmaps" in flags:
+            if skip_create or out_fmt != "qcow2":
+                raise CommandError("Format driver '%s' does not support bitmaps" % out_fmt)
+            raise CommandError("--bitmaps is not supported yet")
+        report, finish = (None, None)
+        if progress[0]:
+            report, finish = _progress_printer(progress[0], ctx, progress[1], devs, min_sparse, "c" in flags,
+                                               optdict.get("cluster_size", 65536))
+    finally:
+        for dev in devs:
+            dev.close()
+    try:
+        ops_convert.convert(sources, out_filename, src_fmt=fmt, out_fmt=out_fmt, options=optdict,
+                            compress="c" in flags, sparse_size=min_sparse, snapshot=snapshot,
+                            backing_file=base, backing_fmt=base_fmt, target_exists="n" in flags,
+                            target_is_zero="target-is-zero" in flags, progress=report,
+                            force_share="U" in flags)
+    except QimgError as err:
+        if err.message == "Output image is too small":
+            raise CommandError("output file is smaller than input file")
+        if err.message.startswith("Could not create '"):
+            raise CommandError("%s: error while converting %s: %s" % (out_filename, out_fmt, err.message),
+                               hint=err.hint)
+        raise
+    if finish is not None:
+        finish(True)
+    return 0
+
+
+def _check_qcow2_create(filename, size, optdict, backing, backing_fmt):
+    """qemu-img convert's bdrv_create() errors: "OUT: error while converting qcow2: MESSAGE"."""
+    from .errors import InvalidArgument
+    from .formats.qcow2.create import plan_header
+    o = dict(optdict)
+    try:
+        plan_header(size, cluster_size=o.get("cluster_size", 65536), compat=o.get("compat", "1.1"),
+                    refcount_bits=o.get("refcount_bits", 16), lazy_refcounts=o.get("lazy_refcounts", False),
+                    extended_l2=o.get("extended_l2", False), preallocation=o.get("preallocation", "off"),
+                    compression_type=o.get("compression_type", "zlib"), backing_file=backing,
+                    backing_fmt=backing_fmt)
+    except InvalidArgument as err:
+        raise CommandError("%s: error while converting qcow2: %s" % (filename, err.message), hint=err.hint)
+
+
+def _check_backing(filename, backing, backing_fmt):
+    from .errors import QimgError
+    from .image import full_backing_path, open_image
+    try:
+        with open_image(full_backing_path(filename, backing), backing_fmt, read_only=True, force_share=True):
+            pass
+    except QimgError as err:
+        raise CommandError("Could not open '%s': Could not open backing file: %s" % (filename, err.message),
+                           hint=err.hint)
+
+
+def cmd_compare(argv, ctx):
+    longopts = {"help": (False, "h"), "object": (True, "object"), "image-opts": (False, "image-opts"),
+                "force-share": (False, "U")}
+    opts, args = _getopt(argv, ":hf:F:T:pqsU", longopts)
+    fmt1 = fmt2 = None
+    cache = "writeback"
+    flags = set()
+    for opt, arg in opts:
+        if opt == "h":
+            raise HelpRequested()
+        if opt == "f":
+            fmt1 = arg
+        elif opt == "F":
+            fmt2 = arg
+        elif opt == "T":
+            cache = arg
+        elif opt in ("object", "image-opts"):
+            raise CommandError("--%s is not supported" % opt)
+        else:
+            flags.add(opt)
+    quiet = "q" in flags
+    if len(args) != 2:
+        raise UsageError("Expecting two image file names")
+    prog = QemuProgress("p" in flags and not quiet, 2.0, ctx.out)
+    try:
+        return _compare(ctx, args, fmt1, fmt2, cache, flags, prog)
+    finally:
+        prog.end()
+
+
+def _compare(ctx, args, fmt1, fmt2, cache, flags, prog):
+    from .errors import QimgError
+    from .image import open_image
+    from .ops import compare as ops_compare
+    quiet = "q" in flags
+
+    def say(text):
+        if not quiet:
+            ctx.out(text)
+    if cache not in CACHE_MODES:
+        raise CommandError("Invalid source cache option: %s" % cache, code=2)
+    devs = []
+    try:
+        for name, fmt in ((args[0], fmt1), (args[1], fmt2)):
+            try:
+                devs.append(open_image(name, fmt, read_only=True, force_share="U" in flags))
+            except QimgError as err:
+                raise CommandError(err.message, code=2, hint=[h + "\n" for h in err.hint])
+        sizes = [d.size for d in devs]
+        prog.print_(0, 100)
+        try:
+            res = ops_compare.compare_images(args[0], args[1], fmt1=fmt1, fmt2=fmt2, strict="s" in flags,
+                                             force_share="U" in flags)
+            if prog.enabled:
+                _compare_progress(prog, devs, res)
+        except QimgError as err:
+            raise CommandError(err.message, code=4, hint=[h + "\n" for h in err.hint])
+    finally:
+        for dev in devs:
+            dev.close()
+    common = min(sizes)
+    result, offset = res["result"], res.get("offset")
+    if result == ops_compare.SIZE_MISMATCH:
+        say("Strict mode: Image size mismatch!\n")
+        return 1
+    if result == ops_compare.STATUS_MISMATCH:
+        say("Strict mode: Offset %d block status mismatch!\n" % offset)
+        return 1
+    if result == ops_compare.CONTENT_MISMATCH:
+        if offset >= common and sizes[0] != sizes[1]:
+            say("Warning: Image size mismatch!\n")
+        say("Content mismatch at offset %d!\n" % offset)
+        return 1
+    if sizes[0] != sizes[1]:
+        say("Warning: Image size mismatch!\n")
+    say("Images are identical.\n")
+    return 0
+
+
+def _compare_progress(prog, devs, res):
+    """The progress qemu-img compare prints on its way to the result (chunk by chunk, 2 MiB at most)."""
+    from .ops import compare as ops_compare
+    sizes = [d.size for d in devs]
+    base = max(sizes)
+    stop = res.get("offset")
+    if res["result"] in (ops_compare.SIZE_MISMATCH, ops_compare.STATUS_MISMATCH):
+        return
+    buf = IO_BUF_SECTORS * 512
+
+    def step(chunk):
+        prog.print_(_float32(_float32(_float32(chunk) / _float32(base)) * 100), 100)
+
+    common = min(sizes)
+    runs = [_status_runs(d, 0, common) for d in devs]
+    offset, idx = 0, [0, 0]
+    while offset < common:
+        ends, zeros = [], []
+        for k in (0, 1):
+            while runs[k][idx[k]][1] <= offset:
+                idx[k] += 1
+            ends.append(runs[k][idx[k]][1])
+            zeros.append(runs[k][idx[k]][2])
+        chunk = min(ends) - offset
+        if not (zeros[0] and zeros[1]):
+            chunk = min(chunk, buf)
+        if stop is not None and offset <= stop < offset + chunk:
+            return
+        offset += chunk
+        step(chunk)
+    if sizes[0] != sizes[1]:
+        over = devs[0] if sizes[0] > sizes[1] else devs[1]
+        for s, e, zero in _status_runs(over, common, base - common):
+            pos = s
+            while pos < e:
+                chunk = e - pos if zero else min(e - pos, buf)
+                if stop is not None and pos <= stop < pos + chunk:
+                    return
+                pos += chunk
+                step(chunk)
+
+
+class _LetterGetopt(Getopt):
+    """Getopt that remembers the short option letter it looked at last (for glibc's own messages)."""
+
+    letter = ""
+
+    def _short(self):
+        self.letter = self.nextchar[:1]
+        return Getopt._short(self)
+
+
+def _measure_getopt(argv, ctx):
+    """measure parses without ':' in 7.2: glibc prints its own message, then qemu-img shows the help."""
+    longopts = {"help": (False, "h"), "image-opts": (False, "image-opts"), "object": (True, "object"),
+                "output": (True, "output"), "size": (True, "size"), "force-share": (False, "U")}
+    parser = _LetterGetopt(argv, "hf:O:o:l:U", longopts)
+    opts = []
+    try:
+        for item in parser:
+            opts.append(item)
+    except GetoptError as err:
+        if err.arg.startswith("--"):
+            text = ("option '%s' requires an argument" % err.arg if err.kind == "missing"
+                    else "unrecognized option '%s'" % err.arg)
+        else:
+            text = ("option requires an argument -- '%s'" % parser.letter if err.kind == "missing"
+                    else "invalid option -- '%s'" % parser.letter)
+        ctx.err("%s: %s\n" % (argv[0], text))
+        opts.append(("h", None))
+    return opts, parser.argv[parser.optind:]
+
+
+def cmd_measure(argv, ctx):
+    opts, args = _measure_getopt(argv, ctx)
+    fmt, out_fmt, options, snapshot, size, output = None, "raw", None, None, None, None
+    share = False
+    for opt, arg in opts:
+        if opt == "h":
+            raise HelpRequested()
+        if opt == "f":
+            fmt = arg
+        elif opt == "O":
+            out_fmt = arg
+        elif opt == "o":
+            if not _valid_option_list(arg):
+                raise CommandError("Invalid option list: %s" % arg)
+            options = arg if options is None else "%s,%s" % (options, arg)
+        elif opt == "l":
+            snapshot = _snapshot_opts(arg)
+        elif opt == "U":
+            share = True
+        elif opt == "output":
+            output = _output_format(arg)
+        elif opt == "size":
+            size = cvtnum("image size", arg, ctx.warn)
+        elif opt in ("object", "image-opts"):
+            raise CommandError("--%s is not supported" % opt)
+    output = output or "human"
+    if len(args) > 1:
+        raise CommandError("At most one filename argument is allowed.")
+    filename = args[0] if args else None
+    if filename is None and (fmt is not None or snapshot is not None):
+        raise CommandError("--object, --image-opts, -f, and -l require a filename argument.")
+    if filename is not None and size is not None:
+        raise CommandError("--size N cannot be used together with a filename.")
+    if filename is None and size is None:
+        raise CommandError("Either --size N or one filename must be specified.")
+    if filename is not None:
+        _open_sources([filename], fmt, share, snapshot)[0].close()
+    from .errors import InvalidArgument
+    from .ops import create as ops_create
+    from .ops import measure as ops_measure
+    if out_fmt not in ops_create.CREATE_OPTIONS:
+        raise CommandError("Unknown file format '%s'" % out_fmt)
+    optdict = {}
+    if options is not None:
+        try:
+            for item in _split_opt_list(options):
+                if item and "=" not in item:
+                    raise InvalidArgument("Invalid parameter '%s'" % item)
+            optdict = ops_create.parse_option_string(options)
+            ops_create.normalize_options(out_fmt, None, optdict)
+        except InvalidArgument as err:
+            raise CommandError([err.message, "Invalid options for file format '%s'" % out_fmt])
+    if size is not None:
+        optdict.pop("size", None)
+    if out_fmt == "qcow2":
+        _check_measure_qcow2(optdict)
+    res = ops_measure.measure(filename=filename, size=size, fmt=fmt, out_fmt=out_fmt, options=optdict,
+                              snapshot=snapshot, force_share=share)
+    ctx.out(format_measure(res, output))
+    return 0
+
+
+def _check_measure_qcow2(optdict):
+    """qcow2_measure()'s option errors, reported without a prefix."""
+    from .errors import InvalidArgument
+    from .formats.qcow2.create import plan_header
+    o = optdict
+    try:
+        plan_header(0, cluster_size=o.get("cluster_size", 65536), compat=o.get("compat", "1.1"),
+                    refcount_bits=o.get("refcount_bits", 16), lazy_refcounts=o.get("lazy_refcounts", False),
+                    extended_l2=o.get("extended_l2", False), preallocation=o.get("preallocation", "off"),
+                    compression_type=o.get("compression_type", "zlib"))
+    except InvalidArgument as err:
+        raise CommandError(err.message, hint=err.hint)
+
+
+def format_measure(res, output):
+    """``measure`` stdout: qemu's human lines or its JSON (BlockMeasureInfo in QDict order)."""
+    if output == "json":
+        data = dict((k, res[k]) for k in ("required", "fully-allocated", "bitmaps") if k in res)
+        return qemu_json(data) + "\n"
+    text = "required size: %d\nfully allocated size: %d\n" % (res["required"], res["fully-allocated"])
+    if "bitmaps" in res:
+        text += "bitmaps size: %d\n" % res["bitmaps"]
+    return text
+
+
+COMMANDS = {"create": cmd_create, "info": cmd_info, "map": cmd_map, "convert": cmd_convert,
+            "compare": cmd_compare, "measure": cmd_measure}
 
 COMMAND_SYNTAX = [
+    "compare [--object objectdef] [--image-opts] [-f fmt] [-F fmt] [-T src_cache] [-p] [-q] [-s] [-U] filename1 filename2",
+    "convert [--object objectdef] [--image-opts] [--target-image-opts] [--target-is-zero] [--bitmaps] [-U] [-C] [-c] "
+    "[-p] [-q] [-n] [-f fmt] [-t cache] [-T src_cache] [-O output_fmt] [-B backing_file [-F backing_fmt]] [-o options] "
+    "[-l snapshot_param] [-S sparse_size] [-r rate_limit] [-m num_coroutines] [-W] [--salvage] "
+    "filename [filename2 [...]] output_filename",
     "create [-q] [-f fmt] [-b backing_file [-F backing_fmt]] [-u] [-o options] filename [size]",
     "info [-f fmt] [--output=ofmt] [--backing-chain] [-U] filename",
     "map [-f fmt] [--start-offset=offset] [--max-length=len] [--output=ofmt] [-U] filename",
+    "measure [--output=ofmt] [-O output_fmt] [-o options] [--size N | [--object objectdef] [--image-opts] [-f fmt] "
+    "[-l snapshot_param] filename]",
 ]
 
 
@@ -820,6 +1469,35 @@ def help_text(prog):
         "  '-h' with or without a command shows this help\n"
         "  '-q' use Quiet mode - do not print any output (except errors)\n"
         "  '--output' takes the format in which the output must be done (human or json)\n"
+        "  'output_filename' is the destination disk image filename\n"
+        "  'output_fmt' is the destination format\n"
+        "  'snapshot_param' is param used for internal snapshot, format\n"
+        "    is 'snapshot.id=[ID],snapshot.name=[NAME]', or\n"
+        "    '[ID_OR_NAME]'\n"
+        "  'cache' and 'src_cache' are accepted for compatibility (none, writeback, writethrough,\n"
+        "    directsync, unsafe); they have no effect\n"
+        "  '-c' indicates that target image must be compressed (qcow format only)\n"
+        "  '-p' show progress of command (only certain commands)\n"
+        "  '-S' indicates the consecutive number of bytes (defaults to 4k) that must\n"
+        "       contain only zeros for qemu-img to create a sparse image during\n"
+        "       conversion. If the number of bytes is 0, the source will not be scanned for\n"
+        "       unallocated or zero sectors, and the destination image will always be\n"
+        "       fully allocated\n"
+        "  '-n' skips the target volume creation (useful if the volume is created\n"
+        "       prior to running qemu-img)\n"
+        "\n"
+        "Parameters to convert subcommand:\n"
+        "  '--progress=json' (qimg extension) prints one JSON object per line on stdout while\n"
+        "       converting: {\"done\": bytes, \"total\": bytes, \"elapsed\": seconds}, the last\n"
+        "       one with done == total; '--progress=human' is '-p'\n"
+        "  '-C' (copy offloading), '-m', '-W', '-r' and '--salvage' are accepted and validated\n"
+        "       like qemu-img's; they have no effect\n"
+        "  '--bitmaps' copies all top-level persistent bitmaps to destination (not supported yet)\n"
+        "\n"
+        "Parameters to compare subcommand:\n"
+        "  '-f' first image format\n"
+        "  '-F' second image format\n"
+        "  '-s' run in Strict mode - fail on different image size or sector allocation\n"
         "\n"
         "Supported formats: qcow2 raw\n"
     ) % {"prog": prog, "syntax": "".join("  %s\n" % s for s in COMMAND_SYNTAX)}
