@@ -834,21 +834,22 @@ def _status_runs(dev, offset, length):
     runs = []
     for e in chain_block_status(dev, offset, length) if length else []:
         s, t = e.start, e.start + e.length
+        kind = (e.zero, e.present, e.depth)
         while s < t:
             u = t if split is None else min(t, (s // split + 1) * split)
             host = None if e.offset is None else e.offset + (s - e.start)
             if runs:
-                ps, pe, pz, ph = runs[-1]
-                same = pe == s and pz == e.zero and (split is None or s % split)
+                ps, pe, pk, ph = runs[-1]
+                same = pe == s and pk == kind and (split is None or s % split)
                 if same and not e.zero:     # data runs must be contiguous in the file too
                     same = ph is not None and host is not None and ph + (s - ps) == host
                 if same:
-                    runs[-1] = (ps, u, pz, ph)
+                    runs[-1] = (ps, u, pk, ph)
                     s = u
                     continue
-            runs.append((s, u, e.zero, host))
+            runs.append((s, u, kind, host))
             s = u
-    return [(r[0], r[1], r[2]) for r in runs]
+    return [(r[0], r[1], r[2][0]) for r in runs]
 
 
 def convert_progress_steps(devs, min_sparse, compressed=False, cluster_sectors=128):
@@ -1091,13 +1092,13 @@ def _convert(ctx, sources, out_filename, fmt, out_fmt, base, base_fmt, options, 
     try:
         total = sum((d.size + 511) // 512 * 512 for d in devs)
         skip_create = "n" in flags
-        optdict = {}
+        optdict, typed = {}, {}
         if not skip_create:
             if out_fmt not in ops_create.CREATE_OPTIONS:
                 raise CommandError("Unknown file format '%s'" % out_fmt)
             optdict = ops_create.parse_option_string(options) if options is not None else {}
             optdict.pop("size", None)       # qemu-img sets the size from the sources
-            ops_create.normalize_options(out_fmt, None, optdict)
+            typed = ops_create.normalize_options(out_fmt, None, optdict)
             if out_fmt == "raw" and base:
                 raise CommandError("Backing file not supported for file format 'raw'")
             if out_fmt == "raw" and base_fmt:
@@ -1122,7 +1123,7 @@ def _convert(ctx, sources, out_filename, fmt, out_fmt, base, base_fmt, options, 
         if "bitmaps" in flags and devs[0].format_name != "qcow2":
             raise CommandError("Source lacks bitmap support")
         if not skip_create and out_fmt == "qcow2":
-            _check_qcow2_create(out_filename, total, optdict, backing, base_fmt)
+            _check_qcow2_create(out_filename, total, typed, backing, base_fmt)
         if cache not in CACHE_MODES:
             raise CommandError("Invalid cache option: %s" % cache)
         if backing and not skip_create:
@@ -1134,7 +1135,7 @@ def _convert(ctx, sources, out_filename, fmt, out_fmt, base, base_fmt, options, 
         report, finish = (None, None)
         if progress[0]:
             report, finish = _progress_printer(progress[0], ctx, progress[1], devs, min_sparse, "c" in flags,
-                                               optdict.get("cluster_size", 65536))
+                                               typed.get("cluster_size", 65536))
     finally:
         for dev in devs:
             dev.close()
@@ -1178,7 +1179,11 @@ def _check_backing(filename, backing, backing_fmt):
         with open_image(full_backing_path(filename, backing), backing_fmt, read_only=True, force_share=True):
             pass
     except QimgError as err:
-        raise CommandError("Could not open '%s': Could not open backing file: %s" % (filename, err.message),
+        message = err.message
+        twice = "Could not open '%s': " % backing
+        if message.startswith(twice + twice):
+            message = message[len(twice):]
+        raise CommandError("Could not open '%s': Could not open backing file: %s" % (filename, message),
                            hint=err.hint)
 
 
@@ -1235,46 +1240,56 @@ def _compare(ctx, args, fmt1, fmt2, cache, flags, prog):
         try:
             res = ops_compare.compare_images(args[0], args[1], fmt1=fmt1, fmt2=fmt2, strict="s" in flags,
                                              force_share="U" in flags)
-            if prog.enabled:
-                _compare_progress(prog, devs, res)
         except QimgError as err:
             raise CommandError(err.message, code=4, hint=[h + "\n" for h in err.hint])
+        common = min(sizes)
+        result, offset = res["result"], res.get("offset")
+        if result == ops_compare.SIZE_MISMATCH:
+            say("Strict mode: Image size mismatch!\n")
+            return 1
+        _compare_progress(prog, devs, offset, False)
+        if result == ops_compare.STATUS_MISMATCH:
+            say("Strict mode: Offset %d block status mismatch!\n" % offset)
+            return 1
+        if result == ops_compare.CONTENT_MISMATCH and offset < common:
+            say("Content mismatch at offset %d!\n" % offset)
+            return 1
+        if sizes[0] != sizes[1]:
+            say("Warning: Image size mismatch!\n")
+            _compare_progress(prog, devs, offset, True)
+        if result == ops_compare.CONTENT_MISMATCH:
+            say("Content mismatch at offset %d!\n" % offset)
+            return 1
+        say("Images are identical.\n")
+        return 0
     finally:
         for dev in devs:
             dev.close()
-    common = min(sizes)
-    result, offset = res["result"], res.get("offset")
-    if result == ops_compare.SIZE_MISMATCH:
-        say("Strict mode: Image size mismatch!\n")
-        return 1
-    if result == ops_compare.STATUS_MISMATCH:
-        say("Strict mode: Offset %d block status mismatch!\n" % offset)
-        return 1
-    if result == ops_compare.CONTENT_MISMATCH:
-        if offset >= common and sizes[0] != sizes[1]:
-            say("Warning: Image size mismatch!\n")
-        say("Content mismatch at offset %d!\n" % offset)
-        return 1
-    if sizes[0] != sizes[1]:
-        say("Warning: Image size mismatch!\n")
-    say("Images are identical.\n")
-    return 0
 
 
-def _compare_progress(prog, devs, res):
-    """The progress qemu-img compare prints on its way to the result (chunk by chunk, 2 MiB at most)."""
-    from .ops import compare as ops_compare
+def _compare_progress(prog, devs, stop, tail):
+    """The progress qemu-img compare prints on its way (chunk by chunk, 2 MiB at most for data):
+    over the common part, or (tail=True) over the larger image's excess. Stops at offset ``stop``."""
     sizes = [d.size for d in devs]
-    base = max(sizes)
-    stop = res.get("offset")
-    if res["result"] in (ops_compare.SIZE_MISMATCH, ops_compare.STATUS_MISMATCH):
-        return
+    base, common = max(sizes), min(sizes)
     buf = IO_BUF_SECTORS * 512
 
     def step(chunk):
         prog.print_(_float32(_float32(_float32(chunk) / _float32(base)) * 100), 100)
 
-    common = min(sizes)
+    if not prog.enabled:
+        return
+    if tail:
+        over = devs[0] if sizes[0] > sizes[1] else devs[1]
+        for s, e, zero in _status_runs(over, common, base - common):
+            pos = s
+            while pos < e:
+                chunk = e - pos if zero else min(e - pos, buf)
+                if stop is not None and pos <= stop < pos + chunk:
+                    return
+                pos += chunk
+                step(chunk)
+        return
     runs = [_status_runs(d, 0, common) for d in devs]
     offset, idx = 0, [0, 0]
     while offset < common:
@@ -1291,16 +1306,6 @@ def _compare_progress(prog, devs, res):
             return
         offset += chunk
         step(chunk)
-    if sizes[0] != sizes[1]:
-        over = devs[0] if sizes[0] > sizes[1] else devs[1]
-        for s, e, zero in _status_runs(over, common, base - common):
-            pos = s
-            while pos < e:
-                chunk = e - pos if zero else min(e - pos, buf)
-                if stop is not None and pos <= stop < pos + chunk:
-                    return
-                pos += chunk
-                step(chunk)
 
 
 class _LetterGetopt(Getopt):
@@ -1364,7 +1369,7 @@ def cmd_measure(argv, ctx):
         raise CommandError("At most one filename argument is allowed.")
     filename = args[0] if args else None
     if filename is None and (fmt is not None or snapshot is not None):
-        raise CommandError("--object, --image-opts, -f, and -l require a filename argument.")
+        raise CommandError("--image-opts, -f, and -l require a filename argument.")
     if filename is not None and size is not None:
         raise CommandError("--size N cannot be used together with a filename.")
     if filename is None and size is None:
@@ -1383,13 +1388,15 @@ def cmd_measure(argv, ctx):
                 if item and "=" not in item:
                     raise InvalidArgument("Invalid parameter '%s'" % item)
             optdict = ops_create.parse_option_string(options)
-            ops_create.normalize_options(out_fmt, None, optdict)
+            typed = ops_create.normalize_options(out_fmt, None, optdict)
         except InvalidArgument as err:
             raise CommandError([err.message, "Invalid options for file format '%s'" % out_fmt])
+    else:
+        typed = {}
     if size is not None:
         optdict.pop("size", None)
     if out_fmt == "qcow2":
-        _check_measure_qcow2(optdict)
+        _check_measure_qcow2(typed)
     res = ops_measure.measure(filename=filename, size=size, fmt=fmt, out_fmt=out_fmt, options=optdict,
                               snapshot=snapshot, force_share=share)
     ctx.out(format_measure(res, output))
