@@ -35,19 +35,22 @@ def _sparse_file(path, size, regions):
             f.write(bytes([val]) * length)
 
 
-def test_read_write_roundtrip(tmp_path):
+def test_read_write_roundtrip(qemu_img, tmp_path):
     p = tmp_path / "a.raw"
-    size = 3 * MiB + 1000  # raw images need not be sector-aligned
+    size = 3 * MiB + 1000  # a raw file need not be sector-aligned
     _sparse_file(p, size, [])
     model = bytearray(size)
     writes = [(0, 1, 1), (511, 2, 2), (4095, 8194, 3), (MiB - 7, 70000, 4), (size - 13, 13, 5)]
     with _open(p) as dev:
-        assert dev.format_name == "raw" and dev.size == size
+        assert dev.format_name == "raw"
+        # like qemu-img, the virtual size is the file length rounded up to a sector
+        assert dev.size == qemu_info(p, fmt="raw")["virtual-size"] == -(-size // 512) * 512
         for off, length, val in writes:
             dev.write(off, bytes([val]) * length)
             model[off:off + length] = bytes([val]) * length
         assert dev.read(0, size) == bytes(model)
         assert dev.read(4000, 200) == bytes(model[4000:4200])
+        assert dev.read(size, dev.size - size) == bytes(dev.size - size)  # the sector tail reads as zeros
         dev.flush()
     assert p.read_bytes() == bytes(model)
     assert os.path.getsize(str(p)) == size
@@ -161,7 +164,7 @@ def test_qcow2_file_opened_as_raw_stays_raw(qemu_img, tmp_path):
     qemu_img_create(p, "qcow2", "1M")
     with _open(p, read_only=True) as dev:
         assert dev.format_name == "raw"
-        assert dev.size == os.path.getsize(str(p))
+        assert dev.size == qemu_info(p, fmt="raw")["virtual-size"]
         assert dev.read(0, 4) == b"QFI\xfb"
 
 
