@@ -115,6 +115,8 @@ def measure(filename=None, size=None, fmt=None, out_fmt="raw", options=None, sna
         data = _required_data(dev, cluster_size) if dev is not None else 0
         full = prealloc_size(virtual_size, cluster_size, refcount_bits.bit_length() - 1, extended_l2)
         out = {"required": full - virtual_size + data, "fully-allocated": full}
+        if opts.get("preallocation", "off") in ("falloc", "full"):
+            out["required"] = full
         compat = opts.get("compat", "1.1")
         # qemu-img reports bitmaps when the target can hold them and the source can have them
         if dev is not None and dev.format_name == "qcow2" and dev.header.version >= 3 and compat not in ("0.10", "v2"):

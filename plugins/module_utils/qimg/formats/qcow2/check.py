@@ -89,6 +89,11 @@ class _Walker(object):
             self.res.check_errors += 1
             self.res.messages.append("ERROR: offset=%x is beyond the addressable range" % offset)
             return
+        if offset + length - self.img.file_size >= self.cs:
+            # as qemu-img: a reference that far past the end is a corruption and is not counted
+            self.res.error("ERROR: counting reference for region exceeding the end of the file by one cluster "
+                           "or more: offset %#x size %#x" % (offset, length))
+            return
         first = offset >> self.cb
         last = (offset + length - 1) >> self.cb
         for c in range(first, last + 1):
@@ -248,7 +253,7 @@ def check(img, repair=None):
     fix_corruptions = repair == "all"
     fixable = res.leaks + (res.corruptions if fix_corruptions else 0)
     dirty = img.header.incompatible_features & (hdr.INCOMPAT_DIRTY | hdr.INCOMPAT_CORRUPT)
-    if not fixable and not (fix_corruptions and dirty) and not res.copied_errors:
+    if not fixable and not dirty and not res.copied_errors:
         return res
     walker = res.walker
     if fix_corruptions:
@@ -259,7 +264,7 @@ def check(img, repair=None):
         _fix_copied(img, walker)  # as qemu-img: flags of consistently counted clusters
     img.sync()
     res2 = _check_once(img)
-    if fix_corruptions and not res2.corruptions and not res2.check_errors:
+    if not res2.corruptions and not res2.check_errors:  # consistent now: header bits go (as qemu-img)
         h = img.header
         if h.incompatible_features & (hdr.INCOMPAT_DIRTY | hdr.INCOMPAT_CORRUPT):
             h.incompatible_features &= ~(hdr.INCOMPAT_DIRTY | hdr.INCOMPAT_CORRUPT)

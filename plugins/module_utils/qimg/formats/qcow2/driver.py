@@ -655,8 +655,7 @@ class Qcow2Image(BlockDevice):
             if (snapshot_id is None or snap.id == snapshot_id) and (name is None or snap.name == name):
                 break
         else:
-            what = snapshot_id if name is None else name
-            raise ImageNotFound("Failed to load snapshot: Can't find snapshot '%s'" % what)
+            raise ImageNotFound("Failed to load snapshot: Can't find snapshot")
         if snap.l1_size * 8 > hdr.MAX_L1_BYTES or snap.l1_table_offset + snap.l1_size * 8 > self.file_end_limit():
             raise ImageCorrupt("%s: snapshot '%s' has an invalid L1 table" % (self.filename, snap.name))
         self.l1 = _decode_table(pread_exact(self.fd, snap.l1_table_offset, snap.l1_size * 8))

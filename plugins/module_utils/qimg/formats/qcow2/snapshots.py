@@ -40,10 +40,11 @@ def read_snapshots(img):
         if extra_size > MAX_EXTRA:
             raise ImageCorrupt("Could not open '%s': Too much extra metadata in snapshot table entry %d"
                                % (img.filename, n))
-        entry_len = SNAPSHOT_HEADER.size + extra_size + id_size + name_size
-        entry_len = (entry_len + 7) & ~7
+        unpadded = SNAPSHOT_HEADER.size + extra_size + id_size + name_size
+        entry_len = (unpadded + 7) & ~7
         total += entry_len
-        if total > MAX_TABLE_BYTES or off + entry_len > limit:
+        # qemu-img does not write the padding after the last entry: the file may end before it
+        if total > MAX_TABLE_BYTES or off + unpadded > limit:
             raise ImageCorrupt("Could not open '%s': Snapshot table is not inside the image file"
                                % img.filename)
         body = pread_exact(img.fd, off + SNAPSHOT_HEADER.size, entry_len - SNAPSHOT_HEADER.size)
