@@ -196,6 +196,8 @@ def full_backing_path(overlay_filename, backing_name):
 def _open_fd(filename, read_only):
     flags = os.O_RDONLY if read_only else os.O_RDWR
     flags |= getattr(os, "O_CLOEXEC", 0)
+    if "\0" in filename:
+        raise ImageNotFound("Could not open '%s': file name contains a NUL byte" % filename.replace("\0", "\\0"))
     try:
         fd = os.open(filename, flags)
     except OSError as e:

@@ -198,7 +198,10 @@ def parse_header(buf, file_size, filename):
         end = h.backing_file_offset + h.backing_file_size
         if h.backing_file_offset < h.header_length or end > cs or end > len(buf):
             raise corrupt("Backing file name is outside the first cluster")
-        h.backing_file = _decode(buf[h.backing_file_offset:end])
+        raw_name = bytes(buf[h.backing_file_offset:end])
+        if b"\0" in raw_name:
+            raise corrupt("Backing file name contains a NUL byte")
+        h.backing_file = _decode(raw_name)
     _parse_extensions(h, buf, corrupt)
     unknown = getattr(h, "unknown_incompat", 0)
     if unknown:

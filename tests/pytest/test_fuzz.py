@@ -1,0 +1,38 @@
+# -*- coding: utf-8 -*-
+# Copyright: qimg.disk contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Fixed-seed mutation fuzzing of qcow2 images (see fuzz_images.py; a longer campaign:
+`python3 tests/pytest/fuzz_images.py --cases 20000`)."""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import os
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import fuzz_images  # noqa: E402  pylint: disable=wrong-import-position
+
+CASES = int(os.environ.get("QIMG_FUZZ_CASES", "600"))
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_mutants_fail_cleanly(qemu_img, qemu_io, tmp_path, seed):
+    tried, failures = fuzz_images.campaign(CASES // 2, seed=seed, directory=str(tmp_path))
+    assert tried == CASES // 2
+    report = "\n".join("%s\n    %s" % (desc, "\n    ".join(problems)) for desc, problems in failures[:5])
+    assert not failures, "%d of %d mutants misbehaved:\n%s" % (len(failures), tried, report)
+
+
+def test_mutation_changes_the_image(qemu_img, qemu_io, tmp_path):
+    """The fuzzer really mutates: most mutants differ from their seed."""
+    import random
+    seeds = fuzz_images.build_seeds(str(tmp_path))
+    rnd = random.Random(3)
+    data = open(seeds["v3"], "rb").read()
+    changed = sum(fuzz_images.mutate(data, rnd)[0] != data for _ in range(50))
+    assert changed >= 40
