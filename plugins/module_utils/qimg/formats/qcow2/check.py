@@ -22,6 +22,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import array
+import re
 import struct
 import sys
 
@@ -37,6 +38,7 @@ ZERO_FLAG = 1
 L1E_RESERVED = 0x7F000000000001FF
 L2E_RESERVED = 0x3F000000000001FE
 _LITTLE = sys.byteorder == "little"
+_NONZERO = re.compile(b"[^\\x00]")
 
 
 def _decode(raw):
@@ -81,6 +83,7 @@ class _Walker(object):
         self.overflow = {}
         self.beyond = {}  # references past the end of the file
         self.bad_l2 = set()
+        self.copied_messages = []
 
     def inc(self, offset, length):
         if length <= 0:
@@ -137,6 +140,11 @@ class _Walker(object):
                 self.bad_l2.add(l2off)
                 continue
             self.inc(l2off, cs)
+            if active:
+                stored = self.img.refcounts.get(l2off >> self.cb)
+                if (stored == 1) != bool(e & COPIED):  # COPIED must say exactly "refcount == 1"
+                    self.copied_messages.append("ERROR OFLAG_COPIED L2 cluster: l1_index=%d l1_entry=%x refcount=%d"
+                                                % (i, e, stored))
             if l2off + cs > self.img.file_size:
                 self.res.error("ERROR l2_offset=%x: L2 table is outside the image file" % l2off)
                 continue
@@ -149,15 +157,16 @@ class _Walker(object):
         raw = pread_exact(img.fd, l2off, cs)
         res = self.res
         x = 62 - (self.cb - 8)
+        entry = 8 * step
+        rc = img.refcounts
+        n = len(raw.rstrip(b"\0"))
         pos = 0
-        n = len(raw)
         while pos < n:
-            # skip runs of empty entries at C speed
-            if raw[pos:pos + 8 * step] == bytes(8 * step):
-                rest = raw[pos:]
-                skip = (len(rest) - len(rest.lstrip(b"\0"))) // (8 * step) * (8 * step)
-                pos += max(skip, 8 * step)
-                continue
+            # jump over empty entries at C speed (no copies)
+            m = _NONZERO.search(raw, pos, n)
+            if m is None:
+                break
+            pos = m.start() // entry * entry
             e = struct.unpack_from(">Q", raw, pos)[0]
             bitmap = struct.unpack_from(">Q", raw, pos + 8)[0] if step == 2 else 0
             pos += 8 * step
@@ -195,6 +204,10 @@ class _Walker(object):
                 res.error("ERROR offset=%x: Cluster is not properly aligned; L2 entry corrupted." % host)
                 continue
             self.inc(host, cs)
+            if active:
+                stored = rc.get(host >> self.cb)
+                if (stored == 1) != bool(e & COPIED):
+                    self.copied_messages.append("ERROR OFLAG_COPIED data cluster: l2_entry=%x refcount=%d" % (e, stored))
 
     def walk(self):
         img = self.img
@@ -282,8 +295,9 @@ def _check_once(img):
     walker = _Walker(img, res)
     walker.walk()
     _compare_refcounts(img, walker, res)
-    if not res.check_errors:
-        _check_copied(img, res)
+    for message in walker.copied_messages:
+        res.copied_errors += 1
+        res.error(message)
     res.walker = walker
     return res
 
@@ -330,31 +344,6 @@ def _compare_refcounts(img, walker, res):
                 highest = max(highest, base + i)
                 break
     res.image_end_offset = (highest + 1) * img.cluster_size
-
-
-def _check_copied(img, res):
-    rc = img.refcounts
-    step = img.l2_step
-    for i, e in enumerate(img.l1):
-        l2off = e & OFFSET_MASK
-        if not l2off or l2off % img.cluster_size or l2off + img.cluster_size > img.file_size:
-            continue
-        refcount = rc.get(l2off >> img.cluster_bits)
-        if (refcount == 1) != bool(e & COPIED):
-            res.copied_errors += 1
-            res.error("ERROR OFLAG_COPIED L2 cluster: l1_index=%d l1_entry=%x refcount=%d" % (i, e, refcount))
-        table = _decode(pread_exact(img.fd, l2off, img.cluster_size))
-        for j in range(0, len(table), step):
-            le = table[j]
-            if not le or le & COMPRESSED:
-                continue
-            host = le & OFFSET_MASK
-            if not host or host % img.cluster_size:
-                continue
-            refcount = rc.get(host >> img.cluster_bits)
-            if (refcount == 1) != bool(le & COPIED):
-                res.copied_errors += 1
-                res.error("ERROR OFLAG_COPIED data cluster: l2_entry=%x refcount=%d" % (le, refcount))
 
 
 def _fix_leaks(img, walker):
