@@ -13,8 +13,12 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import contextlib
+import os
+import stat
 
-from ansible_collections.qimg.disk.plugins.module_utils.qimg.errors import QimgError
+from ansible_collections.qimg.disk.plugins.module_utils.qimg.errors import ImageInUse, QimgError
+from ansible_collections.qimg.disk.plugins.module_utils.qimg.ops.info import image_info
+from ansible_collections.qimg.disk.plugins.module_utils.qimg.sizes import parse_size
 
 # Facts that a module must never return top-level under these names: Ansible adds file facts
 # to any result holding ``path`` and would confuse ``size`` (bytes on disk) with ours.
@@ -119,3 +123,134 @@ def qimg_errors(module, **kwargs):
         yield
     except QimgError as err:
         fail_on_error(module, err, **kwargs)
+
+
+# ---------------------------------------------------------------- target image options
+# Shared by the modules that write or measure a new image from an ``options`` dict with
+# qimg_create's suboptions (qimg_convert, qimg_measure).
+
+# Accepted spellings of the qcow2 compat levels (YAML reads 0.10 as the float 0.1).
+COMPAT_NAMES = {"0.10": "0.10", "0.1": "0.10", "v2": "0.10", "1.1": "1.1", "v3": "1.1"}
+
+# Options that only qcow2 images have.
+QCOW2_ONLY_OPTIONS = ("cluster_size", "compat", "refcount_bits", "lazy_refcounts", "extended_l2",
+                      "compression_type")
+
+# The qcow2 options that qemu-img info shows, in the order difference messages list them.
+COMPARED_OPTIONS = ("cluster_size", "compat", "refcount_bits", "lazy_refcounts", "extended_l2",
+                    "compression_type")
+
+
+def bool_word(value):
+    """qemu's spelling of a boolean option value."""
+    return "on" if value else "off"
+
+
+def show_value(value):
+    """A metadata value as difference messages show it."""
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return bool_word(value)
+    return str(value)
+
+
+def target_options(module, fmt, options, **fail_kwargs):
+    """Validate an ``options`` dict (qimg_create's suboptions) for a new image of format fmt.
+
+    Returns a dict of the options given (None values dropped), with ``cluster_size`` in bytes
+    (int) and ``compat`` as ``0.10`` or ``1.1``. Invalid values fail the task; extra keyword
+    arguments are added to the failure result.
+    """
+    out = dict((k, v) for k, v in (options or {}).items() if v is not None)
+    if "cluster_size" in out:
+        with qimg_errors(module, **fail_kwargs):
+            out["cluster_size"] = parse_size(out["cluster_size"])
+    if "compat" in out:
+        compat = COMPAT_NAMES.get(str(out["compat"]).strip())
+        if compat is None:
+            module.fail_json(msg="options.compat must be one of 0.10, 1.1, v2, v3, got: %s"
+                             % out["compat"], **fail_kwargs)
+        out["compat"] = compat
+    if fmt == "raw":
+        bad = [name for name in QCOW2_ONLY_OPTIONS if name in out]
+        if bad:
+            module.fail_json(msg="option(s) not supported by format raw: %s" % ", ".join(bad),
+                             **fail_kwargs)
+    return out
+
+
+def engine_options(options):
+    """Typed options (from target_options) as the engine's ``-o`` strings."""
+    out = {}
+    for name, value in options.items():
+        if isinstance(value, bool):
+            value = bool_word(value)
+        elif isinstance(value, int):
+            value = str(value)
+        out[name] = value
+    return out
+
+
+def option_differences(current, options):
+    """['name current != requested'] for the qcow2 options given, against image metadata."""
+    diffs = []
+    for name in COMPARED_OPTIONS:
+        if name in options and current.get(name) != options[name]:
+            diffs.append("%s %s != %s" % (name, show_value(current.get(name)),
+                                          show_value(options[name])))
+    return diffs
+
+
+def predicted_qcow2_options(options):
+    """The visible qcow2 options a new image gets: qemu's defaults, then those requested."""
+    meta = dict(QCOW2_CREATE_DEFAULTS)
+    for name in COMPARED_OPTIONS:
+        if name in options:
+            meta[name] = options[name]
+    return meta
+
+
+def refuse_in_use(module, path, action, result):
+    """Fail when another process (a running VM, qemu-nbd) holds a write lock on path.
+
+    Metadata is compared with locks waived, but an image is never replaced under a process
+    that has it open for writing: that process would keep the old file.
+    """
+    try:
+        image_info(path, force_share=False)
+    except ImageInUse as err:
+        module.fail_json(msg="refusing to %s %s: %s" % (action, path, err), **result)
+    except QimgError:
+        pass  # not an image we can read: nobody can be using it as one
+
+
+def keep_owner(path, old_stat):
+    """A replaced file keeps the old file's mode and owner (file options still apply after)."""
+    try:
+        os.chmod(path, stat.S_IMODE(old_stat.st_mode))
+        st = os.stat(path)
+        if (st.st_uid, st.st_gid) != (old_stat.st_uid, old_stat.st_gid):
+            os.chown(path, old_stat.st_uid, old_stat.st_gid)
+    except OSError:
+        pass  # not permitted: the new file keeps its own attributes
+
+
+def resolve_snapshot(filename, fmt, snapshot):
+    """A bare snapshot ID-or-name as explicit ``snapshot.id=`` / ``snapshot.name=`` text.
+
+    QEMU looks a bare ``-l``/``-s`` value up as an ID first, then as a name. Explicit text, and a
+    value that names no snapshot (the engine then reports it), are returned as given.
+    """
+    if not snapshot or "=" in snapshot:
+        return snapshot
+    try:
+        info = image_info(filename, fmt=fmt, force_share=True)
+    except QimgError:
+        return snapshot
+    snapshots = info.get("snapshots") or []
+    if any(s.get("id") == snapshot for s in snapshots):
+        return "snapshot.id=%s" % snapshot
+    if any(s.get("name") == snapshot for s in snapshots):
+        return "snapshot.name=%s" % snapshot
+    return snapshot
