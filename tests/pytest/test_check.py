@@ -268,8 +268,6 @@ def test_l2_entry_past_the_end(tmp_path):
     assert_repair_like_qemu(path, "all", same_figures=False)
 
 
-@pytest.mark.xfail(reason="engine: 'ERROR cluster N refcount=0 reference=1' where qemu-img says 'ERROR: counting "
-                          "reference for region exceeding the end of the file by one cluster or more: ...'")
 def test_l2_entry_past_the_end_message(tmp_path):
     assert_same_as_qemu(_l2_entry_past_the_end(tmp_path))
 
@@ -320,8 +318,6 @@ def test_corrupt_bit(tmp_path):
     assert not Layout(theirs).incompat & 2
 
 
-@pytest.mark.xfail(reason="engine: check -r leaks leaves the dirty/corrupt bit of a consistent image set; "
-                          "qemu-img marks it clean and consistent after any repair that leaves no corruption")
 @pytest.mark.parametrize("bit", [1, 2], ids=["dirty", "corrupt"])
 def test_header_bits_cleared_by_leak_repair(tmp_path, bit):
     path = build(tmp_path)
@@ -385,8 +381,6 @@ def test_leak_repair_leaves_corruptions(tmp_path):
     assert report["exit-code"] == 2
 
 
-@pytest.mark.xfail(reason="engine: check -r leaks with a referenced cluster whose refcount is 0 fixes the leaks; "
-                          "qemu-img prints 'ERROR need to rebuild refcount structures', changes nothing and exits 1")
 def test_leak_repair_refuses_zero_refcount(tmp_path):
     path = build(tmp_path)
     lay = Layout(path)
@@ -482,8 +476,6 @@ def test_clean_with_snapshots(tmp_path):
     assert rc == 0
 
 
-@pytest.mark.xfail(reason="engine: a snapshot table that qemu-img wrote at the end of the file (its last entry "
-                          "not padded to 8 bytes) is refused: 'Snapshot table is not inside the image file'")
 def test_clean_with_snapshot_table_at_the_end(tmp_path):
     path = build(tmp_path)
     run(["qemu-img", "snapshot", "-c", "s1", path])

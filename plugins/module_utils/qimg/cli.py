@@ -1428,10 +1428,141 @@ def format_measure(res, output):
     return text
 
 
-COMMANDS = {"create": cmd_create, "info": cmd_info, "map": cmd_map, "convert": cmd_convert,
+# ---------------------------------------------------------------------------------------------
+# check
+
+# ImageCheck's members (qapi/block-core.json) in QAPI order: qemu inserts them in this order.
+CHECK_KEYS = ("filename", "format", "check-errors", "image-end-offset", "corruptions", "leaks",
+              "corruptions-fixed", "leaks-fixed", "total-clusters", "allocated-clusters",
+              "fragmented-clusters", "compressed-clusters")
+# Optional members qemu leaves out when they are zero.
+CHECK_OPTIONAL = CHECK_KEYS[3:]
+# The qcow2 driver's message when -r leaks meets a referenced cluster with refcount 0.
+REBUILD_NEEDED = "ERROR need to rebuild refcount structures"
+# raw_open()'s warning for a probed raw image opened read-write (no program name prefix).
+PROBED_RAW_WARNING = ("WARNING: Image format was not specified for '%s' and probing guessed raw.\n"
+                      "         Automatically detecting the format is dangerous for raw images, "
+                      "write operations on block 0 will be restricted.\n"
+                      "         Specify the 'raw' format explicitly to remove the restrictions.\n")
+
+
+def _iter_getopt(argv, shortopts, longopts):
+    """(opt, arg) pairs in argv order; a getopt error is raised when the loop reaches it, as in qemu."""
+    parser = Getopt(argv, shortopts, longopts)
+    items = iter(parser)
+    while True:
+        try:
+            item = next(items)
+        except StopIteration:
+            break
+        except GetoptError as err:
+            if err.kind == "missing":
+                raise UsageError("missing argument for option '%s'" % err.arg)
+            raise UsageError("unrecognized option '%s'" % err.arg)
+        yield item
+    yield None, parser.argv[parser.optind:]
+
+
+def cmd_check(argv, ctx):
+    longopts = {"help": (False, "h"), "format": (True, "f"), "repair": (True, "r"), "output": (True, "output"),
+                "object": (True, "object"), "image-opts": (False, "image-opts"), "force-share": (False, "U")}
+    fmt, output, cache, repair, quiet, share = None, None, "writeback", None, False, False
+    args = []
+    for opt, arg in _iter_getopt(argv, ":hf:r:T:qU", longopts):
+        if opt is None:
+            args = arg
+        elif opt == "h":
+            raise HelpRequested()
+        elif opt == "f":
+            fmt = arg
+        elif opt == "r":
+            if arg not in ("leaks", "all"):
+                raise UsageError("Unknown option value for -r (expecting 'leaks' or 'all'): %s" % arg)
+            repair = arg
+        elif opt == "output":
+            output = arg
+        elif opt == "T":
+            cache = arg
+        elif opt == "q":
+            quiet = True
+        elif opt == "U":
+            share = True
+        elif opt in ("object", "image-opts"):
+            raise CommandError("--%s is not supported" % opt)
+    if len(args) != 1:
+        raise UsageError("Expecting one image file name")
+    filename = args[0]
+    output = _output_format(output)
+    if cache not in CACHE_MODES:
+        raise CommandError("Invalid source cache option: %s" % cache)
+    from .image import open_image
+    from .ops import check as ops_check
+    # qemu-img opens the whole chain first: a missing backing file fails the check
+    with open_image(filename, fmt, read_only=True, force_share=True) as dev:
+        probed_raw = fmt is None and dev.format_name == "raw"
+    if repair is not None and probed_raw:
+        ctx.err(PROBED_RAW_WARNING % filename)
+    try:
+        res = ops_check.check_image(filename, fmt=fmt, repair=repair, force_share=share)
+    except ops_check.CheckNotSupported as err:
+        raise CommandError(err.message, code=ops_check.EXIT_UNSUPPORTED)
+    if res["messages"]:
+        ctx.err("".join(line + "\n" for line in res["messages"]))
+    if repair is not None and REBUILD_NEEDED in res["messages"] and not res.get("repaired"):
+        # qemu's repair stops with -EIO here: bdrv_check() fails and no figures are printed
+        raise CommandError("Check failed: Input/output error")
+    if not quiet:
+        ctx.out(format_check(res, output))
+    if res["check-errors"]:
+        raise CommandError("Check failed")
+    return res["exit-code"]
+
+
+def format_check(res, output):
+    """``check`` stdout: the repair summary (human, after a repair), then the figures (human or JSON)."""
+    repaired = res.get("repaired") or {}
+    text = ""
+    if output == "human" and (repaired.get("leaks") or repaired.get("corruptions")):
+        text = ("The following inconsistencies were found and repaired:\n\n"
+                "    %d leaked clusters\n"
+                "    %d corruptions\n\n"
+                "Double checking the fixed image now...\n" % (repaired.get("leaks", 0), repaired.get("corruptions", 0)))
+    if output == "json":
+        data = dict((k, res[k]) for k in CHECK_KEYS if k in res and (res[k] or k not in CHECK_OPTIONAL))
+        return text + qemu_json(data) + "\n"
+    return text + format_check_human(res)
+
+
+def format_check_human(res):
+    """qemu-img's dump_human_image_check()."""
+    corruptions, leaks, errors = res.get("corruptions", 0), res.get("leaks", 0), res.get("check-errors", 0)
+    out = []
+    if not (corruptions or leaks or errors):
+        out.append("No errors were found on the image.\n")
+    else:
+        if corruptions:
+            out.append("\n%d errors were found on the image.\n"
+                       "Data may be corrupted, or further writes to the image may corrupt it.\n" % corruptions)
+        if leaks:
+            out.append("\n%d leaked clusters were found on the image.\n"
+                       "This means waste of disk space, but no harm to data.\n" % leaks)
+        if errors:
+            out.append("\n%d internal errors have occurred during the check.\n" % errors)
+    total, allocated = res.get("total-clusters", 0), res.get("allocated-clusters", 0)
+    if total and allocated:
+        out.append("%d/%d = %0.2f%% allocated, %0.2f%% fragmented, %0.2f%% compressed clusters\n" % (
+            allocated, total, allocated * 100.0 / total, res.get("fragmented-clusters", 0) * 100.0 / allocated,
+            res.get("compressed-clusters", 0) * 100.0 / allocated))
+    if res.get("image-end-offset"):
+        out.append("Image end offset: %d\n" % res["image-end-offset"])
+    return "".join(out)
+
+
+COMMANDS = {"check": cmd_check, "create": cmd_create, "info": cmd_info, "map": cmd_map, "convert": cmd_convert,
             "compare": cmd_compare, "measure": cmd_measure}
 
 COMMAND_SYNTAX = [
+    "check [--object objectdef] [--image-opts] [-q] [-f fmt] [--output=ofmt] [-r [leaks | all]] [-T src_cache] [-U] filename",
     "compare [--object objectdef] [--image-opts] [-f fmt] [-F fmt] [-T src_cache] [-p] [-q] [-s] [-U] filename1 filename2",
     "convert [--object objectdef] [--image-opts] [--target-image-opts] [--target-is-zero] [--bitmaps] [-U] [-C] [-c] "
     "[-p] [-q] [-n] [-f fmt] [-t cache] [-T src_cache] [-O output_fmt] [-B backing_file [-F backing_fmt]] [-o options] "
@@ -1492,6 +1623,12 @@ def help_text(prog):
         "       fully allocated\n"
         "  '-n' skips the target volume creation (useful if the volume is created\n"
         "       prior to running qemu-img)\n"
+        "\n"
+        "Parameters to check subcommand:\n"
+        "  '-r' tries to repair any inconsistencies that are found during the check.\n"
+        "       '-r leaks' repairs only cluster leaks, whereas '-r all' fixes all\n"
+        "       kinds of errors, with a higher risk of choosing the wrong fix or\n"
+        "       hiding corruption that has already occurred.\n"
         "\n"
         "Parameters to convert subcommand:\n"
         "  '--progress=json' (qimg extension) prints one JSON object per line on stdout while\n"

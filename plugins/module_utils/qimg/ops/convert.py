@@ -41,22 +41,26 @@ def _open_sources(filenames, fmt, snapshot, force_share):
             dev = open_image(name, fmt, read_only=True, force_share=force_share)
             devs.append(dev)
             if snapshot:
-                if dev.format_name != "qcow2":
-                    raise UnsupportedFeature("Failed to load snapshot: '%s' has no internal snapshots" % name)
-                snap_id, snap_name = snapshot
-                if snap_id is None and snap_name is not None:
-                    # `-s X` / `-l X`: an id first, then a name, as QEMU looks it up
-                    try:
-                        dev.activate_snapshot(snapshot_id=snap_name)
-                        continue
-                    except ImageNotFound:
-                        pass
-                dev.activate_snapshot(snapshot_id=snap_id, name=snap_name)
+                activate_snapshot(dev, snapshot)
         return devs
     except BaseException:
         for dev in devs:
             dev.close()
         raise
+
+
+def activate_snapshot(dev, snapshot):
+    """Switch an open (read-only) image to an internal snapshot given as `-l`/`-s` text or (id, name)."""
+    if dev.format_name != "qcow2":
+        raise UnsupportedFeature("Failed to load snapshot: '%s' has no internal snapshots" % dev.filename)
+    snap_id, snap_name = parse_snapshot_param(snapshot) if not isinstance(snapshot, tuple) else snapshot
+    if snap_id is None and snap_name is not None:
+        # a bare `-l X` / `-s X`: an id first, then a name, as QEMU looks it up
+        try:
+            return dev.activate_snapshot(snapshot_id=snap_name)
+        except ImageNotFound:
+            pass
+    return dev.activate_snapshot(snapshot_id=snap_id, name=snap_name)
 
 
 def parse_snapshot_param(text):
@@ -332,7 +336,7 @@ def convert(sources, dest, src_fmt=None, out_fmt="raw", options=None, compress=F
         raise UnsupportedFeature("zstd compression needs the zstandard or pyzstd Python package")
     if target_exists and target_is_zero is None:
         target_is_zero = False
-    devs = _open_sources(sources, src_fmt, parse_snapshot_param(snapshot), force_share)
+    devs = _open_sources(sources, src_fmt, snapshot, force_share)
     try:
         total = sum(d.size for d in devs)
         report = _Progress(progress, total)

@@ -10,7 +10,7 @@ __metaclass__ = type
 from ..errors import InvalidArgument
 from ..image import chain_block_status, open_image
 from ..sizes import parse_size
-from .convert import parse_snapshot_param
+from .convert import activate_snapshot
 from .create import normalize_options
 
 SECTOR = 512
@@ -97,8 +97,7 @@ def measure(filename=None, size=None, fmt=None, out_fmt="raw", options=None, sna
         dev = open_image(filename, fmt, read_only=True, force_share=force_share)
     try:
         if dev is not None and snapshot:
-            snap_id, snap_name = parse_snapshot_param(snapshot)
-            dev.activate_snapshot(snapshot_id=snap_id, name=snap_name)
+            activate_snapshot(dev, snapshot)
         virtual_size = dev.size if dev is not None else parse_size(size)
         if out_fmt == "raw":
             required = virtual_size if dev is not None else _round_up(virtual_size, SECTOR)

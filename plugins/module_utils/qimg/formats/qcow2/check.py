@@ -63,6 +63,7 @@ class CheckResult(object):
         self.compressed_clusters = 0
         self.image_end_offset = 0
         self.copied_errors = 0
+        self.rebuild = False
         self.messages = []
 
     def error(self, msg):
@@ -84,19 +85,21 @@ class _Walker(object):
         self.beyond = {}  # references past the end of the file
         self.bad_l2 = set()
         self.copied_messages = []
+        self.past_end = []  # (L2 table offset, byte offset in it) of data entries past the end of the file
 
     def inc(self, offset, length):
+        """Count one reference to every cluster of [offset, offset+length); False if not counted."""
         if length <= 0:
-            return
+            return True
         if offset >= hdr.HOST_OFFSET_LIMIT:
             self.res.check_errors += 1
             self.res.messages.append("ERROR: offset=%x is beyond the addressable range" % offset)
-            return
+            return False
         if offset + length - self.img.file_size >= self.cs:
             # as qemu-img: a reference that far past the end is a corruption and is not counted
             self.res.error("ERROR: counting reference for region exceeding the end of the file by one cluster "
                            "or more: offset %#x size %#x" % (offset, length))
-            return
+            return False
         first = offset >> self.cb
         last = (offset + length - 1) >> self.cb
         for c in range(first, last + 1):
@@ -108,6 +111,7 @@ class _Walker(object):
                 self.overflow[c] = self.overflow.get(c, 0) + 1
             else:
                 self.counts[c] = v + 1
+        return True
 
     def count(self, c):
         if c >= len(self.counts):
@@ -203,7 +207,9 @@ class _Walker(object):
             if host % cs:
                 res.error("ERROR offset=%x: Cluster is not properly aligned; L2 entry corrupted." % host)
                 continue
-            self.inc(host, cs)
+            if not self.inc(host, cs) and active:
+                # reads as zeros (past the end of the file); -r all turns it into a zero cluster
+                self.past_end.append((l2off, pos - entry))
             if active:
                 stored = rc.get(host >> self.cb)
                 if (stored == 1) != bool(e & COPIED):
@@ -258,7 +264,7 @@ class _Walker(object):
 
 def check(img, repair=None):
     """Check (and with repair "leaks" or "all", repair) an open qcow2 image. Returns CheckResult."""
-    res = _check_once(img)
+    res = _check_once(img, repair)
     if repair is None:
         return res
     if img.read_only:
@@ -269,7 +275,15 @@ def check(img, repair=None):
     if not fixable and not dirty and not res.copied_errors:
         return res
     walker = res.walker
+    if res.rebuild and not fix_corruptions:
+        # as qemu-img: lowering refcounts around a cluster marked free but in use is not safe
+        res.messages.append("ERROR need to rebuild refcount structures")
+        res.check_errors += 1
+        return res
+    if res.rebuild:
+        res.messages.append("Rebuilding refcount structure")
     if fix_corruptions:
+        _zero_past_end(img, walker)
         _rebuild_refcounts(img, walker)
         _fix_copied(img)
     else:
@@ -289,12 +303,12 @@ def check(img, repair=None):
     return res2
 
 
-def _check_once(img):
+def _check_once(img, fix=None):
     res = CheckResult()
     res.total_clusters = -(-img.size // img.cluster_size)
     walker = _Walker(img, res)
     walker.walk()
-    _compare_refcounts(img, walker, res)
+    _compare_refcounts(img, walker, res, fix)
     for message in walker.copied_messages:
         res.copied_errors += 1
         res.error(message)
@@ -302,7 +316,7 @@ def _check_once(img):
     return res
 
 
-def _compare_refcounts(img, walker, res):
+def _compare_refcounts(img, walker, res, fix=None):
     """Stored vs computed refcounts, one refcount block at a time (lists compare in C)."""
     rc = img.refcounts
     per_block = rc.block_entries
@@ -333,17 +347,42 @@ def _compare_refcounts(img, walker, res):
         if stored != computed:
             for i in range(n):
                 s_v, c_v = stored[i], computed[i]
+                if s_v == c_v:
+                    continue
+                # qemu-img's wording: what a repair will fix says "Repairing"
+                if s_v == 0:
+                    res.rebuild = True  # a referenced cluster marked free: only a rebuild fixes that
+                    label = "ERROR"
+                elif s_v > c_v:
+                    label = "Repairing" if fix in ("leaks", "all") else "Leaked"
+                else:
+                    label = "Repairing" if fix == "all" else "ERROR"
                 if s_v < c_v:
                     res.corruptions += 1
-                    res.messages.append("ERROR cluster %d refcount=%d reference=%d" % (base + i, s_v, c_v))
-                elif s_v > c_v:
+                else:
                     res.leaks += 1
-                    res.messages.append("Leaked cluster %d refcount=%d reference=%d" % (base + i, s_v, c_v))
+                res.messages.append("%s cluster %d refcount=%d reference=%d" % (label, base + i, s_v, c_v))
         for i in range(min(n, walker.file_clusters - base) - 1, -1, -1):
             if stored[i] or computed[i]:  # like qemu-img: clusters past the end of the file do not count
                 highest = max(highest, base + i)
                 break
     res.image_end_offset = (highest + 1) * img.cluster_size
+
+
+def _zero_past_end(img, walker):
+    """Data clusters past the end of the file read as zeros: make them zero clusters, which read the
+    same and reference nothing (QEMU leaves them as an unrepairable corruption)."""
+    if not walker.past_end:
+        return
+    if img.header.version < 3 and img.backing_filename:
+        return  # v2 cannot express zeros over a backing file without allocating
+    for l2off, pos in walker.past_end:
+        if img.extended_l2:
+            pwrite_all(img.fd, l2off + pos, struct.pack(">QQ", 0, 0xFFFFFFFF << 32))
+        else:
+            pwrite_all(img.fd, l2off + pos, struct.pack(">Q", ZERO_FLAG if img.header.version >= 3 else 0))
+    img.l2_cache.clear()
+    img.sync()
 
 
 def _fix_leaks(img, walker):
