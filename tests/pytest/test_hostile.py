@@ -298,9 +298,13 @@ def check_image(path, expectation, names):
     def named(message):
         return any(n in message for n in names)
 
+    # qemu-img's human map refuses compressed clusters with this fixed sentence (no file name)
+    compressed_map = "File contains external, encrypted or compressed clusters."
     for proc in (info_h, info_j, map_h):
         if proc.returncode:
-            assert named(proc.stderr), "error does not name the file: %r" % proc.stderr
+            assert "Traceback" not in proc.stderr and proc.stderr.count("\n") == 1, proc.stderr
+            assert named(proc.stderr) or (proc is map_h and compressed_map in proc.stderr), \
+                "error does not name the file: %r" % proc.stderr
     for key in ("read", "info", "map"):
         if not eng[key]["ok"]:
             assert "\n" not in eng[key]["message"] and named(eng[key]["message"]), eng[key]
