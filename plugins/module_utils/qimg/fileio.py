@@ -87,8 +87,7 @@ def punch_hole(fd, offset, length):
     """Deallocate a file range (reads back zeros). Falls back to writing zeros."""
     try:
         import ctypes
-        import ctypes.util
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+        libc = ctypes.CDLL(None, use_errno=True)  # the C library already loaded (no ldconfig subprocess)
         fallocate = libc.fallocate
         fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
         if fallocate(fd, _PUNCH_HOLE | _KEEP_SIZE, offset, length) == 0:
