@@ -175,3 +175,16 @@ def qimg_cmd(*args):
 
 def strip_map_filenames(entries):
     return [dict((k, v) for k, v in e.items() if k != "filename") for e in entries]
+
+
+def same_bytes(got, want, what="data"):
+    """assert got == want for big byte strings, without pytest's quadratic diff of the two."""
+    got, want = bytes(got), bytes(want)
+    if got == want:
+        return
+    if len(got) != len(want):
+        raise AssertionError("%s: length %d, expected %d" % (what, len(got), len(want)))
+    first = next(i for i in range(len(got)) if got[i] != want[i])
+    last = next(i for i in range(len(got) - 1, -1, -1) if got[i] != want[i])
+    raise AssertionError("%s differs in bytes [%d, %d]: got %r..., expected %r..."
+                         % (what, first, last, got[first:first + 16], want[first:first + 16]))
