@@ -193,40 +193,7 @@ def _copies(images, tmp_path, name):
     return dirs
 
 
-# Engine mismatches (qimg.ops.check.check_image's messages and figures after a repair); the CLI prints
-# what the engine returns. Each is reported; strict, so a fixed engine turns the case into a failure.
-MISSING_PRECHECK = ("engine: a repair's messages lack the lines qemu's first compare_refcounts() pass prints before "
-                    "fixing ('Leaked cluster N ...' / 'ERROR cluster N ...' ahead of 'Repairing cluster N ...')")
-ALL_REBUILDS = ("engine: -r all rebuilds the refcount structures even when qemu only fixes leaks/COPIED/header bits "
-                "(image end offset 720896 or more instead of qemu's)")
-COPIED_WORDING = ("engine: fixed COPIED flags are reported 'ERROR OFLAG_COPIED ...' (qemu: 'Repairing OFLAG_COPIED ...'), "
-                  "and corruptions-fixed is first-pass minus re-check instead of qemu's count of repairs")
-REBUILD_NOT_DETECTED = ("engine: -r leaks with a referenced cluster whose refcount is 0 (L1 table / compressed data) "
-                        "does not stop with 'ERROR need to rebuild refcount structures' (qemu: Check failed: "
-                        "Input/output error, exit 1)")
-COPIED_BEFORE_ABORT = ("engine: 'ERROR OFLAG_COPIED ...' lines come before 'ERROR need to rebuild refcount structures'; "
-                       "qemu stops before its COPIED check")
-REBUILD_MESSAGES = ("engine: after 'Rebuilding refcount structure' qemu repairs the old refcount clusters it leaked "
-                    "('Repairing cluster 1 refcount=1 reference=0' ...) and prints no COPIED errors; "
-                    "corruptions-fixed differs")
-KNOWN = {
-    ("leak.qcow2", "leaks"): MISSING_PRECHECK, ("leak.qcow2", "all"): MISSING_PRECHECK + "; " + ALL_REBUILDS,
-    ("leak1.qcow2", "leaks"): MISSING_PRECHECK, ("leak1.qcow2", "all"): MISSING_PRECHECK + "; " + ALL_REBUILDS,
-    ("rc1-leak.qcow2", "leaks"): MISSING_PRECHECK, ("rc1-leak.qcow2", "all"): MISSING_PRECHECK + "; " + ALL_REBUILDS,
-    ("comp-leak.qcow2", "leaks"): MISSING_PRECHECK, ("comp-leak.qcow2", "all"): MISSING_PRECHECK + "; " + ALL_REBUILDS,
-    ("raised.qcow2", "leaks"): MISSING_PRECHECK + "; " + COPIED_WORDING,
-    ("raised.qcow2", "all"): MISSING_PRECHECK + "; " + COPIED_WORDING + "; " + ALL_REBUILDS,
-    ("leak-and-shared.qcow2", "leaks"): MISSING_PRECHECK + " (and the fix pass's repeated 'ERROR cluster 5 ...')",
-    ("leak-and-shared.qcow2", "all"): MISSING_PRECHECK + "; " + COPIED_WORDING + "; " + ALL_REBUILDS,
-    ("copied.qcow2", "leaks"): COPIED_WORDING, ("copied.qcow2", "all"): COPIED_WORDING + "; " + ALL_REBUILDS,
-    ("shared.qcow2", "leaks"): "engine: the fix pass's repeated 'ERROR cluster 5 refcount=1 reference=2' is missing",
-    ("shared.qcow2", "all"): MISSING_PRECHECK + "; " + COPIED_WORDING + "; " + ALL_REBUILDS,
-    ("rc0-data.qcow2", "leaks"): COPIED_BEFORE_ABORT, ("dirty.qcow2", "leaks"): COPIED_BEFORE_ABORT,
-    ("rc0-l1.qcow2", "leaks"): REBUILD_NOT_DETECTED, ("comp-rc0.qcow2", "leaks"): REBUILD_NOT_DETECTED,
-    ("rc0-data.qcow2", "all"): REBUILD_MESSAGES, ("dirty.qcow2", "all"): REBUILD_MESSAGES,
-    ("rc0-l1.qcow2", "all"): REBUILD_MESSAGES, ("comp-rc0.qcow2", "all"): REBUILD_MESSAGES,
-    ("corrupt-bit.qcow2", "all"): ALL_REBUILDS, ("dirty-bit.qcow2", "all"): ALL_REBUILDS,
-}
+# every damaged image, repaired by both tools: same output, same state afterwards
 REPAIR_IMAGES = DAMAGED + ["plain.qcow2", "snaps.qcow2", "top.qcow2", "r.raw", "missing.qcow2"]
 
 
@@ -235,10 +202,7 @@ def _repair_cases():
     for name in REPAIR_IMAGES:
         for mode in ("leaks", "all"):
             for output in ("human", "json", "quiet"):
-                marks = ()
-                if (name, mode) in KNOWN:
-                    marks = pytest.mark.xfail(strict=True, reason=KNOWN[(name, mode)])
-                cases.append(pytest.param(name, mode, output, id="%s-%s-%s" % (name, mode, output), marks=marks))
+                cases.append(pytest.param(name, mode, output, id="%s-%s-%s" % (name, mode, output)))
     return cases
 
 

@@ -1438,7 +1438,6 @@ CHECK_KEYS = ("filename", "format", "check-errors", "image-end-offset", "corrupt
 # Optional members qemu leaves out when they are zero.
 CHECK_OPTIONAL = CHECK_KEYS[3:]
 # The qcow2 driver's message when -r leaks meets a referenced cluster with refcount 0.
-REBUILD_NEEDED = "ERROR need to rebuild refcount structures"
 # raw_open()'s warning for a probed raw image opened read-write (no program name prefix).
 PROBED_RAW_WARNING = ("WARNING: Image format was not specified for '%s' and probing guessed raw.\n"
                       "         Automatically detecting the format is dangerous for raw images, "
@@ -1508,9 +1507,10 @@ def cmd_check(argv, ctx):
         raise CommandError(err.message, code=ops_check.EXIT_UNSUPPORTED)
     if res["messages"]:
         ctx.err("".join(line + "\n" for line in res["messages"]))
-    if repair is not None and REBUILD_NEEDED in res["messages"] and not res.get("repaired"):
-        # qemu's repair stops with -EIO here: bdrv_check() fails and no figures are printed
-        raise CommandError("Check failed: Input/output error")
+    if res.get("failed"):
+        # qemu's check stops (e.g. -EIO when -r leaks meets a cluster that needs a rebuild):
+        # bdrv_check() fails and no figures are printed
+        raise CommandError("Check failed: %s" % res["failed"])
     if not quiet:
         ctx.out(format_check(res, output))
     if res["check-errors"]:

@@ -34,7 +34,12 @@ def check_image(filename, fmt=None, repair=None, force_share=False):
     try:
         if dev.format_name != "qcow2":
             raise CheckNotSupported("This image format does not support checks")
-        res = qcow2_check(dev, repair)
+        first = qcow2_check(dev, repair)
+        res = first
+        if repair is not None and not first.failed and (first.leaks_fixed or first.corruptions_fixed):
+            # "Double checking the fixed image now...": the figures describe the repaired image
+            res = qcow2_check(dev, None)
+            res.leaks_fixed, res.corruptions_fixed = first.leaks_fixed, first.corruptions_fixed
         dev.flush()
     finally:
         dev.close()
@@ -47,12 +52,14 @@ def check_image(filename, fmt=None, repair=None, force_share=False):
                        ("compressed-clusters", res.compressed_clusters)):
         if value:
             out[key] = value
-    first = getattr(res, "first_pass", None)
-    messages = list(first.messages if first is not None else res.messages)
-    if first is not None:
-        out["repaired"] = {"leaks": res.leaks_fixed, "corruptions": res.corruptions_fixed}
+    messages = list(first.messages)
+    if res is not first:
         messages += res.messages
+    if repair is not None:
+        out["repaired"] = {"leaks": first.leaks_fixed, "corruptions": first.corruptions_fixed}
     out["messages"] = messages
+    if first.failed:
+        out["failed"] = first.failed  # qemu-img: "Check failed: <reason>", exit 1, no figures
     if res.check_errors:
         out["exit-code"] = EXIT_ERROR
     elif res.corruptions:

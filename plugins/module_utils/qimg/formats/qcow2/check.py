@@ -64,6 +64,7 @@ class CheckResult(object):
         self.image_end_offset = 0
         self.copied_errors = 0
         self.rebuild = False
+        self.failed = None  # qemu-img's "Check failed: ..." reason
         self.messages = []
 
     def error(self, msg):
@@ -263,61 +264,77 @@ class _Walker(object):
 
 
 def check(img, repair=None):
-    """Check (and with repair "leaks" or "all", repair) an open qcow2 image. Returns CheckResult."""
-    res = _check_once(img, repair)
-    if repair is None:
-        return res
-    if img.read_only:
+    """One pass of QEMU's qcow2 check, repairing when repair is "leaks" or "all".
+
+    Messages come in qemu-img's order and wording. With a repair, leaks_fixed and
+    corruptions_fixed count what was repaired and the other figures what remains; the caller
+    runs a second, plain pass to report the repaired image (as qemu-img does).
+    """
+    if repair is not None and img.read_only:
         raise ImageCorrupt("%s: the image must be opened for writing to repair it" % img.filename)
-    fix_corruptions = repair == "all"
-    fixable = res.leaks + (res.corruptions if fix_corruptions else 0)
-    dirty = img.header.incompatible_features & (hdr.INCOMPAT_DIRTY | hdr.INCOMPAT_CORRUPT)
-    if not fixable and not dirty and not res.copied_errors:
-        return res
-    walker = res.walker
-    if res.rebuild and not fix_corruptions:
-        # as qemu-img: lowering refcounts around a cluster marked free but in use is not safe
-        res.messages.append("ERROR need to rebuild refcount structures")
-        res.check_errors += 1
-        return res
-    if res.rebuild:
-        res.messages.append("Rebuilding refcount structure")
-    if fix_corruptions:
-        _zero_past_end(img, walker)
-        _rebuild_refcounts(img, walker)
-        _fix_copied(img)
-    else:
-        _fix_leaks(img, walker)
-        _fix_copied(img, walker)  # as qemu-img: flags of consistently counted clusters
-    img.sync()
-    res2 = _check_once(img)
-    if not res2.corruptions and not res2.check_errors:  # consistent now: header bits go (as qemu-img)
-        h = img.header
-        if h.incompatible_features & (hdr.INCOMPAT_DIRTY | hdr.INCOMPAT_CORRUPT):
-            h.incompatible_features &= ~(hdr.INCOMPAT_DIRTY | hdr.INCOMPAT_CORRUPT)
-            img.write_header()
-            img.sync()
-    res2.leaks_fixed = max(0, res.leaks - res2.leaks)
-    res2.corruptions_fixed = max(0, res.corruptions - res2.corruptions)
-    res2.first_pass = res
-    return res2
-
-
-def _check_once(img, fix=None):
     res = CheckResult()
     res.total_clusters = -(-img.size // img.cluster_size)
     walker = _Walker(img, res)
     walker.walk()
-    _compare_refcounts(img, walker, res, fix)
-    for message in walker.copied_messages:
-        res.copied_errors += 1
-        res.error(message)
-    res.walker = walker
+    if repair == "all" and walker.past_end:
+        # our addition to qemu-img's repair: data clusters past the end of the file read as zeros,
+        # so zero clusters say the same without the dangling reference; then count again
+        _zero_past_end(img, walker)
+        res.corruptions -= len(walker.past_end)
+        res.corruptions_fixed += len(walker.past_end)
+        walker = _Walker(img, CheckResult())
+        walker.walk()
+    before_compare = (res.corruptions, res.leaks)
+    _compare_refcounts(img, walker, res)
+    if repair == "all" and res.rebuild:
+        old_corruptions, old_leaks = res.corruptions, res.leaks
+        res.messages.append("Rebuilding refcount structure")
+        _rebuild_refcounts(img, walker)
+        # references are counted again against the new structure; its predecessor is now leaked
+        res.corruptions = res.leaks = 0
+        walker = _Walker(img, res)
+        walker.walk()
+        scratch = CheckResult()
+        _compare_refcounts(img, walker, scratch, fix="leaks")
+        res.messages.extend(scratch.messages)
+        if scratch.rebuild:
+            res.messages.append("ERROR rebuilt refcount structure is still broken")
+        res.image_end_offset = scratch.image_end_offset
+        res.corruptions_fixed += max(0, old_corruptions - res.corruptions)
+        res.leaks_fixed += max(0, old_leaks - res.leaks)
+        res.leaks += scratch.leaks
+    elif repair is not None:
+        if res.rebuild:
+            # as qemu-img: without -r all, a referenced cluster marked free cannot be repaired
+            res.messages.append("ERROR need to rebuild refcount structures")
+            res.check_errors += 1
+            res.failed = "Input/output error"
+            return res
+        if res.leaks or res.corruptions:
+            res.corruptions, res.leaks = before_compare
+            _compare_refcounts(img, walker, res, fix=repair)
+    if repair is None:
+        for message in walker.copied_messages:
+            res.error(message)
+    else:
+        _copied_pass(img, res, repair)
+        img.refcounts.flush()
+        img.sync()
+        h = img.header
+        if not res.check_errors and not res.corruptions and \
+                h.incompatible_features & (hdr.INCOMPAT_DIRTY | hdr.INCOMPAT_CORRUPT):
+            h.incompatible_features &= ~(hdr.INCOMPAT_DIRTY | hdr.INCOMPAT_CORRUPT)
+            img.write_header()
+            img.sync()
     return res
 
 
 def _compare_refcounts(img, walker, res, fix=None):
-    """Stored vs computed refcounts, one refcount block at a time (lists compare in C)."""
+    """Stored vs computed refcounts, one refcount block at a time (lists compare in C).
+
+    With fix, mismatches are repaired in place (leaks with "leaks" or "all", too-low refcounts
+    with "all"), except a referenced cluster whose refcount is 0: that needs a rebuild.
+    """
     rc = img.refcounts
     per_block = rc.block_entries
     nclusters = max(len(walker.counts), max(walker.beyond) + 1 if walker.beyond else 0)
@@ -349,23 +366,27 @@ def _compare_refcounts(img, walker, res, fix=None):
                 s_v, c_v = stored[i], computed[i]
                 if s_v == c_v:
                     continue
-                # qemu-img's wording: what a repair will fix says "Repairing"
+                fixable = s_v != 0 and ((s_v > c_v and fix in ("leaks", "all")) or (s_v < c_v and fix == "all"))
                 if s_v == 0:
                     res.rebuild = True  # a referenced cluster marked free: only a rebuild fixes that
-                    label = "ERROR"
-                elif s_v > c_v:
-                    label = "Repairing" if fix in ("leaks", "all") else "Leaked"
-                else:
-                    label = "Repairing" if fix == "all" else "ERROR"
-                if s_v < c_v:
+                label = "Repairing" if fixable else ("ERROR" if s_v < c_v else "Leaked")
+                res.messages.append("%s cluster %d refcount=%d reference=%d" % (label, base + i, s_v, c_v))
+                if fixable:
+                    rc.set(base + i, min(c_v, rc.max_refcount))
+                    if s_v > c_v:
+                        res.leaks_fixed += 1
+                    else:
+                        res.corruptions_fixed += 1
+                elif s_v < c_v:
                     res.corruptions += 1
                 else:
                     res.leaks += 1
-                res.messages.append("%s cluster %d refcount=%d reference=%d" % (label, base + i, s_v, c_v))
         for i in range(min(n, walker.file_clusters - base) - 1, -1, -1):
             if stored[i] or computed[i]:  # like qemu-img: clusters past the end of the file do not count
                 highest = max(highest, base + i)
                 break
+    if fix is not None:
+        rc.flush()
     res.image_end_offset = (highest + 1) * img.cluster_size
 
 
@@ -385,120 +406,147 @@ def _zero_past_end(img, walker):
     img.sync()
 
 
-def _fix_leaks(img, walker):
-    """Lower stored refcounts to the computed ones (only where they are too high)."""
-    rc = img.refcounts
-    for t, off in enumerate(rc.table):
-        if not off or off % img.cluster_size or off >= img.file_size:
-            continue
-        base = t * rc.block_entries
-        blk = rc._load_block(off)
-        changed = False
-        for i, stored in enumerate(blk):
-            if stored:
-                computed = walker.count(base + i)
-                if computed < stored:
-                    blk[i] = computed
-                    changed = True
-        if changed:
-            rc.dirty_blocks.add(off)
-    rc.flush()
-
-
 def _rebuild_refcounts(img, walker):
-    """Write a fresh refcount table and blocks past everything in use, then switch the header."""
+    """Write a new refcount structure for the counted references (QEMU's algorithm, so that the
+    result lands where qemu-img would put it): refcount blocks go into free clusters, block by
+    block, the table after the last block; then one header write switches to them. Until that
+    write the old structure stays in force, so a crash leaves the image as it was."""
     h = img.header
     cs = img.cluster_size
+    cb = img.cluster_bits
     bits = h.refcount_bits
     max_rc = (1 << bits) - 1
     per_block = cs * 8 // bits
-    used = walker.used_clusters()
-    end = max([img.end_cluster()] + [c + 1 for c in used])
-    blocks = table = 0
+    block_bits = per_block.bit_length() - 1
+    counts = walker.counts.tolist()
+    for c, v in walker.overflow.items():
+        counts[c] += v
+    for c, v in walker.beyond.items():
+        while len(counts) <= c:
+            counts.append(0)
+        counts[c] += v
+    state = {"first_free": 0}
+
+    def alloc(n):
+        cluster = state["first_free"]
+        run = 0
+        first_gap = True
+        while cluster < len(counts) and run < n:
+            if not counts[cluster]:
+                run += 1
+                if first_gap:
+                    state["first_free"] = cluster
+                    first_gap = False
+            elif run:
+                run = 0
+            cluster += 1
+        if run < n:
+            counts.extend([0] * (cluster + n - run - len(counts)))
+        cluster -= run
+        for k in range(n):
+            counts[cluster + k] = 1
+        return cluster
+
+    reftable = []
+    reftable_cluster = None
+    cluster = 0
     while True:
-        covered = end + blocks + table
-        nb = -(-covered // per_block)
-        nt = max(1, -(-nb * 8 // cs))
-        if (nb, nt) == (blocks, table):
+        while cluster < len(counts):
+            if not counts[cluster]:
+                cluster += 1
+                continue
+            index = cluster >> block_bits
+            start = index << block_bits
+            state["first_free"] = max(state["first_free"], start)
+            block = alloc(1)
+            if len(reftable) <= index:
+                reftable.extend([0] * (-(-(index + 1) * 8 // cs) * cs // 8 - len(reftable)))
+                reftable_cluster = None
+            reftable[index] = block << cb
+            if index == (len(counts) - 1) >> block_bits and reftable_cluster is None:
+                reftable_cluster = alloc(-(-len(reftable) * 8 // cs))
+            values = [min(v, max_rc) for v in counts[start:start + per_block]]
+            values += [0] * (per_block - len(values))
+            img.check_metadata_write(block << cb, cs, "refcount block")
+            pwrite_all(img.fd, block << cb, encode_block(values, bits))
+            cluster = start + per_block
+        if reftable_cluster is not None:
             break
-        blocks, table = nb, nt
-    if table * cs > hdr.MAX_REFTABLE_BYTES:
+        post = -(-len(counts) // per_block) * per_block
+        state["first_free"] = max(state["first_free"], post)
+        reftable_cluster = alloc(-(-len(reftable) * 8 // cs))
+    table_clusters = -(-len(reftable) * 8 // cs)
+    if table_clusters * cs > hdr.MAX_REFTABLE_BYTES:
         raise ImageCorrupt("%s: the rebuilt refcount table would exceed 8 MiB" % img.filename)
-    rt_start = end
-    rb_start = end + table
-    counts = {}
-    for c in used:
-        counts[c] = walker.count(c)
-    # the old refcount table and blocks are replaced: nothing references them any more
-    for off, length in walker.refcount_structures:
-        for c in range(off >> img.cluster_bits, (off + length - 1 >> img.cluster_bits) + 1):
-            if counts.get(c):
-                counts[c] -= 1
-    for c in list(counts):
-        counts[c] = min(counts[c], max_rc)
-    for c in range(rt_start, rb_start + blocks):
-        counts[c] = 1
-    reftable = bytearray(table * cs)
-    by_block = {}
-    for c, v in counts.items():
-        by_block.setdefault(c // per_block, []).append((c % per_block, v))
-    for t in range(blocks):
-        values = [0] * per_block
-        for i, v in by_block.get(t, ()):
-            values[i] = v
-        off = (rb_start + t) * cs
-        pwrite_all(img.fd, off, encode_block(values, bits))
-        struct.pack_into(">Q", reftable, 8 * t, off)
-    pwrite_all(img.fd, rt_start * cs, bytes(reftable))
-    img.file_size = max(img.file_size, (rb_start + blocks) * cs)
-    img.note_allocated(rb_start + blocks)
+    raw = bytearray(table_clusters * cs)
+    for i, off in enumerate(reftable):
+        struct.pack_into(">Q", raw, 8 * i, off)
+    pwrite_all(img.fd, reftable_cluster << cb, bytes(raw))
+    end = len(counts) << cb
+    if end > img.file_size:
+        img.extend_file(end)
+    img.note_allocated(len(counts))
     img.sync()
-    h.refcount_table_offset = rt_start * cs
-    h.refcount_table_clusters = table
+    h.refcount_table_offset = reftable_cluster << cb
+    h.refcount_table_clusters = table_clusters
     img.write_header()
     img.sync()
     img.reload_refcounts()
 
 
-def _fix_copied(img, walker=None):
-    """Make COPIED flags in the active L1 and L2 tables say exactly "refcount == 1".
-
-    With a walker (leak repair), only clusters whose stored refcount is the computed one."""
+def _copied_pass(img, res, fix):
+    """QEMU's OFLAG_COPIED check of the active tables, repairing when allowed: always with
+    "all", with "leaks" only when nothing else is left wrong (leaks can cause COPIED errors)."""
     rc = img.refcounts
     step = img.l2_step
     cs = img.cluster_size
+    repair = fix == "all" or (fix == "leaks" and not (res.check_errors or res.corruptions or res.leaks))
+    label = "Repairing" if repair else "ERROR"
+
+    def count():
+        if repair:
+            res.corruptions_fixed += 1
+        else:
+            res.corruptions += 1
+
     for i, e in enumerate(img.l1):
         l2off = e & OFFSET_MASK
-        if not l2off or l2off % cs or l2off + cs > img.file_size:
+        if not l2off or l2off % cs:
+            continue
+        stored = rc.get(l2off >> img.cluster_bits)
+        if (stored == 1) != bool(e & COPIED):
+            res.messages.append("%s OFLAG_COPIED L2 cluster: l1_index=%d l1_entry=%x refcount=%d"
+                                % (label, i, e, stored))
+            count()
+            if repair:
+                img.l1[i] = (e | COPIED) if stored == 1 else (e & ~COPIED)
+                pwrite_all(img.fd, img.header.l1_table_offset + 8 * i, struct.pack(">Q", img.l1[i]))
+        if l2off + cs > img.file_size:
             continue
         raw = pread_exact(img.fd, l2off, cs)
-        table = _decode(raw)
-        changed = False
-        for j in range(0, len(table), step):
-            le = table[j]
-            if not le or le & COMPRESSED:
-                continue
+        n = len(raw.rstrip(b"\0"))
+        table = None
+        pos = 0
+        while pos < n:
+            m = _NONZERO.search(raw, pos, n)
+            if m is None:
+                break
+            pos = m.start() // (8 * step) * (8 * step)
+            le = struct.unpack_from(">Q", raw, pos)[0]
+            here = pos
+            pos += 8 * step
             host = le & OFFSET_MASK
-            if not host or host % cs:
+            if le & COMPRESSED or not host or host % cs:
                 continue
             stored = rc.get(host >> img.cluster_bits)
-            if walker is not None and stored != walker.count(host >> img.cluster_bits):
-                continue
-            want = stored == 1
-            if want != bool(le & COPIED):
-                table[j] = (le | COPIED) if want else (le & ~COPIED)
-                changed = True
-        if changed:
-            out = array.array("Q", table)
-            if _LITTLE:
-                out.byteswap()
-            pwrite_all(img.fd, l2off, out.tobytes())
-        stored = rc.get(l2off >> img.cluster_bits)
-        if walker is not None and stored != walker.count(l2off >> img.cluster_bits):
-            continue
-        want = stored == 1
-        if want != bool(e & COPIED):
-            img.l1[i] = (e | COPIED) if want else (e & ~COPIED)
-            pwrite_all(img.fd, img.header.l1_table_offset + 8 * i, struct.pack(">Q", img.l1[i]))
+            if (stored == 1) != bool(le & COPIED):
+                res.messages.append("%s OFLAG_COPIED data cluster: l2_entry=%x refcount=%d" % (label, le, stored))
+                count()
+                if repair:
+                    if table is None:
+                        table = bytearray(raw)
+                    struct.pack_into(">Q", table, here, (le | COPIED) if stored == 1 else (le & ~COPIED))
+        if table is not None:
+            img.check_metadata_write(l2off, cs, "L2 table")
+            pwrite_all(img.fd, l2off, bytes(table))
     img.l2_cache.clear()
-
