@@ -1,8 +1,7 @@
-#!/usr/bin/env python3
 # -*- coding: utf-8 -*-
 # Copyright: qimg.disk contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Benchmark `qimg info` and `qimg map --output=json` against qemu-img on large metadata.
+"""Benchmark `qimg info`, `qimg map --output=json` and `qimg check` against qemu-img on large metadata.
 
 Not a test: run `python bench/bench_info_map.py`. It builds, with qemu-img/qemu-io in a temporary
 directory that it removes afterwards,
@@ -142,6 +141,8 @@ def main():
             cases.append(("info " + label, ours + ["info", path], ["qemu-img", "info", path], False))
             cases.append(("map json " + label, ours + ["map", "--output=json", path],
                           ["qemu-img", "map", "--output=json", path], True))
+            cases.append(("check json " + label, ours + ["check", "--output=json", path],
+                          ["qemu-img", "check", "--output=json", path], True))
         rows = bench(cases, args.runs)
     finally:
         if args.keep:

@@ -297,7 +297,7 @@ def campaign(cases, seed=1, directory=None, deadline=None):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", maxsplit=1)[0])
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--cases", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=int(time.time()))

@@ -34,5 +34,5 @@ def test_mutation_changes_the_image(qemu_img, qemu_io, tmp_path):
     seeds = fuzz_images.build_seeds(str(tmp_path))
     rnd = random.Random(3)
     data = open(seeds["v3"], "rb").read()
-    changed = sum(fuzz_images.mutate(data, rnd)[0] != data for _ in range(50))
+    changed = sum(fuzz_images.mutate(data, rnd)[0] != data for dummy in range(50))
     assert changed >= 40

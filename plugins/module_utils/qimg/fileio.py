@@ -128,4 +128,3 @@ class BackgroundWriter(object):
                 self.pending.popleft().result()
         finally:
             self.pool.shutdown(wait=True)
-

@@ -412,12 +412,16 @@ def in_use(tmp_path):
     proc = subprocess.Popen([nbd, "-k", sock, "-f", "qcow2", path])  # pylint: disable=consider-using-with
     try:
         # wait until qemu-nbd holds its write lock (the socket may appear first)
-        for dummy in range(200):
+        for dummy in range(400):
             try:
                 image_info(path, force_share=False)
             except ImageInUse:
                 break
+            if proc.poll() is not None:
+                pytest.fail("qemu-nbd exited (%s) before it held the image" % proc.returncode)
             time.sleep(0.05)
+        else:
+            pytest.fail("qemu-nbd never took the image's write lock")
         yield path
     finally:
         proc.terminate()
