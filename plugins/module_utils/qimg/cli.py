@@ -13,6 +13,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import itertools
 import os
 import re
 import sys
@@ -518,18 +519,33 @@ def map_json_entry(e):
 
 def format_map(entries, output, start_offset=0):
     """(stdout text, error message or None) for ``map``; qemu prints what it has, then fails."""
-    if not entries:
-        entries = [{"start": start_offset, "length": 0, "depth": 0, "present": False,
-                    "zero": False, "data": False}]
+    out = []
+    error = write_map(out.append, entries, output, start_offset)
+    return "".join(out), error
+
+
+def write_map(write, entries, output, start_offset=0):
+    """Write ``map`` output piece by piece as entries arrive; returns an error message or None."""
+    empty = {"start": start_offset, "length": 0, "depth": 0, "present": False, "zero": False, "data": False}
+    entries = iter(entries)
+    first = next(entries, None)  # opens the image: a failure comes before any output
+    entries = itertools.chain([first] if first is not None else [], entries)
     if output == "json":
-        return "[" + ",\n".join(map_json_entry(e) for e in entries) + "]\n", None
-    out = [MAP_HEADER]
+        sep = "["
+        for e in entries:
+            write(sep + map_json_entry(e))
+            sep = ",\n"
+        if sep == "[":
+            write("[" + map_json_entry(empty))
+        write("]\n")
+        return None
+    write(MAP_HEADER)
     for e in entries:
         if e.get("data") and e.get("offset") is None:
-            return "".join(out), "File contains external, encrypted or compressed clusters."
+            return "File contains external, encrypted or compressed clusters."
         if e.get("data") and not e.get("zero"):
-            out.append(map_human_line(e))
-    return "".join(out), None
+            write(map_human_line(e))
+    return None
 
 
 def format_option_help(fmt, options, filename):
@@ -771,10 +787,9 @@ def cmd_map(argv, ctx):
         raise UsageError("Expecting one image file name")
     output = _output_format(output)
     from .ops import map as ops_map
-    entries = ops_map.image_map(args[0], fmt=fmt, start_offset=start, max_length=max_length,
-                                force_share=share)
-    text, error = format_map(entries, output, start)
-    ctx.out(text)
+    entries = ops_map.iter_map(args[0], fmt=fmt, start_offset=start, max_length=max_length,
+                               force_share=share)
+    error = write_map(ctx.out, entries, output, start)
     if error:
         raise CommandError(error)
     return 0

@@ -43,24 +43,32 @@ def _mergeable(a, b):
     return "offset" not in a or a["offset"] + a["length"] == b["offset"]
 
 
-def image_map(filename, fmt=None, start_offset=0, max_length=None, force_share=False):
-    """List of map entries (see docs/engine-api.md), merged like qemu-img."""
+def iter_map(filename, fmt=None, start_offset=0, max_length=None, force_share=False):
+    """Map entries one at a time (merged like qemu-img), so memory stays flat however long the map."""
     if start_offset < 0 or (max_length is not None and max_length < 0):
         raise InvalidArgument("Invalid offset or length")
     with open_image(filename, fmt, read_only=True, force_share=force_share) as dev:
         recurse = dict((layer.filename, layer) for layer in dev.chain()
                        if layer.format_name == "qcow2" and layer.metadata_preallocated())
         end = dev.size if max_length is None else min(dev.size, start_offset + max_length)
-        out = []
+        last = None
         pos = start_offset
         while pos < end:
             n = min(CHUNK, end - pos)
             for ext in chain_block_status(dev, pos, n):
                 for piece in _host_split(recurse, ext):
                     entry = _entry(piece)
-                    if out and _mergeable(out[-1], entry):
-                        out[-1]["length"] += entry["length"]
+                    if last is not None and _mergeable(last, entry):
+                        last["length"] += entry["length"]
                     else:
-                        out.append(entry)
+                        if last is not None:
+                            yield last
+                        last = entry
             pos += n
-        return out
+        if last is not None:
+            yield last
+
+
+def image_map(filename, fmt=None, start_offset=0, max_length=None, force_share=False):
+    """List of map entries (see docs/engine-api.md), merged like qemu-img."""
+    return list(iter_map(filename, fmt, start_offset, max_length, force_share))
