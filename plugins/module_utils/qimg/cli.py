@@ -625,6 +625,13 @@ def _output_format(output):
     raise CommandError("--output must be used with human or json as argument.")
 
 
+def _add_option_list(options, arg):
+    """Accumulate repeated -o arguments as qemu-img does ("a=1" then "b=2" -> "a=1,b=2")."""
+    if not _valid_option_list(arg):
+        raise CommandError("Invalid option list: %s" % arg)
+    return arg if options is None else "%s,%s" % (options, arg)
+
+
 def cmd_create(argv, ctx):
     opts, args = _getopt(argv, ":F:b:f:ho:qu", {"help": (False, "h"), "object": (True, "object")})
     fmt, base_fmt, base, options, quiet, unsafe = "raw", None, None, None, False, False
@@ -638,9 +645,7 @@ def cmd_create(argv, ctx):
         elif opt == "f":
             fmt = arg
         elif opt == "o":
-            if not _valid_option_list(arg):
-                raise CommandError("Invalid option list: %s" % arg)
-            options = arg if options is None else "%s,%s" % (options, arg)
+            options = _add_option_list(options, arg)
         elif opt == "q":
             quiet = True
         elif opt == "u":
@@ -1025,9 +1030,7 @@ def cmd_convert(argv, ctx):
         elif opt == "F":
             base_fmt = arg
         elif opt == "o":
-            if not _valid_option_list(arg):
-                raise CommandError("Invalid option list: %s" % arg)
-            options = arg if options is None else "%s,%s" % (options, arg)
+            options = _add_option_list(options, arg)
         elif opt == "l":
             snapshot = _snapshot_opts(arg)
         elif opt == "S":
@@ -1366,9 +1369,7 @@ def cmd_measure(argv, ctx):
         elif opt == "O":
             out_fmt = arg
         elif opt == "o":
-            if not _valid_option_list(arg):
-                raise CommandError("Invalid option list: %s" % arg)
-            options = arg if options is None else "%s,%s" % (options, arg)
+            options = _add_option_list(options, arg)
         elif opt == "l":
             snapshot = _snapshot_opts(arg)
         elif opt == "U":

@@ -24,28 +24,14 @@ __metaclass__ = type
 import array
 import re
 import struct
-import sys
 
 from ...errors import ImageCorrupt
 from ...fileio import pread_exact, pwrite_all
 from . import header as hdr
+from .entries import COMPRESSED, COPIED, L1E_RESERVED, L2E_RESERVED, OFFSET_MASK, ZERO_FLAG, decode_table
 from .refcounts import REFTABLE_OFFSET_MASK, encode_block
 
-OFFSET_MASK = 0x00FFFFFFFFFFFE00
-COPIED = 1 << 63
-COMPRESSED = 1 << 62
-ZERO_FLAG = 1
-L1E_RESERVED = 0x7F000000000001FF
-L2E_RESERVED = 0x3F000000000001FE
-_LITTLE = sys.byteorder == "little"
 _NONZERO = re.compile(b"[^\\x00]")
-
-
-def _decode(raw):
-    arr = array.array("Q", raw)
-    if _LITTLE:
-        arr.byteswap()
-    return arr
 
 
 class CheckResult(object):
@@ -132,7 +118,7 @@ class _Walker(object):
         if l1_offset % cs or l1_offset + l1_size * 8 > self.img.file_end_limit():
             self.res.error("ERROR l1_table_offset=%x: L1 table is not inside the image" % l1_offset)
             return
-        table = self.img.l1 if active else _decode(pread_exact(self.img.fd, l1_offset, l1_size * 8))
+        table = self.img.l1 if active else decode_table(pread_exact(self.img.fd, l1_offset, l1_size * 8))
         for i in range(l1_size):
             e = table[i]
             if not e & OFFSET_MASK:

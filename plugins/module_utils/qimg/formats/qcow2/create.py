@@ -17,10 +17,10 @@ import struct
 
 from ...errors import InvalidArgument, QimgError
 from . import header as hdr
+from .entries import COPIED
 from ...fileio import pwrite_all, write_zero_data
 from .refcounts import encode_block
 
-COPIED = 1 << 63
 
 
 def _div_up(a, b):

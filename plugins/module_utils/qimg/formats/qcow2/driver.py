@@ -17,42 +17,20 @@ import bisect
 import collections
 import os
 import struct
-import sys
 
 from ...errors import ImageCorrupt, ImageNotFound, ReadOnlyImage, UnsupportedFeature
 from ...image import DATA, UNALLOCATED, ZERO, BlockDevice, Extent
 from . import header as hdr
 from .bitmaps import bitmap_info, mark_in_use, read_bitmaps
 from .compress import decompress_cluster
+from .entries import (ALL_SUBCLUSTERS, ALL_ZERO_BITS, COMPRESSED, COPIED, L1E_RESERVED, L2E_RESERVED, OFFSET_MASK,
+                      ZERO_FLAG, decode_table, encode_table)
 from ...fileio import pread_exact, pwrite_all
 from .refcounts import Refcounts
 from .snapshots import read_snapshots, snapshot_info
 
-OFFSET_MASK = 0x00FFFFFFFFFFFE00
-COPIED = 1 << 63
-COMPRESSED = 1 << 62
-ZERO_FLAG = 1
-L1E_RESERVED = 0x7F000000000001FF
-L2E_RESERVED = 0x3F000000000001FE
-ALL_SUBCLUSTERS = 0xFFFFFFFF
-ALL_ZERO_BITS = ALL_SUBCLUSTERS << 32
-_LITTLE = sys.byteorder == "little"
 L2_CACHE_BYTES = 32 * 1024 * 1024
 COMPRESSED_KIND = "compressed"
-
-
-def _decode_table(raw):
-    arr = array.array("Q", raw)
-    if _LITTLE:
-        arr.byteswap()
-    return arr
-
-
-def _encode_table(arr):
-    out = array.array("Q", arr)
-    if _LITTLE:
-        out.byteswap()
-    return out.tobytes()
 
 
 class Qcow2Image(BlockDevice):
@@ -84,7 +62,7 @@ class Qcow2Image(BlockDevice):
                                "of at least 16384 bytes" % filename)
         if h.incompatible_features & hdr.INCOMPAT_CORRUPT and not repair:
             self.read_only = True  # corrupt images may be read, never written (except by repair)
-        self.l1 = _decode_table(pread_exact(fd, h.l1_table_offset, h.l1_size * 8))
+        self.l1 = decode_table(pread_exact(fd, h.l1_table_offset, h.l1_size * 8))
         self.l1_dirty = set()
         self.refcounts = Refcounts(self)
         self.snapshots = read_snapshots(self)
@@ -220,7 +198,7 @@ class Qcow2Image(BlockDevice):
         if t is not None:
             self.l2_cache.move_to_end(off)
             return t
-        t = _decode_table(pread_exact(self.fd, off, self.cluster_size))
+        t = decode_table(pread_exact(self.fd, off, self.cluster_size))
         self.l2_cache[off] = t
         if len(self.l2_cache) * self.cluster_size > L2_CACHE_BYTES:
             old, table = self.l2_cache.popitem(last=False)
@@ -231,7 +209,7 @@ class Qcow2Image(BlockDevice):
 
     def _write_l2(self, off, table):
         self.check_metadata_write(off, self.cluster_size, "L2 table")
-        self._pwrite(off, _encode_table(table))
+        self._pwrite(off, encode_table(table))
         self.l2_dirty.discard(off)
 
     # ------------------------------------------------------------------ mapping
@@ -658,7 +636,7 @@ class Qcow2Image(BlockDevice):
             raise ImageNotFound("Failed to load snapshot: Can't find snapshot")
         if snap.l1_size * 8 > hdr.MAX_L1_BYTES or snap.l1_table_offset + snap.l1_size * 8 > self.file_end_limit():
             raise ImageCorrupt("%s: snapshot '%s' has an invalid L1 table" % (self.filename, snap.name))
-        self.l1 = _decode_table(pread_exact(self.fd, snap.l1_table_offset, snap.l1_size * 8))
+        self.l1 = decode_table(pread_exact(self.fd, snap.l1_table_offset, snap.l1_size * 8))
         self.size = snap.disk_size
         self.l2_cache.clear()
         self._last_compressed = (None, None)

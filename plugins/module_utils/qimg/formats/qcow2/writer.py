@@ -20,12 +20,9 @@ from ...errors import InvalidArgument
 from ...fileio import BackgroundWriter, pwrite_all
 from . import header as hdr
 from .create import plan_header
+from .entries import ALL_SUBCLUSTERS, COMPRESSED, COPIED, ZERO_FLAG, encode_table
 from .refcounts import encode_block
 
-COPIED = 1 << 63
-COMPRESSED = 1 << 62
-ZERO_FLAG = 1
-ALL_SUBCLUSTERS = 0xFFFFFFFF
 
 
 def _div_up(a, b):
@@ -75,10 +72,7 @@ class Qcow2StreamWriter(object):
         self.l2 = None
         self._align_cursor()
         off = self._take(self.cs)
-        out = array.array("Q", table)
-        if struct.pack("=H", 1) == b"\x01\x00":
-            out.byteswap()
-        self._queue(off, out.tobytes())
+        self._queue(off, encode_table(table))
         self.l1[l1i] = off | COPIED
 
     # --- host space ---
@@ -168,10 +162,7 @@ class Qcow2StreamWriter(object):
         self._flush_l2()
         self._align_cursor()
         l1_off = self._take(max(1, _div_up(h.l1_size * 8, cs)) * cs)
-        out = array.array("Q", self.l1)
-        if struct.pack("=H", 1) == b"\x01\x00":
-            out.byteswap()
-        self._queue(l1_off, out.tobytes())
+        self._queue(l1_off, encode_table(self.l1))
         self._drain()
         self.io.wait()  # all data and tables are in the file before the refcounts and header
         # refcount structures after everything, covering themselves
