@@ -68,7 +68,7 @@ class Qcow2Image(BlockDevice):
         self.snapshots = read_snapshots(self)
         self.bitmaps = read_bitmaps(self) if h.autoclear_features & hdr.AUTOCLEAR_BITMAPS else []
         self.l2_cache = collections.OrderedDict()
-        self.l2_dirty = set()
+        self.l2_dirty = {}  # offset -> table: modified tables stay reachable even if evicted
         self.pending_decrefs = []
         self.prepared_for_write = False
         self.written = False
@@ -210,7 +210,7 @@ class Qcow2Image(BlockDevice):
     def _write_l2(self, off, table):
         self.check_metadata_write(off, self.cluster_size, "L2 table")
         self._pwrite(off, encode_table(table))
-        self.l2_dirty.discard(off)
+        self.l2_dirty.pop(off, None)
 
     # ------------------------------------------------------------------ mapping
     def _segments(self, offset, length):
@@ -431,13 +431,13 @@ class Qcow2Image(BlockDevice):
         table[idx] = e
         if bitmap is not None:
             table[idx + 1] = bitmap
-        self.l2_dirty.add(l2off)
+        self.l2_dirty[l2off] = table
 
     def _commit_metadata(self):
         """Write back metadata in crash-safe order (see module docstring)."""
         self.refcounts.flush()
         for off in sorted(self.l2_dirty):
-            self._write_l2(off, self.l2_cache[off])
+            self._write_l2(off, self.l2_dirty[off])
         for i in sorted(self.l1_dirty):
             self.check_metadata_write(self.header.l1_table_offset + 8 * i, 8, "L1 table")
             self._pwrite(self.header.l1_table_offset + 8 * i, struct.pack(">Q", self.l1[i]))
