@@ -246,6 +246,8 @@ def mib(n):
 
 
 def main():
+    # users' Pythons cache bytecode; a session that disabled it would time our compiler, not us
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="1/16 of the sizes, 3 pairs")
     parser.add_argument("--pairs", type=int, default=None, help="timed runs of each command (default 5, quick 3)")

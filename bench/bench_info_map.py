@@ -121,6 +121,8 @@ def bench(cases, runs):
 
 
 def main():
+    # users' Pythons cache bytecode; a session that disabled it would time our compiler, not us
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5, help="runs of each command (default 5)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
