@@ -22,16 +22,15 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import array
-import re
 import struct
 
 from ...errors import ImageCorrupt
 from ...fileio import pread_exact, pwrite_all
 from . import header as hdr
-from .entries import COMPRESSED, COPIED, L1E_RESERVED, L2E_RESERVED, OFFSET_MASK, ZERO_FLAG, decode_table
+from .entries import (COMPRESSED, COPIED, L1E_RESERVED, L2E_RESERVED, OFFSET_MASK, ZERO_FLAG, decode_table,
+                      nonzero_entries)
 from .refcounts import REFTABLE_OFFSET_MASK, encode_block
 
-_NONZERO = re.compile(b"[^\\x00]")
 
 
 class CheckResult(object):
@@ -150,17 +149,9 @@ class _Walker(object):
         x = 62 - (self.cb - 8)
         entry = 8 * step
         rc = img.refcounts
-        n = len(raw.rstrip(b"\0"))
-        pos = 0
-        while pos < n:
-            # jump over empty entries at C speed (no copies)
-            m = _NONZERO.search(raw, pos, n)
-            if m is None:
-                break
-            pos = m.start() // entry * entry
+        for pos in nonzero_entries(raw, entry):
             e = struct.unpack_from(">Q", raw, pos)[0]
             bitmap = struct.unpack_from(">Q", raw, pos + 8)[0] if step == 2 else 0
-            pos += 8 * step
             if e & COMPRESSED:
                 if step == 2 and bitmap:
                     res.error("ERROR compressed cluster %x has a non-zero subcluster bitmap" % e)
@@ -196,7 +187,7 @@ class _Walker(object):
                 continue
             if not self.inc(host, cs) and active:
                 # reads as zeros (past the end of the file); -r all turns it into a zero cluster
-                self.past_end.append((l2off, pos - entry))
+                self.past_end.append((l2off, pos))
             if active:
                 stored = rc.get(host >> self.cb)
                 if (stored == 1) != bool(e & COPIED):
@@ -510,17 +501,10 @@ def _copied_pass(img, res, fix):
         if l2off + cs > img.file_size:
             continue
         raw = pread_exact(img.fd, l2off, cs)
-        n = len(raw.rstrip(b"\0"))
         table = None
-        pos = 0
-        while pos < n:
-            m = _NONZERO.search(raw, pos, n)
-            if m is None:
-                break
-            pos = m.start() // (8 * step) * (8 * step)
+        for pos in nonzero_entries(raw, 8 * step):
             le = struct.unpack_from(">Q", raw, pos)[0]
             here = pos
-            pos += 8 * step
             host = le & OFFSET_MASK
             if le & COMPRESSED or not host or host % cs:
                 continue

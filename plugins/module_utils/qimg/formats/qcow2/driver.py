@@ -24,7 +24,7 @@ from . import header as hdr
 from .bitmaps import bitmap_info, mark_in_use, read_bitmaps
 from .compress import decompress_cluster
 from .entries import (ALL_SUBCLUSTERS, ALL_ZERO_BITS, COMPRESSED, COPIED, L1E_RESERVED, L2E_RESERVED, OFFSET_MASK,
-                      ZERO_FLAG, decode_table, encode_table)
+                      ZERO_FLAG, decode_table, encode_table, nonzero_entries)
 from ...fileio import pread_exact, pwrite_all
 from .refcounts import Refcounts
 from .snapshots import read_snapshots, snapshot_info
@@ -236,23 +236,22 @@ class Qcow2Image(BlockDevice):
                 pos = table_end
             else:
                 table = self._load_l2(l2off)
-                last = (table_end - 1) >> cb
+                base = l1i * l2n
+                first = gc - base
+                last = ((table_end - 1) >> cb) - base
                 pieces = []
-                # skip runs of all-zero entries (unallocated) at C speed
-                lastidx = (last - l1i * l2n + 1) * step
-                while pos < table_end:
-                    gc = pos >> cb
-                    idx = (gc - l1i * l2n) * step
-                    if not table[idx] and (step == 1 or not table[idx + 1]):
-                        raw = table[idx:min(lastidx, idx + 4096 * step)].tobytes()
-                        zero_entries = max(1, (len(raw) - len(raw.lstrip(b"\0"))) // (8 * step))
-                        stop = min(table_end, (gc + zero_entries) << cb)
-                        pieces.append((pos, stop - pos, UNALLOCATED, None))
-                        pos = stop
-                        continue
-                    n = min(table_end, (gc + 1) << cb) - pos
-                    pieces.extend(self._classify(table, idx, pos, n, l2off, gc - l1i * l2n))
-                    pos += n
+                # only the non-empty entries are visited; the gaps are unallocated runs
+                for off in nonzero_entries(table[first * step:(last + 1) * step].tobytes(), 8 * step):
+                    entry = first + off // (8 * step)
+                    start = max(pos, (base + entry) << cb)
+                    if start > pos:
+                        pieces.append((pos, start - pos, UNALLOCATED, None))
+                    n = min(table_end, (base + entry + 1) << cb) - start
+                    pieces.extend(self._classify(table, entry * step, start, n, l2off, entry))
+                    pos = start + n
+                if pos < table_end:
+                    pieces.append((pos, table_end - pos, UNALLOCATED, None))
+                    pos = table_end
             for p in pieces:
                 if run is not None and run[2] == p[2] and p[2] != COMPRESSED_KIND and (
                         (run[3] is None and p[3] is None) or (

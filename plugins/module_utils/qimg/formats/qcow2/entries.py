@@ -34,3 +34,38 @@ def encode_table(arr):
     if _LITTLE:
         out.byteswap()
     return out.tobytes()
+
+
+_NONZERO_BYTES = bytes([0]) + bytes([1]) * 255
+_ZEROS = {}
+
+
+def _zeros(n):
+    z = _ZEROS.get(n)
+    if z is None:
+        z = _ZEROS[n] = bytes(n)
+    return z
+
+
+def nonzero_entries(raw, entry_size):
+    """Byte offsets of the entries of raw (a table) that are not all zeros, found in C.
+
+    Empty tables and tables whose only entries lead (the common layouts) are settled with one
+    memcmp; otherwise translate() marks non-zero bytes and find() (memchr) skips empty runs.
+    """
+    n = len(raw)
+    zeros = _zeros(n)
+    if raw == zeros:
+        return
+    pos = 0
+    while pos < n and raw[pos:pos + entry_size] != zeros[:entry_size]:
+        yield pos
+        pos += entry_size
+    if raw[pos:] == zeros[pos:]:
+        return
+    flags = raw.translate(_NONZERO_BYTES)
+    pos = flags.find(b"\1", pos)
+    while pos >= 0:
+        start = pos - pos % entry_size
+        yield start
+        pos = flags.find(b"\1", start + entry_size)
