@@ -32,7 +32,6 @@ from .entries import (COMPRESSED, COPIED, L1E_RESERVED, L2E_RESERVED, OFFSET_MAS
 from .refcounts import REFTABLE_OFFSET_MASK, encode_block
 
 
-
 class CheckResult(object):
     """Counters in qemu-img's ImageCheck terms, plus the messages qemu-img prints to stderr."""
 

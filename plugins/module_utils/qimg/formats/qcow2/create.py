@@ -22,7 +22,6 @@ from ...fileio import pwrite_all, write_zero_data
 from .refcounts import encode_block
 
 
-
 def _div_up(a, b):
     return -(-a // b)
 

@@ -24,7 +24,6 @@ from .entries import ALL_SUBCLUSTERS, COMPRESSED, COPIED, ZERO_FLAG, encode_tabl
 from .refcounts import encode_block
 
 
-
 def _div_up(a, b):
     return -(-a // b)
 
