@@ -12,6 +12,13 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import threading
+
+try:
+    import queue
+except ImportError:  # Python 2 spelling, for sanity tests on old interpreters
+    import Queue as queue  # type: ignore
+
 from ..image import chain_block_status, open_image
 
 CHUNK = 8 << 20
@@ -45,8 +52,9 @@ def _status(dev, pos, n):
     return [(e.start, e.start + e.length, e.present, e.zero) for e in chain_block_status(dev, pos, n)]
 
 
-def _scan(dev1, dev2, start, end, strict):
-    """Compare [start, end) of both; returns (kind, offset) or None when equal."""
+def _segments(dev1, dev2, start, end, strict):
+    """Yield (p, kind, a, b): the next range to compare with both contents, or a strict-mode
+    status mismatch (kind STATUS_MISMATCH). Ranges that read as zeros in both are skipped."""
     pos = start
     while pos < end:
         n = min(CHUNK, end - pos)
@@ -61,15 +69,61 @@ def _scan(dev1, dev2, start, end, strict):
             s1, s2 = st1[i], st2[j]
             q = min(s1[1], s2[1])
             if strict and (s1[2], s1[3]) != (s2[2], s2[3]):
-                return STATUS_MISMATCH, p
+                yield p, STATUS_MISMATCH, None, None
+                return
             if not (s1[3] and s2[3]):
                 a = bytes(q - p) if s1[3] else dev1.read(p, q - p)
                 b = bytes(q - p) if s2[3] else dev2.read(p, q - p)
-                d = _first_diff(a, b)
-                if d is not None:
-                    return CONTENT_MISMATCH, p + d
+                yield p, CONTENT_MISMATCH, a, b
             p = q
         pos += n
+
+
+def _read_ahead(gen, depth=2):
+    """Run a generator in a thread, `depth` items ahead (reads release the GIL), for overlap of
+    reading and comparing. Exceptions reach the consumer."""
+    q = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def run():
+        try:
+            for item in gen:
+                if stop.is_set():
+                    return
+                q.put((True, item))
+            q.put((False, None))
+        except BaseException as e:  # handed over to the consumer
+            q.put((False, e))
+
+    t = threading.Thread(target=run)
+    t.daemon = True
+    t.start()
+    try:
+        while True:
+            ok, item = q.get()
+            if not ok:
+                if item is not None:
+                    raise item
+                return
+            yield item
+    finally:
+        stop.set()
+        while t.is_alive():
+            try:
+                q.get(timeout=0.1)
+            except queue.Empty:
+                pass
+        t.join()
+
+
+def _scan(dev1, dev2, start, end, strict):
+    """Compare [start, end) of both; returns (kind, offset) or None when equal."""
+    for p, kind, a, b in _read_ahead(_segments(dev1, dev2, start, end, strict)):
+        if kind == STATUS_MISMATCH:
+            return kind, p
+        d = _first_diff(a, b)
+        if d is not None:
+            return CONTENT_MISMATCH, p + d
     return None
 
 
