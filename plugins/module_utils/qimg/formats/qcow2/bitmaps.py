@@ -60,6 +60,12 @@ def read_bitmaps(img):
             raise corrupt("Bitmap directory entry is invalid")
         b.entry_offset = doff + pos
         b.name = raw[pos + DIR_ENTRY.size + extra_size:end].decode("utf-8", "replace")
+        # the bitmap table must be exactly as large as the image needs (bounds what check reads)
+        if not 9 <= b.granularity_bits <= 31:
+            raise corrupt("Bitmap '%s' has an unsupported granularity" % b.name)
+        bits = -(-img.size // (1 << b.granularity_bits))
+        if b.table_size != -(-bits // (8 * img.cluster_size)) or b.table_offset % img.cluster_size:
+            raise corrupt("Bitmap '%s' has an invalid bitmap table" % b.name)
         out.append(b)
         pos = (end + 7) & ~7
     return out
