@@ -108,9 +108,29 @@ def _targets(buf):
     places["reftable"] = [(rt + 8 * i, 8) for i in range(4)]
     rb = _u(buf, ">Q", rt) & ~511
     places["refblock"] = [(rb + 2 * i, 2) for i in range(64)] if rb and rb < len(buf) else []
+    places["bitmaps"] = _bitmap_places(buf, cs)
     snap = _u(buf, ">Q", 64)
     places["snapshots"] = [(snap + i, 1) for i in range(0, 80)] if _u(buf, ">I", 60) and snap < len(buf) else []
     return dict((k, [p for p in v if 0 <= p[0] and p[0] + p[1] <= len(buf)]) for k, v in places.items())
+
+
+def _bitmap_places(buf, cs):
+    """Fields of the bitmap directory's first entry and the first bitmap table entries."""
+    off = _u(buf, ">I", 100) if _u(buf, ">I", 4) >= 3 else 72
+    while off + 8 <= min(len(buf), cs):
+        kind, length = _u(buf, ">I", off), _u(buf, ">I", off + 4)
+        if kind == 0:
+            break
+        if kind == 0x23852875 and length == 24:
+            directory = _u(buf, ">Q", off + 24)
+            table = _u(buf, ">Q", directory) if directory + 8 <= len(buf) else 0
+            places = [(directory + o, n) for o, n in ((0, 8), (8, 4), (12, 4), (16, 1), (17, 1), (18, 2), (20, 4))]
+            places += [(off + 8, 4), (off + 16, 8), (off + 24, 8)]
+            if table and table + 64 <= len(buf):
+                places += [(table + 8 * i, 8) for i in range(8)]
+            return places
+        off += 8 + ((length + 7) & ~7)
+    return []
 
 
 def _value(rnd, size, buf):
