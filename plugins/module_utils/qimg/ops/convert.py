@@ -13,6 +13,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import bisect
 import os
 import threading
 import time
@@ -30,7 +31,8 @@ from ..image import chain_block_status, full_backing_path, open_image
 from ..util import atomic_output
 from .create import normalize_options
 
-CHUNK = 4 << 20          # guest bytes per pipeline step
+CHUNK = 4 << 20          # guest bytes per pipeline step (a multiple of every cluster size)
+STATUS_WINDOW = 64 * CHUNK  # guest bytes whose block status is taken at once
 COMPRESS_BATCH = 32      # clusters handed to one compression task
 
 
@@ -81,8 +83,8 @@ def parse_snapshot_param(text):
     return (snap_id, snap_name)
 
 
-def _source_segments(devs, start, length):
-    """(offset, length, data-or-None) over the concatenated sources; None means reads as zeros."""
+def _source_status(devs, start, length):
+    """[(offset, length, zero, dev, dev_offset)] over the concatenated sources, merged zero runs."""
     out = []
     base = 0
     end = start + length
@@ -90,12 +92,27 @@ def _source_segments(devs, start, length):
         lo, hi = max(start, base), min(end, base + dev.size)
         if lo < hi:
             for ext in chain_block_status(dev, lo - base, hi - lo):
-                if ext.zero:
-                    out.append((base + ext.start, ext.length, None))
+                if ext.zero and out and out[-1][2] and out[-1][0] + out[-1][1] == base + ext.start:
+                    last = out[-1]
+                    out[-1] = (last[0], last[1] + ext.length, True, None, None)
                 else:
-                    out.append((base + ext.start, ext.length, dev.read(ext.start, ext.length)))
+                    out.append((base + ext.start, ext.length, ext.zero, dev, ext.start))
         base += dev.size
     return out
+
+
+def _read_pieces(status, start, end, sparse_size):
+    """Pieces (offset, length, data-or-None) of [start, end): data extents read, zero runs None."""
+    pieces = []
+    for off, ln, zero, dev, dev_off in status:
+        s, e = max(off, start), min(off + ln, end)
+        if s >= e:
+            continue
+        if zero:
+            pieces.append((s, e - s, None))
+        else:
+            pieces.extend(_split_zeros(s, dev.read(dev_off + (s - off), e - s), sparse_size))
+    return pieces
 
 
 _ZEROS = {}
@@ -139,18 +156,31 @@ def _split_zeros(offset, data, sparse_size):
 
 
 def _reader(devs, total, sparse_size, q, stop):
+    """Produce chunks (aligned to CHUNK): block status is taken a window at a time, and runs of
+    chunks that read as zeros go out as one chunk without being read."""
     try:
         pos = 0
         while pos < total and not stop.is_set():
-            n = min(CHUNK, total - pos)
-            pieces = []
-            for off, ln, data in _source_segments(devs, pos, n):
-                if data is None:
-                    pieces.append((off, ln, None))
-                else:
-                    pieces.extend(_split_zeros(off, data, sparse_size))
-            q.put(("chunk", pos, n, pieces))
-            pos += n
+            wend = min(total, pos + STATUS_WINDOW)
+            status = _source_status(devs, pos, wend - pos)
+            zero_ends = [(off + ln) for off, ln, zero, dummy, dummy2 in status if zero]
+            zero_starts = [off for off, ln, zero, dummy, dummy2 in status if zero]
+
+            def all_zero(a, b):
+                i = bisect.bisect_right(zero_starts, a) - 1
+                return i >= 0 and zero_ends[i] >= b
+
+            while pos < wend and not stop.is_set():
+                n = min(CHUNK, wend - pos)
+                if sparse_size and all_zero(pos, pos + n):  # (fully allocated output writes every chunk)
+                    z = pos + n
+                    while z < wend and all_zero(z, min(z + CHUNK, wend)):
+                        z = min(z + CHUNK, wend)
+                    q.put(("chunk", pos, z - pos, [(pos, z - pos, None)]))
+                    pos = z
+                    continue
+                q.put(("chunk", pos, n, _read_pieces(status, pos, pos + n, sparse_size)))
+                pos += n
         q.put(("end", None, None, None))
     except BaseException as e:  # handed to the writing thread, which re-raises it
         q.put(("error", e, None, None))
