@@ -265,11 +265,16 @@ import stat
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.qimg.disk.plugins.module_utils.ansible_glue import (
+    COMPARED_OPTIONS,
+    COMPAT_NAMES,
     QCOW2_CREATE_DEFAULTS,
+    QCOW2_ONLY_OPTIONS as QCOW2_ONLY,
+    engine_options,
     image_facts,
     image_metadata,
     ordered,
     qimg_errors,
+    show_value,
 )
 from ansible_collections.qimg.disk.plugins.module_utils.qimg.errors import ImageInUse, QimgError
 from ansible_collections.qimg.disk.plugins.module_utils.qimg.ops.create import create_image
@@ -277,22 +282,12 @@ from ansible_collections.qimg.disk.plugins.module_utils.qimg.ops.info import ima
 from ansible_collections.qimg.disk.plugins.module_utils.qimg.sizes import parse_size
 
 SECTOR = 512
-QCOW2_ONLY = ("cluster_size", "compat", "refcount_bits", "lazy_refcounts", "extended_l2",
-              "compression_type")
-COMPAT_NAMES = {"0.10": "0.10", "0.1": "0.10", "v2": "0.10", "1.1": "1.1", "v3": "1.1"}
-# The options that qemu-img info shows, in the order the difference message lists them.
-COMPARED_OPTIONS = ("cluster_size", "compat", "refcount_bits", "lazy_refcounts", "extended_l2",
-                    "compression_type")
 
 
 def round_up(value, align=SECTOR):
     if value is None:
         return None
     return (value + align - 1) // align * align
-
-
-def _bool_word(value):
-    return "on" if value else "off"
 
 
 class ImageRequest(object):
@@ -339,15 +334,9 @@ class ImageRequest(object):
 
     def engine_options(self):
         """The -o options to pass to create_image."""
-        out = {}
-        for name, value in self.options.items():
-            if name == "cluster_size":
-                value = str(self.cluster_size)
-            elif isinstance(value, bool):
-                value = _bool_word(value)
-            elif isinstance(value, int):
-                value = str(value)
-            out[name] = value
+        out = engine_options(self.options)
+        if "cluster_size" in out:
+            out["cluster_size"] = str(self.cluster_size)
         return out
 
     def differences(self, current):
@@ -365,13 +354,13 @@ class ImageRequest(object):
                 wanted = self.cluster_size if name == "cluster_size" else self.options[name]
                 have = current.get(name)
                 if have != wanted:
-                    diffs.append("%s %s != %s" % (name, _show(have), _show(wanted)))
+                    diffs.append("%s %s != %s" % (name, show_value(have), show_value(wanted)))
         if current.get("backing_file") != self.backing_file:
-            diffs.append("backing file %s != %s" % (_show(current.get("backing_file")),
-                                                    _show(self.backing_file)))
+            diffs.append("backing file %s != %s" % (show_value(current.get("backing_file")),
+                                                    show_value(self.backing_file)))
         elif self.backing_format is not None and current.get("backing_format") != self.backing_format:
-            diffs.append("backing format %s != %s" % (_show(current.get("backing_format")),
-                                                      _show(self.backing_format)))
+            diffs.append("backing format %s != %s" % (show_value(current.get("backing_format")),
+                                                      show_value(self.backing_format)))
         return diffs
 
     def predicted_metadata(self):
@@ -398,14 +387,6 @@ class ImageRequest(object):
         except QimgError:
             return None
         return info.get("virtual-size")
-
-
-def _show(value):
-    if value is None:
-        return "none"
-    if isinstance(value, bool):
-        return _bool_word(value)
-    return str(value)
 
 
 def read_existing(module, path):
