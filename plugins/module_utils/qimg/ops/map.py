@@ -34,15 +34,6 @@ def _entry(e):
     return d
 
 
-def _mergeable(a, b):
-    if (a["depth"], a["present"], a["zero"], a["data"], a["filename"]) != (
-            b["depth"], b["present"], b["zero"], b["data"], b["filename"]):
-        return False
-    if ("offset" in a) != ("offset" in b):
-        return False
-    return "offset" not in a or a["offset"] + a["length"] == b["offset"]
-
-
 def iter_map(filename, fmt=None, start_offset=0, max_length=None, force_share=False):
     """Map entries one at a time (merged like qemu-img), so memory stays flat however long the map."""
     if start_offset < 0 or (max_length is not None and max_length < 0):
@@ -51,22 +42,25 @@ def iter_map(filename, fmt=None, start_offset=0, max_length=None, force_share=Fa
         recurse = dict((layer.filename, layer) for layer in dev.chain()
                        if layer.format_name == "qcow2" and layer.metadata_preallocated())
         end = dev.size if max_length is None else min(dev.size, start_offset + max_length)
-        last = None
+        last = None  # the run being merged (a ChainExtent); a dict is made only when it is emitted
         pos = start_offset
         while pos < end:
             n = min(CHUNK, end - pos)
             for ext in chain_block_status(dev, pos, n):
-                for piece in _host_split(recurse, ext):
-                    entry = _entry(piece)
-                    if last is not None and _mergeable(last, entry):
-                        last["length"] += entry["length"]
-                    else:
-                        if last is not None:
-                            yield last
-                        last = entry
+                for piece in (_host_split(recurse, ext) if recurse else (ext,)):
+                    # qemu-img merges entries with the same flags, file and contiguous offsets
+                    if last is not None and last[2:6] == piece[2:6] and last.filename == piece.filename and (
+                            (last.offset is None and piece.offset is None) or (
+                                last.offset is not None and piece.offset is not None
+                                and last.offset + last.length == piece.offset)):
+                        last = last._replace(length=last.length + piece.length)
+                        continue
+                    if last is not None:
+                        yield _entry(last)
+                    last = piece
             pos += n
         if last is not None:
-            yield last
+            yield _entry(last)
 
 
 def image_map(filename, fmt=None, start_offset=0, max_length=None, force_share=False):
