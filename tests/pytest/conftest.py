@@ -51,3 +51,22 @@ def run(cmd, check=True, **kw):
 def qimg(*args, **kw):
     """Run bin/qimg with the current interpreter."""
     return run([sys.executable, QIMG] + [str(a) for a in args], **kw)
+
+
+def qimg_as(name, tmpdir):
+    """A runner for bin/qimg through a symlink called ``name`` (busybox style: it names itself so)."""
+    link = os.path.join(str(tmpdir), name)
+    if not os.path.lexists(link):
+        os.symlink(QIMG, link)
+
+    def runner(*args, **kw):
+        kw.setdefault("check", False)
+        return run([sys.executable, link] + [str(a) for a in args], **kw)
+    return runner
+
+
+@pytest.fixture(scope="session")
+def as_qemu_img(tmp_path_factory):
+    """bin/qimg through a symlink named qemu-img: its messages begin "qemu-img:", as a drop-in's must."""
+    return qimg_as("qemu-img", tmp_path_factory.mktemp("link"))
+

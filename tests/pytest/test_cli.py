@@ -14,11 +14,10 @@ __metaclass__ = type
 import importlib
 import json
 import os
-import sys
 
 import pytest
 
-from conftest import QIMG, qimg, run
+from conftest import qimg, qimg_as, run
 
 from qimg import cli
 
@@ -320,23 +319,6 @@ def test_option_list_helpers():
 
 # ---------------------------------------------------------------------------------------------
 # bin/qimg against qemu-img
-
-def qimg_as(name, tmpdir):
-    """A runner for bin/qimg through a symlink called ``name`` (busybox style)."""
-    link = os.path.join(str(tmpdir), name)
-    if not os.path.lexists(link):
-        os.symlink(QIMG, link)
-
-    def runner(*args, **kw):
-        kw.setdefault("check", False)
-        return run([sys.executable, link] + [str(a) for a in args], **kw)
-    return runner
-
-
-@pytest.fixture(scope="module")
-def as_qemu_img(tmp_path_factory):
-    return qimg_as("qemu-img", tmp_path_factory.mktemp("link"))
-
 
 @pytest.fixture(scope="module")
 def images(tmp_path_factory, qemu_img, qemu_io):

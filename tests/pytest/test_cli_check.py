@@ -15,11 +15,10 @@ __metaclass__ = type
 import json
 import os
 import shutil
-import sys
 
 import pytest
 
-from conftest import QIMG, run
+from conftest import run
 from test_check import COMPRESSED, COPIED, Layout
 
 from qimg import cli
@@ -30,21 +29,6 @@ DAMAGED = ["leak.qcow2", "leak1.qcow2", "rc0-data.qcow2", "rc0-l1.qcow2", "raise
            "shared.qcow2", "dirty.qcow2", "corrupt-bit.qcow2", "dirty-bit.qcow2", "leak-and-shared.qcow2",
            "comp-rc0.qcow2", "comp-leak.qcow2", "rc1-leak.qcow2"]
 OTHER = ["r.raw", "missing.qcow2", "nobacking.qcow2"]
-
-
-def _runner(link):
-    def runner(*args, **kw):
-        kw.setdefault("check", False)
-        return run([sys.executable, link] + [str(a) for a in args], **kw)
-    return runner
-
-
-@pytest.fixture(scope="module")
-def as_qemu_img(tmp_path_factory):
-    """bin/qimg through a symlink named qemu-img (busybox style: messages start "qemu-img:")."""
-    link = os.path.join(str(tmp_path_factory.mktemp("link")), "qemu-img")
-    os.symlink(QIMG, link)
-    return _runner(link)
 
 
 def _damage(d, name, how):

@@ -21,21 +21,6 @@ import pytest
 from conftest import QIMG, run
 
 
-def _runner(link):
-    def runner(*args, **kw):
-        kw.setdefault("check", False)
-        return run([sys.executable, link] + [str(a) for a in args], **kw)
-    return runner
-
-
-@pytest.fixture(scope="module")
-def as_qemu_img(tmp_path_factory):
-    """bin/qimg through a symlink named qemu-img (busybox style: messages start "qemu-img:")."""
-    link = os.path.join(str(tmp_path_factory.mktemp("link")), "qemu-img")
-    os.symlink(QIMG, link)
-    return _runner(link)
-
-
 @pytest.fixture(scope="module")
 def images(tmp_path_factory, qemu_img, qemu_io):
     """Source images made by qemu-img/qemu-io; names are relative to the returned directory."""
