@@ -10,12 +10,10 @@ import os
 import shutil
 import stat
 import subprocess
-import time
 
 import pytest
 
 from ansible_collections.qimg.disk.plugins.modules.qimg_convert import main
-from ansible_collections.qimg.disk.plugins.module_utils.qimg.errors import ImageInUse
 from ansible_collections.qimg.disk.plugins.module_utils.qimg.ops.compare import compare_images
 from ansible_collections.qimg.disk.plugins.module_utils.qimg.ops.create import create_image
 from ansible_collections.qimg.disk.plugins.module_utils.qimg.ops.info import image_info
@@ -398,38 +396,6 @@ def test_raw_preallocation_full(tmp_path, src, run):
 
 
 # ---------------------------------------------------------------- images in use
-
-
-@pytest.fixture
-def in_use(tmp_path):
-    """A qcow2 image held open for writing by qemu-nbd (as a running VM would hold it)."""
-    nbd = shutil.which("qemu-nbd")
-    if nbd is None:
-        pytest.skip("qemu-nbd not installed")
-    path = str(tmp_path / "busy.qcow2")
-    create_image(path, "qcow2", size="1M")
-    sock = str(tmp_path / "nbd.sock")
-    proc = subprocess.Popen([nbd, "-k", sock, "-f", "qcow2", path])  # pylint: disable=consider-using-with
-    try:
-        # wait until qemu-nbd holds its write lock (the socket may appear first)
-        for dummy in range(400):
-            try:
-                image_info(path, force_share=False)
-            except ImageInUse:
-                break
-            if proc.poll() is not None:
-                pytest.fail("qemu-nbd exited (%s) before it held the image" % proc.returncode)
-            time.sleep(0.05)
-        else:
-            pytest.fail("qemu-nbd never took the image's write lock")
-        yield path
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:  # qemu-nbd may ignore SIGTERM while starting up
-            proc.kill()
-            proc.wait()
 
 
 def test_source_in_use_needs_force_share(in_use, tmp_path, run):

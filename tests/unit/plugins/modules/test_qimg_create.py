@@ -11,12 +11,10 @@ import os
 import shutil
 import stat
 import subprocess
-import time
 
 import pytest
 
 from ansible_collections.qimg.disk.plugins.modules.qimg_create import main
-from ansible_collections.qimg.disk.plugins.module_utils.qimg.ops.create import create_image
 from ansible_collections.qimg.disk.plugins.module_utils.qimg.ops.info import image_info
 
 GiB = 1 << 30
@@ -374,27 +372,6 @@ def test_new_image_mode_follows_umask(tmp_path, run):
     finally:
         os.umask(old)
     assert _mode(path) == 0o644
-
-
-@pytest.fixture
-def in_use(tmp_path):
-    """A qcow2 image held open for writing by qemu-nbd (as a running VM would hold it)."""
-    nbd = shutil.which("qemu-nbd")
-    if nbd is None:
-        pytest.skip("qemu-nbd not installed")
-    path = str(tmp_path / "busy.qcow2")
-    create_image(path, "qcow2", size="1M")
-    sock = str(tmp_path / "nbd.sock")
-    proc = subprocess.Popen([nbd, "-k", sock, "-f", "qcow2", path])  # pylint: disable=consider-using-with
-    try:
-        for dummy in range(100):
-            if os.path.exists(sock):
-                break
-            time.sleep(0.05)
-        yield path
-    finally:
-        proc.terminate()
-        proc.wait()
 
 
 def test_in_use_is_compared_but_never_replaced(in_use, run):
