@@ -69,4 +69,3 @@ def qimg_as(name, tmpdir):
 def as_qemu_img(tmp_path_factory):
     """bin/qimg through a symlink named qemu-img: its messages begin "qemu-img:", as a drop-in's must."""
     return qimg_as("qemu-img", tmp_path_factory.mktemp("link"))
-
