@@ -141,6 +141,22 @@ COMPARED_OPTIONS = ("cluster_size", "compat", "refcount_bits", "lazy_refcounts",
                     "compression_type")
 
 
+def image_options_spec(preallocation=None):
+    """argument_spec of the ``options`` dict (qemu-img's -o create options) shared by the modules;
+    preallocation: the allowed preallocation modes, or None when the module takes none."""
+    spec = dict(
+        cluster_size=dict(type="str"),
+        compat=dict(type="str"),
+        refcount_bits=dict(type="int", choices=[1, 2, 4, 8, 16, 32, 64]),
+        lazy_refcounts=dict(type="bool"),
+        extended_l2=dict(type="bool"),
+        compression_type=dict(type="str", choices=["zlib", "zstd"]),
+    )
+    if preallocation:
+        spec["preallocation"] = dict(type="str", choices=list(preallocation))
+    return dict(type="dict", default={}, options=spec)
+
+
 def bool_word(value):
     """qemu's spelling of a boolean option value."""
     return "on" if value else "off"

@@ -351,6 +351,7 @@ from ansible.module_utils.common.text.converters import to_native
 from ansible.module_utils.common.validation import check_type_path
 
 from ansible_collections.qimg.disk.plugins.module_utils.ansible_glue import (
+    image_options_spec,
     engine_options,
     image_facts,
     image_metadata,
@@ -658,19 +659,7 @@ def main():
             src_format=dict(type="str", choices=["raw", "qcow2"]),
             dest=dict(type="path", required=True),
             format=dict(type="str", choices=["raw", "qcow2"], default="qcow2"),
-            options=dict(
-                type="dict",
-                default={},
-                options=dict(
-                    cluster_size=dict(type="str"),
-                    compat=dict(type="str"),
-                    refcount_bits=dict(type="int", choices=[1, 2, 4, 8, 16, 32, 64]),
-                    lazy_refcounts=dict(type="bool"),
-                    extended_l2=dict(type="bool"),
-                    compression_type=dict(type="str", choices=["zlib", "zstd"]),
-                    preallocation=dict(type="str", choices=["off", "falloc", "full"]),
-                ),
-            ),
+            options=image_options_spec(("off", "falloc", "full")),
             compress=dict(type="bool", default=False),
             compression_type=dict(type="str", choices=["zlib", "zstd"]),
             sparse_size=dict(type="str", default="4k"),

@@ -265,6 +265,7 @@ import stat
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.qimg.disk.plugins.module_utils.ansible_glue import (
+    image_options_spec,
     COMPARED_OPTIONS,
     COMPAT_NAMES,
     QCOW2_CREATE_DEFAULTS,
@@ -511,19 +512,7 @@ def main():
             path=dict(type="path", required=True),
             format=dict(type="str", choices=["raw", "qcow2"], default="qcow2"),
             size=dict(type="str"),
-            options=dict(
-                type="dict",
-                default={},
-                options=dict(
-                    cluster_size=dict(type="str"),
-                    compat=dict(type="str"),
-                    refcount_bits=dict(type="int", choices=[1, 2, 4, 8, 16, 32, 64]),
-                    lazy_refcounts=dict(type="bool"),
-                    extended_l2=dict(type="bool"),
-                    compression_type=dict(type="str", choices=["zlib", "zstd"]),
-                    preallocation=dict(type="str", choices=["off", "metadata", "falloc", "full"]),
-                ),
-            ),
+            options=image_options_spec(("off", "metadata", "falloc", "full")),
             backing_file=dict(type="str"),
             backing_format=dict(type="str", choices=["raw", "qcow2"]),
             state=dict(type="str", choices=["present", "absent"], default="present"),

@@ -152,6 +152,7 @@ bitmaps:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.qimg.disk.plugins.module_utils.ansible_glue import (
+    image_options_spec,
     engine_options,
     qimg_errors,
     resolve_snapshot,
@@ -168,18 +169,7 @@ def main():
             size=dict(type="str"),
             format=dict(type="str", choices=["raw", "qcow2"]),
             target_format=dict(type="str", choices=["raw", "qcow2"], default="qcow2"),
-            options=dict(
-                type="dict",
-                default={},
-                options=dict(
-                    cluster_size=dict(type="str"),
-                    compat=dict(type="str"),
-                    refcount_bits=dict(type="int", choices=[1, 2, 4, 8, 16, 32, 64]),
-                    lazy_refcounts=dict(type="bool"),
-                    extended_l2=dict(type="bool"),
-                    compression_type=dict(type="str", choices=["zlib", "zstd"]),
-                ),
-            ),
+            options=image_options_spec(),
             snapshot=dict(type="str"),
             force_share=dict(type="bool", default=False),
         ),
