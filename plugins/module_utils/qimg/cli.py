@@ -15,7 +15,6 @@ __metaclass__ = type
 
 import itertools
 import os
-import re
 import sys
 import time
 
@@ -269,6 +268,7 @@ def strtosz(text):
             raise ValueError(text)
         hexwarn = bool(rest[:1]) and rest[:1].lower() in _SUFFIX_SHIFT
     elif rest[:1] == ".":
+        import re  # here, not at the top: re and enum cost a few ms of every start
         m = re.match(r"\.[0-9]*", rest)
         if m.group(0) == ".":
             rest = rest[1:]                 # "1.k": strtod() fails, the dot is skipped

@@ -7,9 +7,38 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import collections
 import errno
 import os
+import threading
+
+try:
+    import queue
+except ImportError:  # Python 2 spelling, for sanity tests on old interpreters
+    import Queue as queue  # type: ignore
+
+_ZEROS = {}
+_SHARED_ZEROS = [memoryview(b"")]
+
+
+def zero_bytes(n):
+    """A shared all-zero bytes object of length n, for the few sizes that repeat (table sizes)."""
+    z = _ZEROS.get(n)
+    if z is None:
+        if len(_ZEROS) > 32:
+            _ZEROS.clear()
+        z = _ZEROS[n] = bytes(n)
+    return z
+
+
+def zero_view(n):
+    """n zero bytes as a read-only view of one shared block, for fills, writes and compares of
+    any length without allocating each time (bytes(n) is calloc'd: untouched pages cost nothing)."""
+    if n > (64 << 20):
+        return memoryview(bytes(n))
+    v = _SHARED_ZEROS[0]
+    if len(v) < n:
+        v = _SHARED_ZEROS[0] = memoryview(bytes(max(n, 4 << 20)))
+    return v[:n]
 
 
 def pread_exact(fd, offset, length):
@@ -25,6 +54,23 @@ def pread_exact(fd, offset, length):
     if got < length:
         chunks.append(bytes(length - got))
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def pread_into(fd, offset, view):
+    """Fill the writable buffer `view` from the file at offset; past the end of the file fills zeros."""
+    n = len(view)
+    got = 0
+    while got < n:
+        if hasattr(os, "preadv"):
+            k = os.preadv(fd, [view[got:]], offset + got)
+        else:
+            data = os.pread(fd, n - got, offset + got)
+            k = len(data)
+            view[got:got + k] = data
+        if not k:
+            view[got:] = zero_view(n - got)
+            break
+        got += k
 
 
 def pwritev_all(fd, offset, buffers):
@@ -107,24 +153,49 @@ def write_zero_data(fd, offset, length):
 
 
 class BackgroundWriter(object):
-    """Positional writes done by worker threads (os.pwritev releases the GIL), at most max_pending
-    in flight so memory stays bounded. wait() re-raises the first failure."""
+    """Positional writes done in order by one worker thread (os.pwritev releases the GIL), with at
+    most max_pending queued so memory stays bounded.
 
-    def __init__(self, fd, workers=1, max_pending=2):
-        from concurrent.futures import ThreadPoolExecutor
+    after_writes(fn) runs fn in the worker once every write submitted before it is done (or has
+    failed), which is when the caller may reuse those buffers. After a failure the remaining writes
+    are skipped, callbacks still run, and submit() and wait() raise the first failure.
+    """
+
+    def __init__(self, fd, max_pending=2):
         self.fd = fd
-        self.pool = ThreadPoolExecutor(max_workers=workers)
-        self.max_pending = max_pending
-        self.pending = collections.deque()
+        self.queue = queue.Queue(maxsize=max_pending)
+        self.error = None
+        self.thread = threading.Thread(target=self._run, name="qimg-writer")
+        self.thread.daemon = True
+        self.thread.start()
+
+    def _run(self):
+        while True:
+            item = self.queue.get()
+            if item is None:
+                return
+            offset, buffers, callback = item
+            if callback is not None:
+                callback()
+            elif self.error is None:
+                try:
+                    pwritev_all(self.fd, offset, buffers)
+                except BaseException as e:  # re-raised in the submitting thread
+                    self.error = e
 
     def submit(self, offset, buffers):
-        while len(self.pending) >= self.max_pending:
-            self.pending.popleft().result()
-        self.pending.append(self.pool.submit(pwritev_all, self.fd, offset, list(buffers)))
+        if self.error is not None:
+            raise self.error
+        self.queue.put((offset, list(buffers), None))
+
+    def after_writes(self, fn):
+        self.queue.put((None, None, fn))
 
     def wait(self):
-        try:
-            while self.pending:
-                self.pending.popleft().result()
-        finally:
-            self.pool.shutdown(wait=True)
+        """Finish every queued write; re-raise the first failure."""
+        if self.thread is not None:
+            self.queue.put(None)
+            self.thread.join()
+            self.thread = None
+        if self.error is not None:
+            raise self.error

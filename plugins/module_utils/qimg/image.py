@@ -27,6 +27,7 @@ import os
 import stat
 
 from .errors import ImageInUse, ImageNotFound, InvalidArgument, ReadOnlyImage, UnsafeImage, UnsupportedFeature
+from .fileio import zero_view
 
 # status of a guest range in ONE layer:
 #   DATA: allocated here with data (offset = host offset when it maps linearly, else None)
@@ -62,6 +63,11 @@ class BlockDevice(object):
     # --- I/O, to be provided by drivers ---
     def read(self, offset, length):
         raise NotImplementedError
+
+    def readinto(self, offset, view):
+        """Read len(view) guest bytes at offset into the writable memoryview (drivers that can
+        read straight into it override this; it lets callers reuse their buffers)."""
+        view[:] = self.read(offset, len(view))
 
     def write(self, offset, data):
         raise NotImplementedError
@@ -101,15 +107,15 @@ class BlockDevice(object):
         if self.read_only:
             raise ReadOnlyImage("%s: image is opened read-only" % self.filename)
 
-    def read_backing(self, offset, length):
-        """Guest data below this layer for [offset, offset+length); zeros past the backing's end."""
-        if self.backing is None or offset >= self.backing.size:
-            return bytes(length)
-        n = min(length, self.backing.size - offset)
-        data = self.backing.read(offset, n)
+    def readinto_backing(self, offset, view):
+        """Guest data below this layer for [offset, offset+len(view)) into view; zeros past the
+        backing's end (or with no backing file)."""
+        length = len(view)
+        n = 0 if self.backing is None else max(0, min(length, self.backing.size - offset))
+        if n:
+            self.backing.readinto(offset, view[:n])
         if n < length:
-            data += bytes(length - n)
-        return data
+            view[n:] = zero_view(length - n)
 
     def chain(self):
         dev = self

@@ -7,12 +7,10 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import re
-
 from .errors import InvalidArgument
 
 _SUFFIXES = {"": 0, "b": 0, "k": 1, "m": 2, "g": 3, "t": 4, "p": 5, "e": 6}
-_SIZE_RE = re.compile(r"^\s*([0-9]+(?:\.[0-9]*)?)\s*([a-zA-Z]?)\s*$")
+_SIZE_PATTERN = r"^\s*([0-9]+(?:\.[0-9]*)?)\s*([a-zA-Z]?)\s*$"
 MAX_IMAGE_SIZE = (1 << 63) - 512
 
 
@@ -26,7 +24,8 @@ def parse_size(value, default_suffix=""):
     if isinstance(value, int):
         n = value
     else:
-        m = _SIZE_RE.match(str(value))
+        import re  # here, not at the top: re and enum cost a few ms of every start
+        m = re.match(_SIZE_PATTERN, str(value))
         if not m:
             raise InvalidArgument("Invalid image size specified. You may use k, M, G, T, P or E "
                                   "suffixes for kilobytes, megabytes, gigabytes, terabytes, "

@@ -11,7 +11,7 @@ import os
 
 from ..errors import InvalidArgument, QimgError
 from ..image import DATA, ZERO, BlockDevice, Extent
-from ..fileio import file_extents, pread_exact, punch_hole, pwrite_all, write_zero_data
+from ..fileio import file_extents, pread_exact, pread_into, punch_hole, pwrite_all, write_zero_data
 
 
 class RawImage(BlockDevice):
@@ -27,6 +27,10 @@ class RawImage(BlockDevice):
     def read(self, offset, length):
         self.check_range(offset, length)
         return pread_exact(self.fd, offset, length)
+
+    def readinto(self, offset, view):
+        self.check_range(offset, len(view))
+        pread_into(self.fd, offset, view)
 
     def write(self, offset, data):
         self.check_writable()

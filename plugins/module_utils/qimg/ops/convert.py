@@ -26,7 +26,7 @@ except ImportError:  # Python 2 spelling, for sanity tests on old interpreters
 from ..errors import ImageNotFound, InvalidArgument, UnsupportedFeature
 from ..formats.qcow2.compress import compress_cluster, zstd_available
 from ..formats.qcow2.writer import Qcow2StreamWriter
-from ..fileio import BackgroundWriter
+from ..fileio import BackgroundWriter, zero_view
 from ..image import chain_block_status, full_backing_path, open_image
 from ..util import atomic_output
 from .create import normalize_options
@@ -34,6 +34,7 @@ from .create import normalize_options
 CHUNK = 4 << 20          # guest bytes per pipeline step (a multiple of every cluster size)
 STATUS_WINDOW = 64 * CHUNK  # guest bytes whose block status is taken at once
 COMPRESS_BATCH = 32      # clusters handed to one compression task
+POOL_BUFFERS = 6         # chunk buffers: one being read, two queued, the rest being written
 
 
 def _open_sources(filenames, fmt, snapshot, force_share):
@@ -101,8 +102,10 @@ def _source_status(devs, start, length):
     return out
 
 
-def _read_pieces(status, start, end, sparse_size):
-    """Pieces (offset, length, data-or-None) of [start, end): data extents read, zero runs None."""
+def _read_pieces(status, start, end, sparse_size, buf):
+    """Pieces (offset, length, data-or-None) of [start, end): data extents are read into buf (at
+    their offset from start) and passed on as views of it, zero runs are None."""
+    view = memoryview(buf)
     pieces = []
     for off, ln, zero, dev, dev_off in status:
         s, e = max(off, start), min(off + ln, end)
@@ -111,51 +114,77 @@ def _read_pieces(status, start, end, sparse_size):
         if zero:
             pieces.append((s, e - s, None))
         else:
-            pieces.extend(_split_zeros(s, dev.read(dev_off + (s - off), e - s), sparse_size))
+            dev.readinto(dev_off + (s - off), view[s - start:e - start])
+            pieces.extend(_split_zeros(s, buf, s - start, e - start, sparse_size))
     return pieces
 
 
-_ZEROS = {}
+def _split_zeros(offset, buf, lo, hi, sparse_size):
+    """Cut buf[lo:hi] (guest bytes from offset) into (offset, length, view-or-None), turning
+    all-zero blocks of sparse_size bytes, aligned to the guest offset, into None.
 
-
-def _zeros(n):
-    """A shared all-zero bytes object of length n (chunk sizes repeat, so this stays small)."""
-    z = _ZEROS.get(n)
-    if z is None:
-        if len(_ZEROS) > 16:
-            _ZEROS.clear()
-        z = _ZEROS[n] = bytes(n)
-    return z
-
-
-def _split_zeros(offset, data, sparse_size):
-    """Cut data into (offset, length, data-or-None), turning aligned all-zero blocks into None."""
-    n = len(data)
+    Works in C on buf in place: startswith() is a memcmp without a copy, and only the blocks whose
+    first byte is zero (few, in real data) are compared one by one.
+    """
+    n = hi - lo
+    view = memoryview(buf)
     if sparse_size <= 0:
-        return [(offset, n, data)]
-    if data == _zeros(n):  # one memcmp (strip() would walk a zero run byte by byte)
+        return [(offset, n, view[lo:hi])]
+    if buf.startswith(zero_view(n), lo, hi):
         return [(offset, n, None)]
-    view = memoryview(data)
-    zero_block = bytes(sparse_size)
+    first = lo + (-offset) % sparse_size          # the first whole block (aligned to the guest offset)
+    count = max(0, (hi - first) // sparse_size)  # whole blocks; a partial head or tail is data
+    zero_block = zero_view(sparse_size)
+    heads = buf[first:first + count * sparse_size:sparse_size]
     out = []
-    pos = 0
-    run_start, run_zero = 0, None
-    while pos < n:
-        # blocks are aligned to the guest offset so that results do not depend on chunking
-        nxt = min(n, (offset + pos) // sparse_size * sparse_size + sparse_size - offset)
-        # bytes == bytes is a memcmp; memoryview comparisons go element by element
-        is_zero = nxt - pos == sparse_size and data[pos:nxt] == zero_block
-        if run_zero is None:
-            run_zero = is_zero
-        elif is_zero != run_zero:
-            out.append((offset + run_start, pos - run_start, None if run_zero else view[run_start:pos]))
-            run_start, run_zero = pos, is_zero
-        pos = nxt
-    out.append((offset + run_start, n - run_start, None if run_zero else view[run_start:n]))
+    run_start = lo
+    i = heads.find(0)
+    while i >= 0:
+        b = first + i * sparse_size
+        if buf.startswith(zero_block, b, b + sparse_size):
+            z = b + sparse_size
+            i += 1
+            while i < count and heads[i] == 0 and buf.startswith(zero_block, z, z + sparse_size):
+                z += sparse_size
+                i += 1
+            if b > run_start:
+                out.append((offset + run_start - lo, b - run_start, view[run_start:b]))
+            out.append((offset + b - lo, z - b, None))
+            run_start = z
+        else:
+            i += 1
+        i = heads.find(0, i)
+    if run_start < hi:
+        out.append((offset + run_start - lo, hi - run_start, view[run_start:hi]))
     return out
 
 
-def _reader(devs, total, sparse_size, q, stop):
+class _BufferPool(object):
+    """Chunk buffers reused from chunk to chunk: a fresh 4 MiB allocation per chunk costs a page
+    fault per page, which is a good part of a copy's time. Buffers are made on first need."""
+
+    def __init__(self, count, size):
+        self.free = queue.Queue()
+        self.left_to_make = count
+        self.size = size
+
+    def get(self, stop):
+        """A free buffer, or None once stop is set."""
+        if self.left_to_make and self.free.empty():
+            self.left_to_make -= 1
+            return bytearray(self.size)
+        while not stop.is_set():
+            try:
+                return self.free.get(timeout=0.1)
+            except queue.Empty:
+                pass
+        return None
+
+    def release(self, buf):
+        self.free.put(buf)
+
+
+def _reader(devs, total, sparse_size, q, stop, pool):
     """Produce chunks (aligned to CHUNK): block status is taken a window at a time, and runs of
     chunks that read as zeros go out as one chunk without being read."""
     try:
@@ -176,31 +205,37 @@ def _reader(devs, total, sparse_size, q, stop):
                     z = pos + n
                     while z < wend and all_zero(z, min(z + CHUNK, wend)):
                         z = min(z + CHUNK, wend)
-                    q.put(("chunk", pos, z - pos, [(pos, z - pos, None)]))
+                    q.put(("chunk", pos, z - pos, [(pos, z - pos, None)], None))
                     pos = z
                     continue
-                q.put(("chunk", pos, n, _read_pieces(status, pos, pos + n, sparse_size)))
+                buf = pool.get(stop)
+                if buf is None:
+                    break
+                q.put(("chunk", pos, n, _read_pieces(status, pos, pos + n, sparse_size, buf), buf))
                 pos += n
-        q.put(("end", None, None, None))
+        q.put(("end", None, None, None, None))
     except BaseException as e:  # handed to the writing thread, which re-raises it
-        q.put(("error", e, None, None))
+        q.put(("error", e, None, None, None))
 
 
 def _chunks(devs, total, sparse_size):
-    """Yield (pos, n, pieces) with reading one chunk ahead in a thread."""
+    """Yield (pos, n, pieces, release) with reading one chunk ahead in a thread. The pieces' data
+    are views of a pooled buffer: the consumer calls release() (None when nothing was read) once
+    nothing it wrote still needs them. Close the generator before closing devs."""
     q = queue.Queue(maxsize=2)
     stop = threading.Event()
-    t = threading.Thread(target=_reader, args=(devs, total, sparse_size, q, stop))
+    pool = _BufferPool(POOL_BUFFERS, CHUNK)
+    t = threading.Thread(target=_reader, args=(devs, total, sparse_size, q, stop, pool))
     t.daemon = True
     t.start()
     try:
         while True:
-            kind, a, b, c = q.get()
+            kind, a, b, c, buf = q.get()
             if kind == "end":
                 return
             if kind == "error":
                 raise a
-            yield a, b, c
+            yield a, b, c, (None if buf is None else _releaser(pool, buf))
     finally:
         stop.set()
         while t.is_alive():
@@ -209,6 +244,10 @@ def _chunks(devs, total, sparse_size):
             except queue.Empty:
                 pass
         t.join()
+
+
+def _releaser(pool, buf):
+    return lambda: pool.release(buf)
 
 
 class _Progress(object):
@@ -226,12 +265,14 @@ def _write_raw(fd, chunks, total, fully_allocated, progress):
     os.ftruncate(fd, total)
     io = BackgroundWriter(fd)
     try:
-        for pos, n, pieces in chunks:
+        for pos, n, pieces, release in chunks:
             for off, ln, data in pieces:
                 if data is not None:
                     io.submit(off, [data])
                 elif fully_allocated:
-                    io.submit(off, [bytes(ln)])
+                    io.submit(off, [zero_view(ln)])
+            if release is not None:
+                io.after_writes(release)
             progress(pos + n)
     finally:
         io.wait()
@@ -272,7 +313,7 @@ def _assemble(pieces, lo, hi):
         if s >= e:
             continue
         if data is None:
-            parts.append(bytes(e - s))
+            parts.append(zero_view(e - s))
         else:
             parts.append(data[s - off:e - off])
     if len(parts) == 1:
@@ -286,7 +327,7 @@ def _write_qcow2(writer, chunks, cs, compress, ctype, fully_allocated, backing, 
         from concurrent.futures import ThreadPoolExecutor
         pool = ThreadPoolExecutor(max_workers=max(2, (os.cpu_count() or 2)))
     try:
-        for pos, n, pieces in chunks:
+        for pos, n, pieces, release in chunks:
             runs = _data_runs(pos, n, pieces, cs, fully_allocated)
             if backing is not None:
                 _emit_over_backing(writer, pos, n, list(runs), cs, backing)
@@ -295,6 +336,8 @@ def _write_qcow2(writer, chunks, cs, compress, ctype, fully_allocated, backing, 
             else:
                 for gc, content in runs:
                     writer.write_clusters(gc, content)
+            if release is not None:
+                writer.after_writes(release)
             progress(pos + n)
     finally:
         if pool is not None:
@@ -347,7 +390,7 @@ def _emit_over_backing(writer, pos, n, runs, cs, backing):
 
 def _write_into(dev, chunks, target_is_zero, progress):
     """-n: write into an existing image through the generic driver."""
-    for pos, n, pieces in chunks:
+    for pos, n, pieces, release in chunks:
         for off, ln, data in pieces:
             if off >= dev.size:
                 continue
@@ -356,6 +399,8 @@ def _write_into(dev, chunks, target_is_zero, progress):
                 dev.write(off, bytes(data[:ln]))
             elif not target_is_zero:
                 dev.write_zeroes(off, ln)
+        if release is not None:
+            release()
         progress(pos + n)
 
 
@@ -380,15 +425,16 @@ def convert(sources, dest, src_fmt=None, out_fmt="raw", options=None, compress=F
     if target_exists and target_is_zero is None:
         target_is_zero = False
     devs = _open_sources(sources, src_fmt, snapshot, force_share)
+    total = sum(d.size for d in devs)
+    chunks = _chunks(devs, total, sparse_size)  # (its reading thread starts on the first chunk)
     try:
-        total = sum(d.size for d in devs)
         report = _Progress(progress, total)
         fully_allocated = sparse_size == 0
         if target_exists:
             with open_image(dest, None if out_fmt is None else out_fmt, read_only=False) as target:
                 if target.size < total:
                     raise InvalidArgument("Output image is too small")
-                _write_into(target, _chunks(devs, total, sparse_size), target_is_zero, report)
+                _write_into(target, chunks, target_is_zero, report)
             return {"virtual-size": total}
         if "size" in opts and opts["size"] != total:
             raise InvalidArgument("Invalid parameter 'size'")
@@ -396,7 +442,7 @@ def convert(sources, dest, src_fmt=None, out_fmt="raw", options=None, compress=F
             prealloc = opts.get("preallocation", "off")
 
             def build(fd):
-                _write_raw(fd, _chunks(devs, total, sparse_size), total, fully_allocated or prealloc == "full",
+                _write_raw(fd, chunks, total, fully_allocated or prealloc == "full",
                            report)
                 if prealloc == "falloc" and total:
                     os.posix_fallocate(fd, 0, total)
@@ -424,7 +470,7 @@ def convert(sources, dest, src_fmt=None, out_fmt="raw", options=None, compress=F
                 if CHUNK % writer.cs:
                     raise InvalidArgument("cluster size larger than the conversion chunk")
                 try:
-                    _write_qcow2(writer, _chunks(devs, total, sparse_size), writer.cs, compress,
+                    _write_qcow2(writer, chunks, writer.cs, compress,
                                  writer.header.compression_type, fully_allocated, backing, report)
                 except BaseException:
                     writer.abort()
@@ -436,5 +482,6 @@ def convert(sources, dest, src_fmt=None, out_fmt="raw", options=None, compress=F
                 backing.close()
         return {"virtual-size": total}
     finally:
+        chunks.close()  # stops the reading thread before its sources close
         for dev in devs:
             dev.close()

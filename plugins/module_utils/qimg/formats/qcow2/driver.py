@@ -25,7 +25,7 @@ from .bitmaps import bitmap_info, mark_in_use, read_bitmaps
 from .compress import decompress_cluster
 from .entries import (ALL_SUBCLUSTERS, ALL_ZERO_BITS, COMPRESSED, COPIED, L1E_RESERVED, L2E_RESERVED, OFFSET_MASK,
                       ZERO_FLAG, decode_table, encode_table, nonzero_entries)
-from ...fileio import pread_exact, pwrite_all
+from ...fileio import pread_exact, pread_into, pwrite_all, zero_view
 from .refcounts import Refcounts
 from .snapshots import read_snapshots, snapshot_info
 
@@ -338,19 +338,30 @@ class Qcow2Image(BlockDevice):
 
     def read(self, offset, length):
         self.check_range(offset, length)
-        parts = []
+        segments = list(self._segments(offset, length))
+        if len(segments) == 1 and segments[0][2] == DATA:  # the common case: one pread, no copy
+            return pread_exact(self.fd, segments[0][3], length)
+        buf = bytearray(length)
+        self._read_segments(offset, memoryview(buf), segments)
+        return bytes(buf)
+
+    def readinto(self, offset, view):
+        self.check_range(offset, len(view))
+        self._read_segments(offset, view, self._segments(offset, len(view)))
+
+    def _read_segments(self, offset, view, segments):
         mask = self.cluster_size - 1
-        for start, n, kind, host in self._segments(offset, length):
+        for start, n, kind, host in segments:
+            part = view[start - offset:start - offset + n]
             if kind == DATA:
-                parts.append(pread_exact(self.fd, host, n))
+                pread_into(self.fd, host, part)
             elif kind == ZERO:
-                parts.append(bytes(n))
+                part[:] = zero_view(n)
             elif kind == UNALLOCATED:
-                parts.append(self.read_backing(start, n))
+                self.readinto_backing(start, part)
             else:
                 in_off = start & mask
-                parts.append(self._compressed_cluster(host)[in_off:in_off + n])
-        return parts[0] if len(parts) == 1 else b"".join(parts)
+                part[:] = self._compressed_cluster(host)[in_off:in_off + n]
 
     def _cluster_view(self, gc):
         """This layer's guest content of guest cluster gc (full cluster, zero-padded at the end)."""

@@ -10,6 +10,8 @@ __metaclass__ = type
 import array
 import sys
 
+from ...fileio import zero_bytes
+
 OFFSET_MASK = 0x00FFFFFFFFFFFE00    # bits 9-55: host offset of an L2 table or data cluster
 COPIED = 1 << 63                    # refcount is exactly one (active tables only)
 COMPRESSED = 1 << 62
@@ -37,16 +39,6 @@ def encode_table(arr):
 
 
 _NONZERO_BYTES = bytes([0]) + bytes([1]) * 255
-_ZEROS = {}
-
-
-def _zeros(n):
-    z = _ZEROS.get(n)
-    if z is None:
-        z = _ZEROS[n] = bytes(n)
-    return z
-
-
 def nonzero_entries(raw, entry_size):
     """Byte offsets of the entries of raw (a table) that are not all zeros, found in C.
 
@@ -54,7 +46,7 @@ def nonzero_entries(raw, entry_size):
     memcmp; otherwise translate() marks non-zero bytes and find() (memchr) skips empty runs.
     """
     n = len(raw)
-    zeros = _zeros(n)
+    zeros = zero_bytes(n)
     if raw == zeros:
         return
     pos = 0

@@ -99,6 +99,11 @@ class Qcow2StreamWriter(object):
         self.io.submit(self.pending_off, self.pending)
         self.pending_off, self.pending, self.pending_len = None, [], 0
 
+    def after_writes(self, fn):
+        """Run fn once everything queued so far is written (the caller may then reuse its buffers)."""
+        self._drain()
+        self.io.after_writes(fn)
+
     # --- guest content ---
     def write_clusters(self, gc, data):
         """Store whole guest clusters starting at guest cluster gc (data is a multiple of the cluster
