@@ -134,6 +134,31 @@ def test_compare_content_mismatch(tmp_path, pair, offset, change):
     assert assert_compare_agrees(q2, q)["offset"] == ours["offset"]
 
 
+@pytest.fixture(scope="module")
+def big_pair(tmp_path_factory):
+    """A 44 MiB qcow2 (more chunks than compare's buffer pool holds) with data in every chunk,
+    zero clusters and holes, and its raw copy."""
+    d = tmp_path_factory.mktemp("big")
+    q = d / "big.qcow2"
+    qemu_img_create(q, "qcow2", "44M", {"cluster_size": "64k"})
+    cmds = ["write -P %d %dk 700k" % (i + 1, i * 1024 * 4 + 300) for i in range(11)]
+    qemu_io(q, "write -P 20 9M 3M", "write -z 10M 64k", *cmds)
+    return q, _to_raw(q, d / "big.raw")
+
+
+@pytest.mark.parametrize("offset", [8 * MiB, 8 * MiB + 1000, 10 * MiB + 5, 17 * MiB + 300 * 1024 + 1,
+                                    33 * MiB + 12345, 44 * MiB - 1])
+def test_compare_mismatch_in_later_chunks(tmp_path, big_pair, offset):
+    q, r = big_pair
+    r2 = tmp_path / "r2.raw"
+    shutil.copyfile(str(r), str(r2))
+    _poke(r2, offset, 9, "raw")
+    ours = assert_compare_agrees(q, r2)
+    assert ours == {"result": "content-mismatch", "offset": offset // 512 * 512, "size-mismatch": False}
+    assert assert_compare_agrees(r2, q, "raw", "qcow2")["offset"] == ours["offset"]
+    assert assert_compare_agrees(q, r)["result"] == "identical"
+
+
 def test_compare_first_of_several(pair):
     q, r = pair
     qemu_io(r, "write -P 9 3M 1", "write -P 9 2M 1", "write -P 9 700000 1", fmt="raw")

@@ -152,6 +152,32 @@ def write_zero_data(fd, offset, length):
         length -= n
 
 
+class BufferPool(object):
+    """Large buffers reused from step to step of a pipeline: a fresh multi-MiB allocation per step
+    costs a page fault per page, a good part of a copy's time. Up to count buffers are made by
+    make() on first need; get() then waits for one to be released."""
+
+    def __init__(self, count, make):
+        self.free = queue.Queue()
+        self.left_to_make = count
+        self.make = make
+
+    def get(self, stop):
+        """A free buffer, or None once the threading.Event stop is set."""
+        if self.left_to_make and self.free.empty():
+            self.left_to_make -= 1
+            return self.make()
+        while not stop.is_set():
+            try:
+                return self.free.get(timeout=0.1)
+            except queue.Empty:
+                pass
+        return None
+
+    def release(self, buf):
+        self.free.put(buf)
+
+
 class BackgroundWriter(object):
     """Positional writes done in order by one worker thread (os.pwritev releases the GIL), with at
     most max_pending queued so memory stays bounded.

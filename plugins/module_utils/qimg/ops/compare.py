@@ -19,6 +19,7 @@ try:
 except ImportError:  # Python 2 spelling, for sanity tests on old interpreters
     import Queue as queue  # type: ignore
 
+from ..fileio import BufferPool, zero_view
 from ..image import chain_block_status, open_image
 
 CHUNK = 8 << 20
@@ -30,21 +31,24 @@ SIZE_MISMATCH = "size-mismatch"          # strict only
 STATUS_MISMATCH = "block-status-mismatch"  # strict only
 
 
-def _first_diff(a, b):
-    """Offset of the first differing 512-byte sector of two equal-length buffers (None if equal)."""
-    if a == b:
+def _first_diff(a, b, lo, hi):
+    """Offset of the first differing 512-byte sector of a[lo:hi] and b[lo:hi] (counted from lo,
+    None if equal). a is bytes or a bytearray, b any buffer; startswith() with a view of b is a
+    memcmp in place, without copies."""
+    vb = memoryview(b)
+    if a.startswith(vb[lo:hi], lo, hi):
         return None
-    lo, hi = 0, len(a)
-    # binary search on prefixes: bytes comparisons stay in C
-    while hi - lo > SECTOR:
-        mid = (lo + (hi - lo) // 2) // SECTOR * SECTOR
+    base, end = lo, hi
+    # binary search on prefixes, in whole sectors from base
+    while end - lo > SECTOR:
+        mid = base + (lo - base + (end - lo) // 2) // SECTOR * SECTOR
         if mid <= lo:
             mid = lo + SECTOR
-        if a[lo:mid] == b[lo:mid]:
+        if a.startswith(vb[lo:mid], lo, mid):
             lo = mid
         else:
-            hi = mid
-    return lo
+            end = mid
+    return lo - base
 
 
 def _status(dev, pos, n):
@@ -52,15 +56,27 @@ def _status(dev, pos, n):
     return [(e.start, e.start + e.length, e.present, e.zero) for e in chain_block_status(dev, pos, n)]
 
 
-def _segments(dev1, dev2, start, end, strict):
-    """Yield (p, kind, a, b): the next range to compare with both contents, or a strict-mode
-    status mismatch (kind STATUS_MISMATCH). Ranges that read as zeros in both are skipped."""
+def _fill(dev, zero, buf, pos, p, q):
+    view = memoryview(buf)[p - pos:q - pos]
+    if zero:
+        view[:] = zero_view(q - p)
+    else:
+        dev.readinto(p, view)
+
+
+def _chunks(dev1, dev2, start, end, strict, pool, stop):
+    """Yield (pos, ranges, bufs, status_mismatch) per chunk: bufs (a pooled pair, or None) hold
+    both contents of each range [lo, hi) (offsets from pos) to compare; status_mismatch is the
+    offset of a strict-mode block status mismatch, which ends the scan after those ranges.
+    Ranges that read as zeros in both images are skipped without reading."""
     pos = start
-    while pos < end:
+    while pos < end and not stop.is_set():
         n = min(CHUNK, end - pos)
         st1, st2 = _status(dev1, pos, n), _status(dev2, pos, n)
         i = j = 0
         p = pos
+        ranges = []
+        bufs = None
         while p < pos + n:
             while st1[i][1] <= p:
                 i += 1
@@ -69,25 +85,30 @@ def _segments(dev1, dev2, start, end, strict):
             s1, s2 = st1[i], st2[j]
             q = min(s1[1], s2[1])
             if strict and (s1[2], s1[3]) != (s2[2], s2[3]):
-                yield p, STATUS_MISMATCH, None, None
+                yield pos, ranges, bufs, p
                 return
             if not (s1[3] and s2[3]):
-                a = bytes(q - p) if s1[3] else dev1.read(p, q - p)
-                b = bytes(q - p) if s2[3] else dev2.read(p, q - p)
-                yield p, CONTENT_MISMATCH, a, b
+                if bufs is None:
+                    bufs = pool.get(stop)
+                    if bufs is None:
+                        return
+                _fill(dev1, s1[3], bufs[0], pos, p, q)
+                _fill(dev2, s2[3], bufs[1], pos, p, q)
+                ranges.append((p - pos, q - pos))
             p = q
+        yield pos, ranges, bufs, None
         pos += n
 
 
-def _read_ahead(gen, depth=2):
-    """Run a generator in a thread, `depth` items ahead (reads release the GIL), for overlap of
-    reading and comparing. Exceptions reach the consumer."""
+def _read_ahead(make_gen, depth=2):
+    """Run the generator make_gen(stop) in a thread, `depth` items ahead (reads release the GIL),
+    for overlap of reading and comparing. Exceptions reach the consumer."""
     q = queue.Queue(maxsize=depth)
     stop = threading.Event()
 
     def run():
         try:
-            for item in gen:
+            for item in make_gen(stop):
                 if stop.is_set():
                     return
                 q.put((True, item))
@@ -118,12 +139,17 @@ def _read_ahead(gen, depth=2):
 
 def _scan(dev1, dev2, start, end, strict):
     """Compare [start, end) of both; returns (kind, offset) or None when equal."""
-    for p, kind, a, b in _read_ahead(_segments(dev1, dev2, start, end, strict)):
-        if kind == STATUS_MISMATCH:
-            return kind, p
-        d = _first_diff(a, b)
-        if d is not None:
-            return CONTENT_MISMATCH, p + d
+    pool = BufferPool(4, lambda: (bytearray(CHUNK), bytearray(CHUNK)))
+    for pos, ranges, bufs, status_mismatch in _read_ahead(
+            lambda stop: _chunks(dev1, dev2, start, end, strict, pool, stop)):
+        for lo, hi in ranges:
+            d = _first_diff(bufs[0], bufs[1], lo, hi)
+            if d is not None:
+                return CONTENT_MISMATCH, pos + lo + d
+        if status_mismatch is not None:
+            return STATUS_MISMATCH, status_mismatch
+        if bufs is not None:
+            pool.release(bufs)
     return None
 
 
@@ -136,8 +162,8 @@ def _tail_nonzero(dev, start, end):
             if e.zero:
                 continue
             data = dev.read(e.start, e.length)
-            if data.strip(b"\0"):
-                d = _first_diff(data, bytes(len(data)))
+            d = _first_diff(data, zero_view(len(data)), 0, len(data))
+            if d is not None:
                 return e.start + d
         pos += n
     return None

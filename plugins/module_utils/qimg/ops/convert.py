@@ -26,7 +26,7 @@ except ImportError:  # Python 2 spelling, for sanity tests on old interpreters
 from ..errors import ImageNotFound, InvalidArgument, UnsupportedFeature
 from ..formats.qcow2.compress import compress_cluster, zstd_available
 from ..formats.qcow2.writer import Qcow2StreamWriter
-from ..fileio import BackgroundWriter, zero_view
+from ..fileio import BackgroundWriter, BufferPool, zero_view
 from ..image import chain_block_status, full_backing_path, open_image
 from ..util import atomic_output
 from .create import normalize_options
@@ -159,31 +159,6 @@ def _split_zeros(offset, buf, lo, hi, sparse_size):
     return out
 
 
-class _BufferPool(object):
-    """Chunk buffers reused from chunk to chunk: a fresh 4 MiB allocation per chunk costs a page
-    fault per page, which is a good part of a copy's time. Buffers are made on first need."""
-
-    def __init__(self, count, size):
-        self.free = queue.Queue()
-        self.left_to_make = count
-        self.size = size
-
-    def get(self, stop):
-        """A free buffer, or None once stop is set."""
-        if self.left_to_make and self.free.empty():
-            self.left_to_make -= 1
-            return bytearray(self.size)
-        while not stop.is_set():
-            try:
-                return self.free.get(timeout=0.1)
-            except queue.Empty:
-                pass
-        return None
-
-    def release(self, buf):
-        self.free.put(buf)
-
-
 def _reader(devs, total, sparse_size, q, stop, pool):
     """Produce chunks (aligned to CHUNK): block status is taken a window at a time, and runs of
     chunks that read as zeros go out as one chunk without being read."""
@@ -224,7 +199,7 @@ def _chunks(devs, total, sparse_size):
     nothing it wrote still needs them. Close the generator before closing devs."""
     q = queue.Queue(maxsize=2)
     stop = threading.Event()
-    pool = _BufferPool(POOL_BUFFERS, CHUNK)
+    pool = BufferPool(POOL_BUFFERS, lambda: bytearray(CHUNK))
     t = threading.Thread(target=_reader, args=(devs, total, sparse_size, q, stop, pool))
     t.daemon = True
     t.start()
