@@ -14,8 +14,9 @@ then times raw->qcow2 and qcow2->raw of (a), `-c` of (b) with zlib and zstd, raw
 before each run, each command run once untimed first (warm page cache). It prints medians, the
 ratio ours/qemu-img and the peak RSS of each command (ru_maxrss of that child, from os.wait4 in a
 small fork/exec wrapper).
-Our command is `bin/qimg convert|compare`, or, while the CLI lacks the command, the engine called
-through `python3 -c`. --quick: 1/16 of the sizes and 3 pairs, a smoke test of the script.
+Our command is `bin/qimg convert|compare` under the interpreter that runs this script (use the
+project's .venv/bin/python: a system Python's site-packages .pth files can add to every start-up).
+--quick: 1/16 of the sizes and 3 pairs, a smoke test of the script.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -36,19 +37,8 @@ import zlib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QIMG = os.path.join(ROOT, "bin", "qimg")
-ENGINE = os.path.join(ROOT, "plugins", "module_utils")
 MiB = 1024 ** 2
 GiB = 1024 ** 3
-
-sys.path.insert(0, ENGINE)
-
-
-def cli_commands():
-    try:
-        from qimg import cli
-    except ImportError:
-        return set()
-    return set(getattr(cli, "COMMANDS", {}))
 
 
 def zstd_importable():
@@ -158,40 +148,22 @@ def run_measured(cmd):
     return float(elapsed), int(code), int(rss) / 1024.0, proc.stderr
 
 
-def engine_convert_cmd(src, dest, src_fmt, out_fmt, compress=False, options=None):
-    code = ("import sys; sys.path.insert(0, %r); from qimg.ops.convert import convert; "
-            "convert([%r], %r, src_fmt=%r, out_fmt=%r, compress=%r, options=%r)"
-            % (ENGINE, src, dest, src_fmt, out_fmt, compress, options or {}))
-    return [sys.executable, "-c", code]
-
-
-def engine_compare_cmd(a, b, fmt_a, fmt_b):
-    code = ("import sys; sys.path.insert(0, %r); from qimg.ops.compare import compare_images; "
-            "sys.exit(0 if compare_images(%r, %r, %r, %r)['result'] == 'identical' else 1)"
-            % (ENGINE, a, b, fmt_a, fmt_b))
-    return [sys.executable, "-c", code]
-
-
 class Case(object):
     def __init__(self, name, ours, theirs, output=None, source=None, source_fmt=None, expect_rc=0):
         self.name, self.ours, self.theirs = name, ours, theirs
         self.output, self.source, self.source_fmt, self.expect_rc = output, source, source_fmt, expect_rc
 
 
-def convert_case(name, commands, src, src_fmt, dest, out_fmt, compress=False, options=None):
+def convert_case(name, src, src_fmt, dest, out_fmt, compress=False, options=None):
     opts = ["-o", ",".join("%s=%s" % kv for kv in sorted(options.items()))] if options else []
     args = ["convert", "-f", src_fmt, "-O", out_fmt] + (["-c"] if compress else []) + opts + [src, dest]
-    if "convert" in commands:
-        ours = [sys.executable, QIMG] + args
-    else:
-        ours = engine_convert_cmd(src, dest, src_fmt, out_fmt, compress, options)
-    return Case(name, ours, ["qemu-img"] + args, output=dest, source=src, source_fmt=src_fmt)
+    return Case(name, [sys.executable, QIMG] + args, ["qemu-img"] + args, output=dest, source=src,
+                source_fmt=src_fmt)
 
 
-def compare_case(name, commands, a, b, fmt_a, fmt_b):
+def compare_case(name, a, b, fmt_a, fmt_b):
     args = ["compare", "-f", fmt_a, "-F", fmt_b, a, b]
-    ours = [sys.executable, QIMG] + args if "compare" in commands else engine_compare_cmd(a, b, fmt_a, fmt_b)
-    return Case(name, ours, ["qemu-img"] + args)
+    return Case(name, [sys.executable, QIMG] + args, ["qemu-img"] + args)
 
 
 def remove(path):
@@ -258,7 +230,6 @@ def main():
         raise SystemExit("qemu-img is needed (Debian package qemu-utils)")
     scale = 16 if args.quick else 1
     pairs = args.pairs or (3 if args.quick else 5)
-    commands = cli_commands()
     have_zstd = zstd_importable()
     d = tempfile.mkdtemp(prefix="qimg-bench-convert-", dir=args.dir)
     rows = []
@@ -275,18 +246,18 @@ def main():
         a_size = "%d GiB" % (4 // scale) if scale == 1 else "%d MiB" % (4 * 1024 // scale)
         g_size = "1 GiB" if scale == 1 else "%d MiB" % (1024 // scale)
         cases = [
-            convert_case("(a) %s sparse raw -> qcow2" % a_size, commands, a_raw, "raw", out, "qcow2"),
-            convert_case("(a) qcow2 -> raw", commands, a_qcow2, "qcow2", out, "raw"),
-            convert_case("(b) %s text -c zlib" % g_size, commands, b_raw, "raw", out, "qcow2", compress=True),
+            convert_case("(a) %s sparse raw -> qcow2" % a_size, a_raw, "raw", out, "qcow2"),
+            convert_case("(a) qcow2 -> raw", a_qcow2, "qcow2", out, "raw"),
+            convert_case("(b) %s text -c zlib" % g_size, b_raw, "raw", out, "qcow2", compress=True),
         ]
         if have_zstd:
-            cases.append(convert_case("(b) %s text -c zstd" % g_size, commands, b_raw, "raw", out, "qcow2",
+            cases.append(convert_case("(b) %s text -c zstd" % g_size, b_raw, "raw", out, "qcow2",
                                       compress=True, options={"compression_type": "zstd"}))
         else:
             print("no zstandard/pyzstd module: skipping the zstd case", file=sys.stderr)
         cases += [
-            convert_case("(c) %s random raw -> qcow2" % g_size, commands, c_raw, "raw", out, "qcow2"),
-            compare_case("(a) compare raw qcow2", commands, a_raw, a_qcow2, "raw", "qcow2"),
+            convert_case("(c) %s random raw -> qcow2" % g_size, c_raw, "raw", out, "qcow2"),
+            compare_case("(a) compare raw qcow2", a_raw, a_qcow2, "raw", "qcow2"),
         ]
         for case in cases:
             t0 = time.perf_counter()
@@ -301,9 +272,7 @@ def main():
         datetime.datetime.now().strftime("%Y-%m-%d %H:%M:%S"), os.cpu_count() or 0, sys.version.split()[0],
         subprocess.run(["qemu-img", "--version"], stdout=subprocess.PIPE, universal_newlines=True,
                        check=False).stdout.splitlines()[0]))
-    print("ours: %s; %d timed pairs per case, medians" % (
-        "bin/qimg" if {"convert", "compare"} <= commands else "engine via python3 -c where bin/qimg lacks the command",
-        pairs))
+    print("ours: %s bin/qimg; %d timed pairs per case, medians" % (sys.executable, pairs))
     header = ("case", "ours s", "qemu-img s", "ours/qemu", "our peak RSS MiB", "qemu RSS MiB", "our out MiB",
               "qemu out MiB", "check")
     print("| " + " | ".join(header) + " |")
