@@ -24,7 +24,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from helpers import MiB, assert_check_clean, qemu_compare, qemu_img_create, qemu_io, same_bytes
+from helpers import assert_check_clean, qemu_compare, qemu_img_create, qemu_io, same_bytes
 
 
 # --- zero splitting ------------------------------------------------------------------------------

@@ -39,6 +39,8 @@ def encode_table(arr):
 
 
 _NONZERO_BYTES = bytes([0]) + bytes([1]) * 255
+
+
 def nonzero_entries(raw, entry_size):
     """Byte offsets of the entries of raw (a table) that are not all zeros, found in C.
 
