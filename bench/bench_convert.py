@@ -12,8 +12,9 @@ it removes afterwards,
 then times raw->qcow2 and qcow2->raw of (a), `-c` of (b) with zlib and zstd, raw->qcow2 of (c) and
 `compare` of (a) raw against its qcow2: our command and qemu-img's alternately, outputs removed
 before each run, each command run once untimed first (warm page cache). It prints medians, the
-ratio ours/qemu-img and the peak RSS of each command (ru_maxrss of that child, from os.wait4 in a
-small fork/exec wrapper).
+ratio ours/qemu-img of the medians, the fastest run of each (on a shared VM some runs of both
+tools stall on fresh memory, and the fastest shows what the tools cost without the stalls) and the
+peak RSS of each command (ru_maxrss of that child, from os.wait4 in a small fork/exec wrapper).
 Our command is `bin/qimg convert|compare` under the interpreter that runs this script (use the
 project's .venv/bin/python: a system Python's site-packages .pth files can add to every start-up).
 --quick: 1/16 of the sizes and 3 pairs, a smoke test of the script.
@@ -209,8 +210,8 @@ def bench(case, pairs):
     ours_size = os.path.getsize(case.output) if case.output else None
     remove(case.output)
     m_ours, m_theirs = statistics.median(t_ours), statistics.median(t_theirs)
-    return (case.name, m_ours, m_theirs, m_ours / m_theirs, max(rss_ours), max(rss_theirs),
-            ours_size, out_size, check)
+    return (case.name, m_ours, m_theirs, m_ours / m_theirs, min(t_ours), min(t_theirs), max(rss_ours),
+            max(rss_theirs), ours_size, out_size, check)
 
 
 def mib(n):
@@ -273,13 +274,13 @@ def main():
         subprocess.run(["qemu-img", "--version"], stdout=subprocess.PIPE, universal_newlines=True,
                        check=False).stdout.splitlines()[0]))
     print("ours: %s bin/qimg; %d timed pairs per case, medians" % (sys.executable, pairs))
-    header = ("case", "ours s", "qemu-img s", "ours/qemu", "our peak RSS MiB", "qemu RSS MiB", "our out MiB",
-              "qemu out MiB", "check")
+    header = ("case", "ours s", "qemu-img s", "ours/qemu", "fastest: ours", "qemu-img", "our peak RSS MiB",
+              "qemu RSS MiB", "our out MiB", "qemu out MiB", "check")
     print("| " + " | ".join(header) + " |")
     print("|" + "|".join("---" for dummy in header) + "|")
-    for name, a, b, ratio, rss, rss_q, size, size_q, check in rows:
-        cells = (name, a, b, ratio, rss, rss_q, mib(size), mib(size_q), check)
-        print("| %s | %.2f | %.2f | %.2f | %.0f | %.0f | %s | %s | %s |" % cells)
+    for name, a, b, ratio, best, best_q, rss, rss_q, size, size_q, check in rows:
+        cells = (name, a, b, ratio, best, best_q, rss, rss_q, mib(size), mib(size_q), check)
+        print("| %s | %.2f | %.2f | %.2f | %.2f | %.2f | %.0f | %.0f | %s | %s | %s |" % cells)
 
 
 if __name__ == "__main__":
