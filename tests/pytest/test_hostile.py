@@ -31,7 +31,7 @@ import textwrap
 import pytest
 
 from conftest import ROOT
-from helpers import qemu_img_create, qimg_cmd
+from helpers import qemu_img_create, qimg_cmd, run
 from helpers import qemu_io as qio  # the name qemu_io is the conftest fixture
 
 TIMEOUT = 20
@@ -415,3 +415,41 @@ def test_unsafe_backing_names_refused(qemu_img, tmp_path, name):
     qemu_img_create(p, "qcow2", "1M", backing=name, backing_fmt="raw", unsafe=True)
     eng = check_image(str(p), "read-error", ["top.qcow2", name.split(":")[0]])
     assert eng["read"]["error"] == "UnsafeImage", eng["read"]
+
+
+def _bitmap_table_offset(path, value):
+    """Point the first bitmap's table (the first field of its directory entry) at value."""
+    with open(str(path), "r+b") as f:
+        head = f.read(65536)
+        pos = struct.unpack(">I", head[100:104])[0]  # header extensions follow the v3 header
+        while True:
+            kind, length = struct.unpack(">II", head[pos:pos + 8])
+            assert kind != 0, "no bitmaps extension"
+            if kind == 0x23852875:
+                directory = struct.unpack(">Q", head[pos + 24:pos + 32])[0]
+                break
+            pos += 8 + (length + 7) // 8 * 8
+        f.seek(directory)
+        f.write(struct.pack(">Q", value))
+
+
+@pytest.mark.parametrize("value", [0x8000000000020000, 0xFFFFFFFFFFFF0000, 0x7FFFFFFFFFFF0000, 0x7FFFFFFFBFFF0000,
+                                   0x100000020000],
+                         ids=["bit63", "all-ones", "int64-end", "request-limit", "past-eof"])
+def test_bitmap_table_offset_out_of_range(qemu_img, tmp_path, value):
+    """A bitmap table beyond any file offset fails the open with QEMU's message; one merely past
+    the end of the file is checked with qemu-img's figures. Never an OverflowError."""
+    path = tmp_path / "bm.qcow2"
+    qemu_img_create(path, "qcow2", "16M")
+    run(["qemu-img", "bitmap", "--add", str(path), "b0"])
+    _bitmap_table_offset(path, value)
+    for command in (["info"], ["check"], ["map", "--output=json"]):
+        theirs = subprocess.run(["qemu-img"] + command + [str(path)], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, universal_newlines=True, check=False)
+        ours = subprocess.run(qimg_cmd(*(command + [str(path)])), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              universal_newlines=True, timeout=TIMEOUT, check=False)
+        assert ours.returncode == theirs.returncode, (command, ours.stderr, theirs.stderr)
+        assert ours.stderr.replace("qimg:", "qemu-img:") == theirs.stderr, command
+        if command == ["check"]:
+            assert ours.stdout == theirs.stdout
+    run_engine(path)

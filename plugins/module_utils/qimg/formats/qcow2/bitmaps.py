@@ -29,6 +29,9 @@ class Bitmap(object):
     __slots__ = ("entry_offset", "table_offset", "table_size", "flags", "type", "granularity_bits", "name")
 
 
+BDRV_MAX_LENGTH = (1 << 63) - (1 << 30)  # QEMU's largest request end (INT64_MAX aligned down to 1 GiB)
+
+
 def read_bitmaps(img):
     """Parse the bitmap directory. Returns [] when there is no (consistent) extension."""
     h = img.header
@@ -66,6 +69,10 @@ def read_bitmaps(img):
         bits = -(-img.size // (1 << b.granularity_bits))
         if b.table_size != -(-bits // (8 * img.cluster_size)) or b.table_offset % img.cluster_size:
             raise corrupt("Bitmap '%s' has an invalid bitmap table" % b.name)
+        if b.table_offset + b.table_size * 8 > BDRV_MAX_LENGTH:
+            # QEMU reads the table on open, and its block layer refuses a request past this
+            raise corrupt("Could not read bitmap_table table from image for bitmap '%s': Input/output error"
+                          % b.name)
         out.append(b)
         pos = (end + 7) & ~7
     return out

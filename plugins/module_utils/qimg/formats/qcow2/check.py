@@ -76,14 +76,14 @@ class _Walker(object):
         """Count one reference to every cluster of [offset, offset+length); False if not counted."""
         if length <= 0:
             return True
-        if offset >= hdr.HOST_OFFSET_LIMIT:
-            self.res.check_errors += 1
-            self.res.messages.append("ERROR: offset=%x is beyond the addressable range" % offset)
-            return False
         if offset + length - self.img.file_size >= self.cs:
-            # as qemu-img: a reference that far past the end is a corruption and is not counted
+            # as qemu-img (checked first): a reference that far past the end is a corruption, not counted
             self.res.error("ERROR: counting reference for region exceeding the end of the file by one cluster "
                            "or more: offset %#x size %#x" % (offset, length))
+            return False
+        if offset >= hdr.HOST_OFFSET_LIMIT:  # (only a file larger than 64 PiB gets here)
+            self.res.check_errors += 1
+            self.res.messages.append("ERROR: offset=%x is beyond the addressable range" % offset)
             return False
         first = offset >> self.cb
         last = (offset + length - 1) >> self.cb
