@@ -48,6 +48,20 @@ def run(cmd, check=True, **kw):
     return proc
 
 
+def oracle_in(directory, qemu_img="qemu-img", qemu_io="qemu-io"):
+    """(q, io) that run qemu-img and qemu-io in directory, for fixtures that build image sets:
+    q("create", ...) and io(fmt, name, "write -P 1 0 1M", ...)."""
+    def q(*args):
+        run([qemu_img] + list(args), cwd=directory)
+
+    def io(fmt, name, *cmds):
+        cmd = [qemu_io, "-f", fmt]
+        for c in cmds:
+            cmd += ["-c", c]
+        run(cmd + [name], cwd=directory)
+    return q, io
+
+
 def qimg(*args, **kw):
     """Run bin/qimg with the current interpreter."""
     return run([sys.executable, QIMG] + [str(a) for a in args], **kw)

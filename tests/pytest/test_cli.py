@@ -17,7 +17,7 @@ import os
 
 import pytest
 
-from conftest import qimg, qimg_as, run
+from conftest import oracle_in, qimg, qimg_as, run
 
 from qimg import cli
 
@@ -324,15 +324,7 @@ def test_option_list_helpers():
 def images(tmp_path_factory, qemu_img, qemu_io):
     """A directory of images made by qemu-img/qemu-io; names relative to it."""
     d = str(tmp_path_factory.mktemp("images"))
-
-    def q(*args):
-        run([qemu_img] + list(args), cwd=d)
-
-    def io(fmt, name, *cmds):
-        cmd = [qemu_io, "-f", fmt]
-        for c in cmds:
-            cmd += ["-c", c]
-        run(cmd + [name], cwd=d)
+    q, io = oracle_in(d, qemu_img, qemu_io)
 
     q("create", "-q", "-f", "qcow2", "plain.qcow2", "64M")
     q("create", "-q", "-f", "qcow2", "base.qcow2", "64M")

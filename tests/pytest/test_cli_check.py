@@ -18,7 +18,7 @@ import shutil
 
 import pytest
 
-from conftest import run
+from conftest import oracle_in, run
 from test_check import COMPRESSED, COPIED, Layout
 
 from qimg import cli
@@ -55,15 +55,7 @@ def _leak_and_shared(lay):
 def images(tmp_path_factory, qemu_img, qemu_io):
     """Images made by qemu-img/qemu-io, some damaged; names are relative to the returned directory."""
     d = str(tmp_path_factory.mktemp("chkimages"))
-
-    def q(*args):
-        run([qemu_img] + list(args), cwd=d)
-
-    def io(fmt, name, *cmds):
-        cmd = [qemu_io, "-f", fmt]
-        for c in cmds:
-            cmd += ["-c", c]
-        run(cmd + [name], cwd=d)
+    q, io = oracle_in(d, qemu_img, qemu_io)
 
     def make(name, options, size, *writes):
         q("create", "-q", "-f", "qcow2", "-o", options, name, size)

@@ -18,22 +18,14 @@ import sys
 
 import pytest
 
-from conftest import QIMG, run
+from conftest import QIMG, oracle_in, run
 
 
 @pytest.fixture(scope="module")
 def images(tmp_path_factory, qemu_img, qemu_io):
     """Source images made by qemu-img/qemu-io; names are relative to the returned directory."""
     d = str(tmp_path_factory.mktemp("cimages"))
-
-    def q(*args):
-        run([qemu_img] + list(args), cwd=d)
-
-    def io(fmt, name, *cmds):
-        cmd = [qemu_io, "-f", fmt]
-        for c in cmds:
-            cmd += ["-c", c]
-        run(cmd + [name], cwd=d)
+    q, io = oracle_in(d, qemu_img, qemu_io)
 
     q("create", "-q", "-f", "qcow2", "a.qcow2", "64M")
     io("qcow2", "a.qcow2", "write -P 1 0 1M", "write -P 2 5M 3M", "write -P 3 20M 64k", "write -z 30M 1M")
