@@ -275,9 +275,10 @@ from ansible_collections.qimg.disk.plugins.module_utils.ansible_glue import (
     image_metadata,
     ordered,
     qimg_errors,
+    refuse_in_use,
     show_value,
 )
-from ansible_collections.qimg.disk.plugins.module_utils.qimg.errors import ImageInUse, QimgError
+from ansible_collections.qimg.disk.plugins.module_utils.qimg.errors import QimgError
 from ansible_collections.qimg.disk.plugins.module_utils.qimg.ops.create import create_image
 from ansible_collections.qimg.disk.plugins.module_utils.qimg.ops.info import image_info
 from ansible_collections.qimg.disk.plugins.module_utils.qimg.sizes import parse_size
@@ -395,20 +396,6 @@ def read_existing(module, path):
     with qimg_errors(module, path=path):
         info = image_info(path, force_share=True)
     return info, image_metadata(info)
-
-
-def refuse_in_use(module, path, action, result):
-    """Fail when another process (a running VM, qemu-nbd) holds a write lock on path.
-
-    Metadata is compared with locks waived, but the image is never removed or replaced under
-    a process that has it open for writing: that process would keep the old file.
-    """
-    try:
-        image_info(path, force_share=False)
-    except ImageInUse as err:
-        module.fail_json(msg="refusing to %s %s: %s" % (action, path, err), **result)
-    except QimgError:
-        pass  # not an image we can read: nobody can be using it as one
 
 
 def state_absent(module, result):
