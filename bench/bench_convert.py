@@ -38,18 +38,10 @@ import zlib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QIMG = os.path.join(ROOT, "bin", "qimg")
+sys.path.insert(0, os.path.join(ROOT, "plugins", "module_utils"))
+from qimg.formats.qcow2.compress import zstd_available  # noqa: E402  (what our convert -c can use)
 MiB = 1024 ** 2
 GiB = 1024 ** 3
-
-
-def zstd_importable():
-    for name in ("zstandard", "pyzstd"):
-        try:
-            __import__(name)
-            return True
-        except ImportError:
-            pass
-    return False
 
 
 # --- images ----------------------------------------------------------------------------------------
@@ -231,7 +223,7 @@ def main():
         raise SystemExit("qemu-img is needed (Debian package qemu-utils)")
     scale = 16 if args.quick else 1
     pairs = args.pairs or (3 if args.quick else 5)
-    have_zstd = zstd_importable()
+    have_zstd = zstd_available()
     d = tempfile.mkdtemp(prefix="qimg-bench-convert-", dir=args.dir)
     rows = []
     try:

@@ -7,6 +7,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import collections
 import os
 import shutil
 import subprocess
@@ -60,6 +61,23 @@ def oracle_in(directory, qemu_img="qemu-img", qemu_io="qemu-io"):
             cmd += ["-c", c]
         run(cmd + [name], cwd=directory)
     return q, io
+
+
+Outcome = collections.namedtuple("Outcome", "stdout stderr returncode")
+
+
+def oracle_and_ours(qemu_img, runner, args, cwd):
+    """(qemu-img's, ours) Outcomes for the same args in cwd; runner runs bin/qimg (qimg, qimg_as...)."""
+    want = run([qemu_img] + list(args), check=False, cwd=cwd)
+    got = runner(*args, cwd=cwd)
+    return Outcome(want.stdout, want.stderr, want.returncode), Outcome(got.stdout, got.stderr, got.returncode)
+
+
+def assert_same_as_qemu_img(qemu_img, runner, args, cwd):
+    """Identical stdout, stderr and exit code; returns our Outcome."""
+    want, got = oracle_and_ours(qemu_img, runner, args, cwd)
+    assert got == want, "%s\nqemu-img: %r\nqimg:     %r" % (args, want, got)
+    return got
 
 
 def qimg(*args, **kw):

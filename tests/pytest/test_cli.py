@@ -17,6 +17,7 @@ import os
 
 import pytest
 
+from conftest import assert_same_as_qemu_img as same
 from conftest import oracle_in, qimg, qimg_as, run
 
 from qimg import cli
@@ -353,14 +354,6 @@ def images(tmp_path_factory, qemu_img, qemu_io):
     os.mkdir(os.path.join(d, "sub"))
     q("create", "-q", "-f", "qcow2", "-b", "../base.qcow2", "-F", "qcow2", "sub/child.qcow2")
     return d
-
-
-def same(qemu_img, runner, args, cwd):
-    """Run qemu-img and the qimg runner with args in cwd; assert identical out, err and code."""
-    want = run([qemu_img] + list(args), check=False, cwd=cwd)
-    got = runner(*args, cwd=cwd)
-    assert (got.stdout, got.stderr, got.returncode) == (want.stdout, want.stderr, want.returncode), args
-    return got
 
 
 INFO_IMAGES = ["plain.qcow2", "top.qcow2", "base.qcow2", "v2.qcow2", "lazy.qcow2", "ext.qcow2",

@@ -18,6 +18,7 @@ import shutil
 
 import pytest
 
+from conftest import assert_same_as_qemu_img as assert_same
 from conftest import oracle_in, run
 from test_check import COMPRESSED, COPIED, Layout
 
@@ -114,19 +115,6 @@ def images(tmp_path_factory, qemu_img, qemu_io):
                 "dirty.qcow2"], check=False, cwd=d)
     assert proc.returncode != 0 and Layout(os.path.join(d, "dirty.qcow2")).incompat & 1
     return d
-
-
-def both(qemu_img, runner, args, cwd):
-    """(qemu result, qimg result) as (stdout, stderr, code) for the same args in cwd."""
-    want = run([qemu_img] + list(args), check=False, cwd=cwd)
-    got = runner(*args, cwd=cwd)
-    return (want.stdout, want.stderr, want.returncode), (got.stdout, got.stderr, got.returncode)
-
-
-def assert_same(qemu_img, runner, args, cwd):
-    want, got = both(qemu_img, runner, args, cwd)
-    assert got == want, "%s\nqemu-img: %r\nqimg:     %r" % (args, want, got)
-    return got
 
 
 def _read(path):

@@ -18,6 +18,8 @@ import sys
 
 import pytest
 
+from conftest import assert_same_as_qemu_img as same
+from conftest import oracle_and_ours as both
 from conftest import QIMG, oracle_in, run
 
 
@@ -52,19 +54,6 @@ def images(tmp_path_factory, qemu_img, qemu_io):
     q("create", "-q", "-f", "raw", "small.raw", "1M")
     q("create", "-q", "-f", "qcow2", "empty.qcow2", "0")
     return d
-
-
-def both(qemu_img, runner, args, cwd):
-    """(qemu result, qimg result) as (stdout, stderr, code) for the same args in cwd."""
-    want = run([qemu_img] + list(args), check=False, cwd=cwd)
-    got = runner(*args, cwd=cwd)
-    return (want.stdout, want.stderr, want.returncode), (got.stdout, got.stderr, got.returncode)
-
-
-def same(qemu_img, runner, args, cwd):
-    want, got = both(qemu_img, runner, args, cwd)
-    assert got == want, args
-    return got
 
 
 def workdir(images, tmp_path, tool):

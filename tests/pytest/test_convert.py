@@ -22,19 +22,10 @@ from helpers import (MiB, assert_check_clean, file_digest, qemu_compare, qemu_im
                      qemu_map, qemu_raw_digest, run)
 from test_interop_read import CASES as READ_CASES
 from test_interop_read import build_chain, build_snapshots
+from qimg.formats.qcow2.compress import zstd_available
 
 
-def _zstd_importable():
-    for name in ("zstandard", "pyzstd"):
-        try:
-            __import__(name)
-            return True
-        except ImportError:
-            pass
-    return False
-
-
-HAVE_ZSTD = _zstd_importable()
+HAVE_ZSTD = zstd_available()
 
 pytestmark = pytest.mark.usefixtures("qemu_img", "qemu_io")  # skip, or fail under CI, without QEMU
 
