@@ -82,19 +82,16 @@ def in_use(tmp_path):
     path = str(tmp_path / "busy.qcow2")
     create_image(path, "qcow2", size="1M")
     sock = str(tmp_path / "nbd.sock")
-    proc = subprocess.Popen([nbd, "-k", sock, "-f", "qcow2", path])  # pylint: disable=consider-using-with
+    # Our probe takes QEMU's locks for a moment: when qemu-nbd opens the image in that moment it
+    # cannot get its own lock and exits, so a start is retried a few times.
+    for dummy in range(5):
+        proc = subprocess.Popen([nbd, "-k", sock, "-f", "qcow2", path])  # pylint: disable=consider-using-with
+        if _wait_for_write_lock(proc, path):
+            break
+        proc.wait()
+    else:
+        pytest.fail("qemu-nbd never took the image's write lock (last exit status %s)" % proc.returncode)
     try:
-        # wait until qemu-nbd holds its write lock (the socket may appear first)
-        for dummy in range(400):
-            try:
-                image_info(path, force_share=False)
-            except ImageInUse:
-                break
-            if proc.poll() is not None:
-                pytest.fail("qemu-nbd exited (%s) before it held the image" % proc.returncode)
-            time.sleep(0.05)
-        else:
-            pytest.fail("qemu-nbd never took the image's write lock")
         yield path
     finally:
         proc.terminate()
@@ -103,3 +100,17 @@ def in_use(tmp_path):
         except subprocess.TimeoutExpired:  # qemu-nbd may ignore SIGTERM while starting up
             proc.kill()
             proc.wait()
+
+
+def _wait_for_write_lock(proc, path):
+    """True once qemu-nbd holds its write lock (the socket may appear first); False if it exited."""
+    for dummy in range(400):
+        try:
+            image_info(path, force_share=False)
+        except ImageInUse:
+            return True
+        if proc.poll() is not None:
+            return False
+        time.sleep(0.05)
+    proc.kill()
+    return False
