@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up everything the demo and the tests need, idempotently:
 #   - qemu-img (Debian package qemu-utils), the test oracle, when missing and we are root;
+#   - strace, which the crash-safety tests use to kill an operation before a chosen write;
 #   - a virtualenv in .venv/ with the tools from tests/requirements-dev.txt;
 #   - a pip bootstrap stand-in for ansible-test (scripts/get_pip_standin.py).
 # A stamp file makes a second run fast: the venv is only rebuilt when the
@@ -34,6 +35,12 @@ apt_install() {
 if ! command -v qemu-img >/dev/null 2>&1; then
     log "qemu-img is missing: installing qemu-utils"
     apt_install qemu-utils
+fi
+
+# strace kills in-place operations before their K-th write (the crash-safety tests)
+if ! command -v strace >/dev/null 2>&1; then
+    log "strace is missing: installing strace"
+    apt_install strace
 fi
 
 if ! "$PYTHON" -m venv --help >/dev/null 2>&1 || ! "$PYTHON" -c 'import ensurepip' >/dev/null 2>&1; then
