@@ -1,0 +1,380 @@
+# -*- coding: utf-8 -*-
+# Copyright: qimg.disk contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""qcow2 external data files (`data_file`, `data_file_raw`), with qemu-img / qemu-io as the oracle.
+
+- images qemu-img makes with a data file read bit-exact through the engine; info and map JSON
+  equal qemu-img's; check figures equal qemu-img's;
+- images we create (every preallocation mode, raw or not, extended L2) look to qemu-img like its
+  own (info, file sizes), pass `qemu-img check` and read back through qemu-io;
+- engine writes into a data-file image land in the data file (at guest offset == host offset) and
+  qemu-io reads them back; with data_file_raw the data file is the guest content;
+- convert in both directions;
+- what QEMU refuses, we refuse with its message.
+
+Relative data file names: QEMU 7.2 (Debian) opens them relative to the working directory, not to
+the image's directory (unlike backing files); so do we.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import json
+import os
+import struct
+
+import pytest
+
+from conftest import assert_same_as_qemu_img, qimg, run
+from helpers import (assert_check_clean, engine_digest, file_digest, qemu_check, qemu_img_create, qemu_info,
+                     qemu_io, qemu_map, qemu_raw_digest, qimg_json, strip_map_filenames)
+
+MiB = 1024 * 1024
+
+WRITES = ["write -P 0x11 0 64k", "write -P 0x22 200k 100k", "write -z 1M 128k", "write -P 0x33 2M 64k",
+          "discard 2M 64k", "write -P 0x44 3M 1536k", "write -P 0x55 4100k 1k"]
+
+
+def _oracle_image(tmp_path, name, size="8M", options=None, writes=WRITES, backing=None):
+    """A qemu-img-made qcow2 with an external data file (absolute name), written by qemu-io."""
+    img = tmp_path / (name + ".qcow2")
+    opts = {"data_file": str(tmp_path / (name + ".data"))}
+    opts.update(options or {})
+    qemu_img_create(img, "qcow2", size, opts, backing=backing, backing_fmt="qcow2" if backing else None)
+    if writes:
+        qemu_io(img, *writes)
+    return img
+
+
+def _ours_info(path, *extra):
+    return qimg_json("info", "--output=json", *(list(extra) + [str(path)]))
+
+
+READ_CASES = [
+    ("plain", {}),
+    ("raw", {"data_file_raw": "on"}),
+    ("el2", {"extended_l2": "on"}),
+    ("el2-raw", {"extended_l2": "on", "data_file_raw": "on"}),
+    ("4k", {"cluster_size": "4k"}),
+    ("metadata", {"preallocation": "metadata"}),
+    ("full", {"preallocation": "full"}),
+    ("lazy", {"lazy_refcounts": "on"}),
+]
+
+
+@pytest.mark.parametrize("name,options", READ_CASES, ids=[c[0] for c in READ_CASES])
+def test_read_info_map_check_qemu_images(qemu_img, qemu_io, tmp_path, name, options):
+    img = _oracle_image(tmp_path, name, options=options)
+    assert engine_digest(img)[0] == qemu_raw_digest(img, tmp_path)
+    want = qemu_info(img)
+    got = _ours_info(img)
+    assert got["format-specific"] == want["format-specific"]
+    for key in ("virtual-size", "cluster-size", "format", "dirty-flag", "actual-size"):
+        assert got.get(key) == want.get(key), key
+    assert strip_map_filenames(qimg_json("map", "--output=json", str(img))) == strip_map_filenames(qemu_map(img))
+    rc, want_check = qemu_check(img)
+    got_check = qimg("check", "--output=json", str(img), check=False)
+    assert got_check.returncode == rc == 0
+    assert json.loads(got_check.stdout) == want_check
+
+
+def test_read_with_backing(qemu_img, qemu_io, tmp_path):
+    base = tmp_path / "base.qcow2"
+    qemu_img_create(base, "qcow2", "4M")
+    qemu_io(base, "write -P 0x77 0 4M")
+    img = _oracle_image(tmp_path, "top", "4M", writes=["write -P 0x11 64k 64k", "write -z 1M 64k",
+                                                       "write -P 0x22 100k 1k"], backing=str(base))
+    assert engine_digest(img)[0] == qemu_raw_digest(img, tmp_path)
+    assert strip_map_filenames(qimg_json("map", "--output=json", str(img))) == strip_map_filenames(qemu_map(img))
+
+
+def test_info_human_and_missing_data_file(qemu_img, tmp_path, as_qemu_img):
+    """info does not open the data file (qemu-img opens with BDRV_O_NO_IO): a missing one is fine."""
+    qemu_img_create(tmp_path / "a.qcow2", "qcow2", "1M", {"data_file": "gone.data", "data_file_raw": "on"})
+    os.unlink(str(tmp_path / "gone.data"))
+    for args in (["info", "a.qcow2"], ["info", "--output=json", "a.qcow2"]):
+        got = assert_same_as_qemu_img(qemu_img, as_qemu_img, args, str(tmp_path))
+        assert "data" in got.stdout
+    # check and map must open it, and fail as qemu-img fails
+    assert_same_as_qemu_img(qemu_img, as_qemu_img, ["check", "a.qcow2"], str(tmp_path))
+    assert_same_as_qemu_img(qemu_img, as_qemu_img, ["map", "a.qcow2"], str(tmp_path))
+
+
+def test_map_human(qemu_img, qemu_io, tmp_path, as_qemu_img):
+    _oracle_image(tmp_path, "m")
+    assert_same_as_qemu_img(qemu_img, as_qemu_img, ["map", "m.qcow2"], str(tmp_path))
+
+
+def test_relative_data_file_is_relative_to_cwd(qemu_img, tmp_path, as_qemu_img):
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    run([qemu_img, "create", "-q", "-f", "qcow2", "-o", "data_file=d.data", "sub/a.qcow2", "1M"], cwd=str(tmp_path))
+    run(["qemu-io", "-c", "write -P 0x5a 0 64k", "sub/a.qcow2"], cwd=str(tmp_path))
+    assert (tmp_path / "d.data").exists() and not (sub / "d.data").exists()
+    assert_same_as_qemu_img(qemu_img, as_qemu_img, ["map", "--output=json", "sub/a.qcow2"], str(tmp_path))
+    # from another directory the name does not resolve, for qemu-img and for us
+    assert_same_as_qemu_img(qemu_img, as_qemu_img, ["check", "a.qcow2"], str(sub))
+
+
+# --- images we create ------------------------------------------------------------------------
+
+CREATE_CASES = [
+    ("off", {}),
+    ("metadata", {"preallocation": "metadata"}),
+    ("falloc", {"preallocation": "falloc"}),
+    ("full", {"preallocation": "full"}),
+    ("raw", {"data_file_raw": "on"}),
+    ("raw-full", {"data_file_raw": "on", "preallocation": "full"}),
+    ("el2", {"extended_l2": "on"}),
+    ("el2-raw-4k", {"extended_l2": "on", "data_file_raw": "on", "cluster_size": "16k"}),
+    ("512-rb1", {"cluster_size": "512", "refcount_bits": "1", "preallocation": "metadata"}),
+]
+
+
+@pytest.mark.parametrize("name,options", CREATE_CASES, ids=[c[0] for c in CREATE_CASES])
+def test_create_like_qemu_img(qemu_img, qemu_io, tmp_path, as_qemu_img, name, options):
+    theirs, ours = tmp_path / "theirs", tmp_path / "ours"
+    theirs.mkdir()
+    ours.mkdir()
+    o = ",".join(["data_file=img.data"] + ["%s=%s" % kv for kv in sorted(options.items())])
+    args = ["create", "-f", "qcow2", "-o", o, "img.qcow2", "3M"]
+    want = run([qemu_img] + args, cwd=str(theirs))
+    got = as_qemu_img(*args, cwd=str(ours))
+    assert (got.stdout, got.stderr, got.returncode) == (want.stdout, want.stderr, want.returncode)
+    for f in ("img.qcow2", "img.data"):
+        assert os.path.getsize(str(ours / f)) == os.path.getsize(str(theirs / f)), f
+    assert not [n for n in os.listdir(str(ours)) if n not in ("img.qcow2", "img.data")]
+    wi, gi = qemu_info(theirs / "img.qcow2"), qemu_info(ours / "img.qcow2")
+    assert gi["format-specific"] == wi["format-specific"]
+    assert qemu_map(ours / "img.qcow2") == qemu_map(theirs / "img.qcow2")
+    run(["qemu-io", "-c", "write -P 0x61 0 100k", "-c", "write -z 1M 64k", "img.qcow2"], cwd=str(ours))
+    run(["qemu-io", "-c", "read -P 0x61 0 100k", "-c", "read -P 0 100k 2M", "img.qcow2"], cwd=str(ours))
+    rc, report = qemu_check(ours / "img.qcow2")
+    assert rc == 0, report
+    if "data_file_raw" in options:
+        with open(str(ours / "img.data"), "rb") as f:
+            assert f.read(100 * 1024) == b"\x61" * (100 * 1024)
+
+
+def test_create_replaces_existing_data_file(qemu_img, tmp_path):
+    data = tmp_path / "x.data"
+    data.write_bytes(b"\xff" * (5 * MiB))
+    qimg("create", "-q", "-f", "qcow2", "-o", "data_file=%s,data_file_raw=on" % data, str(tmp_path / "x.qcow2"), "1M")
+    assert os.path.getsize(str(data)) == MiB
+    assert file_digest(data) == file_digest(_zero_file(tmp_path / "z", MiB))
+    assert_check_clean(tmp_path / "x.qcow2")
+
+
+def _zero_file(path, size):
+    with open(str(path), "wb") as f:
+        f.truncate(size)
+    return path
+
+
+def test_engine_create_api(tmp_path):
+    from qimg.ops.create import create_image
+    create_image(str(tmp_path / "e.qcow2"), "qcow2", size=MiB,
+                 options={"data_file": str(tmp_path / "e.data"), "data_file_raw": True})
+    info = qemu_info(tmp_path / "e.qcow2")["format-specific"]["data"]
+    assert info["data-file"] == str(tmp_path / "e.data") and info["data-file-raw"] is True
+    assert_check_clean(tmp_path / "e.qcow2")
+
+
+# --- writes through the engine -----------------------------------------------------------------
+
+@pytest.mark.parametrize("options", [{}, {"data_file_raw": "on"}, {"extended_l2": "on"},
+                                     {"extended_l2": "on", "data_file_raw": "on"}],
+                         ids=["plain", "raw", "el2", "el2-raw"])
+def test_engine_writes(qemu_img, qemu_io, tmp_path, options):
+    from qimg.image import open_image
+    img = _oracle_image(tmp_path, "w", "4M", options=options, writes=["write -P 0x11 0 1M"])
+    with open_image(str(img), read_only=False) as dev:
+        dev.write(0, b"\xaa" * 4096)                  # in place, cluster at host offset 0
+        dev.write(1536 * 1024, b"\xbb" * 70000)       # new clusters, partial
+        dev.write_zeroes(64 * 1024, 128 * 1024)       # whole clusters
+        dev.write_zeroes(200 * 1024, 1000)            # partial
+        dev.discard(512 * 1024, 128 * 1024)
+        dev.write(3 * MiB + 100, b"\xcc" * 300)
+    qemu_io(img, "read -P 0xaa 0 4k", "read -P 0x11 4k 60k", "read -P 0 64k 128k", "read -P 0x11 192k 8k",
+            "read -P 0 200k 1000", "read -P 0 512k 128k", "read -P 0xbb 1536k 70000", "read -P 0 3M 100",
+            "read -P 0xcc 3145828 300", "read -P 0 3146128 100k")
+    rc, report = qemu_check(img)
+    assert rc == 0, report
+    assert engine_digest(img)[0] == qemu_raw_digest(img, tmp_path)
+    m = qemu_map(img)
+    assert all(e["offset"] == e["start"] for e in m if "offset" in e)
+    if options.get("data_file_raw"):
+        assert file_digest(tmp_path / "w.data") == qemu_raw_digest(img, tmp_path)
+
+
+def test_engine_write_with_backing(qemu_img, qemu_io, tmp_path):
+    from qimg.image import open_image
+    base = tmp_path / "b.qcow2"
+    qemu_img_create(base, "qcow2", "1M")
+    qemu_io(base, "write -P 0x77 0 1M")
+    img = _oracle_image(tmp_path, "o", "1M", writes=None, backing=str(base))
+    with open_image(str(img), read_only=False) as dev:
+        dev.write(70000, b"\x01" * 1000)
+    qemu_io(img, "read -P 0x77 0 70000", "read -P 1 70000 1000", "read -P 0x77 71000 953576")
+    assert_check_clean(img)
+
+
+# --- convert ---------------------------------------------------------------------------------
+
+def test_convert_from_data_file_source(qemu_img, qemu_io, tmp_path):
+    img = _oracle_image(tmp_path, "src")
+    for fmt in ("raw", "qcow2"):
+        out = tmp_path / ("out." + fmt)
+        qimg("convert", "-O", fmt, str(img), str(out))
+        assert qemu_raw_digest(out, tmp_path, fmt=fmt) == qemu_raw_digest(img, tmp_path)
+
+
+@pytest.mark.parametrize("options", ["data_file=t.data", "data_file=t.data,data_file_raw=on",
+                                     "data_file=t.data,extended_l2=on,cluster_size=16k"])
+def test_convert_to_data_file_target(qemu_img, qemu_io, tmp_path, options):
+    src = tmp_path / "s.qcow2"
+    qemu_img_create(src, "qcow2", "5M")
+    qemu_io(src, "write -P 0x12 0 300k", "write -P 0x34 2M 1M", "write -P 0x56 5056k 64k")
+    ours, theirs = tmp_path / "ours", tmp_path / "theirs"
+    ours.mkdir()
+    theirs.mkdir()
+    args = ["convert", "-O", "qcow2", "-o", options, str(src), "t.qcow2"]
+    run([qemu_img] + args, cwd=str(theirs))
+    qimg(*args, cwd=str(ours))
+    assert qemu_raw_digest(ours / "t.qcow2", tmp_path) == qemu_raw_digest(src, tmp_path)
+    assert qemu_info(ours / "t.qcow2")["format-specific"] == qemu_info(theirs / "t.qcow2")["format-specific"]
+    assert qemu_map(ours / "t.qcow2") == qemu_map(theirs / "t.qcow2")
+    assert os.path.getsize(str(ours / "t.data")) == os.path.getsize(str(theirs / "t.data"))
+    assert_check_clean(ours / "t.qcow2")
+    assert sorted(os.listdir(str(ours))) == ["t.data", "t.qcow2"]
+    if "data_file_raw=on" in options:
+        assert file_digest(ours / "t.data") == qemu_raw_digest(src, tmp_path)
+
+
+# --- refusals --------------------------------------------------------------------------------
+
+REFUSED_CREATES = [
+    "data_file_raw=on",
+    "data_file=x.data,compat=0.10",
+    "data_file=x.data,data_file_raw=on,backing_file=base.qcow2,backing_fmt=qcow2",
+]
+
+
+@pytest.mark.parametrize("options", REFUSED_CREATES)
+def test_create_refusals(qemu_img, tmp_path, as_qemu_img, options):
+    qemu_img_create(tmp_path / "base.qcow2", "qcow2", "1M")
+    got = assert_same_as_qemu_img(qemu_img, as_qemu_img, ["create", "-f", "qcow2", "-o", options, "x.qcow2", "1M"],
+                                  str(tmp_path))
+    assert got.returncode == 1
+    assert not (tmp_path / "x.data").exists() and not (tmp_path / "x.qcow2").exists()
+
+
+def test_create_raw_format_refuses_data_file(qemu_img, tmp_path, as_qemu_img):
+    assert_same_as_qemu_img(qemu_img, as_qemu_img, ["create", "-f", "raw", "-o", "data_file=x.data", "x.raw", "1M"],
+                            str(tmp_path))
+
+
+def test_convert_compressed_refused(qemu_img, qemu_io, tmp_path, as_qemu_img):
+    qemu_img_create(tmp_path / "s.qcow2", "qcow2", "1M")
+    qemu_io(tmp_path / "s.qcow2", "write -P 1 0 64k")
+    got = as_qemu_img("convert", "-c", "-O", "qcow2", "-o", "data_file=y.data", "s.qcow2", "y.qcow2",
+                      cwd=str(tmp_path))
+    assert got.returncode == 1
+    assert got.stderr == "qemu-img: error while writing at byte 0: Operation not supported\n"
+    assert not (tmp_path / "y.qcow2").exists() and not (tmp_path / "y.data").exists()
+
+
+def _patch_header(path, incompat_set=0, incompat_clear=0, autoclear_set=0):
+    with open(str(path), "r+b") as f:
+        f.seek(72)
+        incompat, compat, autoclear = struct.unpack(">QQQ", f.read(24))
+        f.seek(72)
+        f.write(struct.pack(">QQQ", (incompat | incompat_set) & ~incompat_clear, compat, autoclear | autoclear_set))
+
+
+def _drop_data_file_ext(path):
+    with open(str(path), "r+b") as f:
+        buf = bytearray(f.read(4096))
+        off = struct.unpack(">I", buf[100:104])[0]
+        while True:
+            typ, ln = struct.unpack(">II", buf[off:off + 8])
+            if typ == 0:
+                raise AssertionError("no data file extension")
+            if typ == 0x44415441:
+                struct.pack_into(">I", buf, off, 0x12345678)  # an unknown extension now
+                break
+            off += 8 + ((ln + 7) & ~7)
+        f.seek(0)
+        f.write(bytes(buf))
+
+
+def test_open_refusals(qemu_img, qemu_io, tmp_path, as_qemu_img):
+    # the data file bit without a name
+    img = _oracle_image(tmp_path, "n", "1M", writes=["write -P 1 0 64k"])
+    _drop_data_file_ext(img)
+    for args in (["check", "n.qcow2"], ["map", "n.qcow2"], ["convert", "-O", "raw", "n.qcow2", "n.raw"]):
+        got = assert_same_as_qemu_img(qemu_img, as_qemu_img, args, str(tmp_path))
+        assert "'data-file' is required for this image" in got.stderr
+    # the raw bit without the data file bit
+    plain = tmp_path / "p.qcow2"
+    qemu_img_create(plain, "qcow2", "1M")
+    _patch_header(plain, autoclear_set=2)
+    got = assert_same_as_qemu_img(qemu_img, as_qemu_img, ["check", "p.qcow2"], str(tmp_path))
+    assert "data-file-raw requires a data file" in got.stderr
+
+
+def _l2_entry_offset(path, guest_cluster):
+    with open(str(path), "rb") as f:
+        h = f.read(512)
+        l1 = struct.unpack(">Q", h[40:48])[0]
+        f.seek(l1)
+        l2 = struct.unpack(">Q", f.read(8))[0] & ((1 << 56) - 512)
+    return l2 + 8 * guest_cluster
+
+
+def _set_l2_entry(path, guest_cluster, value):
+    off = _l2_entry_offset(path, guest_cluster)
+    with open(str(path), "r+b") as f:
+        f.seek(off)
+        f.write(struct.pack(">Q", value))
+
+
+def test_compressed_cluster_in_data_file_image(qemu_img, qemu_io, tmp_path):
+    """A compressed entry is corruption with a data file: reading it fails, check counts it as qemu-img does."""
+    from qimg.errors import ImageCorrupt
+    from qimg.image import open_image
+    img = _oracle_image(tmp_path, "c", "1M", writes=["write -P 1 0 128k"])
+    _set_l2_entry(img, 1, (1 << 62) | 0x10000)
+    rc, want = qemu_check(img)
+    got = qimg("check", "--output=json", str(img), check=False)
+    assert (got.returncode, json.loads(got.stdout)) == (rc, want) == (2, want)
+    assert "ERROR compressed cluster 1 with data file, entry=0x4000000000010000" in got.stderr
+    with open_image(str(img)) as dev:
+        assert dev.read(0, 65536) == b"\1" * 65536
+        with pytest.raises(ImageCorrupt, match="Compressed cluster entry found in image with external data file"):
+            dev.read(65536, 65536)
+
+
+def test_host_offset_must_match_guest_offset(qemu_img, qemu_io, tmp_path):
+    from qimg.errors import ImageCorrupt
+    from qimg.image import open_image
+    img = _oracle_image(tmp_path, "h", "1M", writes=["write -P 1 0 128k"])
+    _set_l2_entry(img, 1, (1 << 63) | 0x20000)
+    with open_image(str(img)) as dev:
+        with pytest.raises(ImageCorrupt, match="External data file host cluster offset 0x20000 does not match "
+                                               "guest cluster offset: 0x10000"):
+            dev.read(65536, 512)
+
+
+def test_data_file_node_and_snapshots(qemu_img, qemu_io, tmp_path):
+    """The driver exposes its data file node; without a data file it is the image's own file."""
+    from qimg.image import open_image
+    img = _oracle_image(tmp_path, "s", "1M", writes=["write -P 9 0 64k"])
+    with open_image(str(img)) as dev:
+        assert dev.has_data_file and dev.data_file.filename == str(tmp_path / "s.data")
+        assert dev.info_fields().get("snapshots") is None
+    plain = tmp_path / "plain.qcow2"
+    qemu_img_create(plain, "qcow2", "1M")
+    with open_image(str(plain)) as dev:
+        assert not dev.has_data_file
