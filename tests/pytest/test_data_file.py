@@ -47,6 +47,10 @@ def _oracle_image(tmp_path, name, size="8M", options=None, writes=WRITES, backin
     return img
 
 
+def _json_in(directory, *cmd):
+    return json.loads(run(list(cmd), cwd=str(directory)).stdout)
+
+
 def _ours_info(path, *extra):
     return qimg_json("info", "--output=json", *(list(extra) + [str(path)]))
 
@@ -147,11 +151,11 @@ def test_create_like_qemu_img(qemu_img, qemu_io, tmp_path, as_qemu_img, name, op
     assert not [n for n in os.listdir(str(ours)) if n not in ("img.qcow2", "img.data")]
     wi, gi = qemu_info(theirs / "img.qcow2"), qemu_info(ours / "img.qcow2")
     assert gi["format-specific"] == wi["format-specific"]
-    assert qemu_map(ours / "img.qcow2") == qemu_map(theirs / "img.qcow2")
+    assert (_json_in(ours, "qemu-img", "map", "--output=json", "img.qcow2")
+            == _json_in(theirs, "qemu-img", "map", "--output=json", "img.qcow2"))
     run(["qemu-io", "-c", "write -P 0x61 0 100k", "-c", "write -z 1M 64k", "img.qcow2"], cwd=str(ours))
     run(["qemu-io", "-c", "read -P 0x61 0 100k", "-c", "read -P 0 100k 2M", "img.qcow2"], cwd=str(ours))
-    rc, report = qemu_check(ours / "img.qcow2")
-    assert rc == 0, report
+    assert run(["qemu-img", "check", "img.qcow2"], cwd=str(ours), check=False).returncode == 0
     if "data_file_raw" in options:
         with open(str(ours / "img.data"), "rb") as f:
             assert f.read(100 * 1024) == b"\x61" * (100 * 1024)
@@ -164,6 +168,14 @@ def test_create_replaces_existing_data_file(qemu_img, tmp_path):
     assert os.path.getsize(str(data)) == MiB
     assert file_digest(data) == file_digest(_zero_file(tmp_path / "z", MiB))
     assert_check_clean(tmp_path / "x.qcow2")
+
+
+def _raw_digest_in(directory, name):
+    run(["qemu-img", "convert", "-O", "raw", name, "oracle.raw"], cwd=str(directory))
+    try:
+        return file_digest(directory / "oracle.raw")
+    finally:
+        os.unlink(str(directory / "oracle.raw"))
 
 
 def _zero_file(path, size):
@@ -242,11 +254,12 @@ def test_convert_to_data_file_target(qemu_img, qemu_io, tmp_path, options):
     args = ["convert", "-O", "qcow2", "-o", options, str(src), "t.qcow2"]
     run([qemu_img] + args, cwd=str(theirs))
     qimg(*args, cwd=str(ours))
-    assert qemu_raw_digest(ours / "t.qcow2", tmp_path) == qemu_raw_digest(src, tmp_path)
+    assert _raw_digest_in(ours, "t.qcow2") == qemu_raw_digest(src, tmp_path)
     assert qemu_info(ours / "t.qcow2")["format-specific"] == qemu_info(theirs / "t.qcow2")["format-specific"]
-    assert qemu_map(ours / "t.qcow2") == qemu_map(theirs / "t.qcow2")
+    assert (_json_in(ours, "qemu-img", "map", "--output=json", "t.qcow2")
+            == _json_in(theirs, "qemu-img", "map", "--output=json", "t.qcow2"))
     assert os.path.getsize(str(ours / "t.data")) == os.path.getsize(str(theirs / "t.data"))
-    assert_check_clean(ours / "t.qcow2")
+    assert run(["qemu-img", "check", "t.qcow2"], cwd=str(ours), check=False).returncode == 0
     assert sorted(os.listdir(str(ours))) == ["t.data", "t.qcow2"]
     if "data_file_raw=on" in options:
         assert file_digest(ours / "t.data") == qemu_raw_digest(src, tmp_path)

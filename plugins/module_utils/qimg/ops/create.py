@@ -53,8 +53,7 @@ FILE_PROTOCOL_OPTIONS = [
     ("preallocation", "str", "Preallocation mode (allowed values: off, falloc, full)"),
 ]
 # options qemu-img knows but we refuse with a clear message
-_NOT_YET = {"data_file": "external data files", "data_file_raw": "external data files",
-            "encryption": "encryption", "encrypt.format": "encryption", "encrypt.key-secret": "encryption",
+_NOT_YET = {"encryption": "encryption", "encrypt.format": "encryption", "encrypt.key-secret": "encryption",
             "encrypt.cipher-alg": "encryption", "encrypt.cipher-mode": "encryption",
             "encrypt.hash-alg": "encryption", "encrypt.iter-time": "encryption",
             "encrypt.ivgen-alg": "encryption", "encrypt.ivgen-hash-alg": "encryption"}
@@ -227,6 +226,36 @@ def refuse_if_in_use(filename):
         os.close(fd)
 
 
+def data_file_options(o):
+    """The data_file / data_file_raw create options for the qcow2 writers (validated before any file
+    is touched: qemu-img's rules and messages)."""
+    from ..formats.qcow2.create import check_data_file_options
+    data_file = o.get("data_file")
+    raw = bool(o.get("data_file_raw", False))
+    check_data_file_options(2 if str(o.get("compat", "1.1")) in ("0.10", "v2") else 3, data_file, raw,
+                            o.get("backing_file"))
+    if data_file is None:
+        return {}
+    refuse_pseudo_filename(data_file, "Data file name")
+    return {"data_file": data_file, "data_file_raw": raw}
+
+
+def with_data_file(options, build):
+    """build(data_fd) with the external data file named in options, or build(None) without one.
+
+    As qemu-img, the data file is (re)created empty; like every whole-file output here it is written
+    to a temporary file and renamed into place when build() succeeds (before the image itself is, so
+    a new image never names a data file that is not there yet)."""
+    name = options.get("data_file")
+    if name is None:
+        return build(None)
+    if os.path.lexists(name):
+        refuse_if_in_use(name)
+    result = []
+    atomic_output(name, lambda data_fd: result.append(build(data_fd)))
+    return result[0]
+
+
 def create_image(filename, fmt, size=None, options=None, backing_file=None, backing_fmt=None,
                  unsafe=False, overwrite=True):
     """Create a raw or qcow2 image (see docs/engine-api.md)."""
@@ -263,14 +292,16 @@ def create_image(filename, fmt, size=None, options=None, backing_file=None, back
     size = (size + 511) // 512 * 512  # whole sectors, as qemu-img
     if fmt == "qcow2":
         compression = o.get("compression_type", "zlib")  # zstd needs no library until data is compressed
+        qcow2_options = dict(cluster_size=o.get("cluster_size", 65536), compat=o.get("compat", "1.1"),
+                             refcount_bits=o.get("refcount_bits", 16),
+                             lazy_refcounts=o.get("lazy_refcounts", False),
+                             extended_l2=o.get("extended_l2", False),
+                             preallocation=o.get("preallocation", "off"), compression_type=compression,
+                             backing_file=backing_file, backing_fmt=backing_fmt)
+        qcow2_options.update(data_file_options(o))
 
         def build(fd):
-            create_qcow2(fd, size, cluster_size=o.get("cluster_size", 65536), compat=o.get("compat", "1.1"),
-                         refcount_bits=o.get("refcount_bits", 16),
-                         lazy_refcounts=o.get("lazy_refcounts", False),
-                         extended_l2=o.get("extended_l2", False),
-                         preallocation=o.get("preallocation", "off"), compression_type=compression,
-                         backing_file=backing_file, backing_fmt=backing_fmt)
+            with_data_file(qcow2_options, lambda data_fd: create_qcow2(fd, size, data_fd=data_fd, **qcow2_options))
     else:
         def build(fd):
             create_raw(fd, size, o.get("preallocation", "off"))

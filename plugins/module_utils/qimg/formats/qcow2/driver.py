@@ -663,7 +663,7 @@ class Qcow2Image(BlockDevice):
         """
         real_clusters = self.actual_size() // self.cluster_size
         threshold = max(real_clusters * 10 // 9, real_clusters + 2)
-        return self.refcounts.count_used(-(-self.file_size // self.cluster_size), threshold) > threshold
+        return self.refcounts.count_used(-(-self.file_size // self.cluster_size), threshold) >= threshold
 
     def format_specific(self):
         h = self.header
