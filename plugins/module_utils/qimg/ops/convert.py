@@ -29,7 +29,7 @@ from ..formats.qcow2.writer import Qcow2StreamWriter
 from ..fileio import BackgroundWriter, BufferPool, zero_view
 from ..image import chain_block_status, full_backing_path, open_image
 from ..util import atomic_output
-from .create import normalize_options
+from .create import data_file_options, normalize_options, with_data_file
 
 CHUNK = 4 << 20          # guest bytes per pipeline step (a multiple of every cluster size)
 STATUS_WINDOW = 64 * CHUNK  # guest bytes whose block status is taken at once
@@ -438,10 +438,14 @@ def convert(sources, dest, src_fmt=None, out_fmt="raw", options=None, compress=F
                                lazy_refcounts=opts.get("lazy_refcounts", False),
                                extended_l2=opts.get("extended_l2", False), compression_type=ctype_name,
                                backing_file=backing_file, backing_fmt=backing_fmt)
+            create_opts.update(data_file_options(dict(opts, backing_file=backing_file)))
             size = (total + 511) // 512 * 512
 
             def build_qcow2(fd):
-                writer = Qcow2StreamWriter(fd, size, **create_opts)
+                with_data_file(create_opts, lambda data_fd: build_into(fd, data_fd))
+
+            def build_into(fd, data_fd):
+                writer = Qcow2StreamWriter(fd, size, data_fd=data_fd, **create_opts)
                 if CHUNK % writer.cs:
                     raise InvalidArgument("cluster size larger than the conversion chunk")
                 try:

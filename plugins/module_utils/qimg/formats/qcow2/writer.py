@@ -7,6 +7,10 @@ Guest clusters must arrive in ascending order. Data goes to the file in large co
 each L2 table is written as soon as the guest offset moves past its range, so memory holds one L2
 table, the L1 table and the refcounts of compressed host clusters. At the end the L1 table, the
 refcount structures (sized to cover themselves) and, last, the header are written.
+
+With an external data file (create options data_file / data_file_raw), guest cluster N goes to
+offset N * cluster_size of the data file and only the tables go to the qcow2 file; data_file_raw
+maps every guest cluster (QEMU's metadata preallocation), so the data file alone is the raw image.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -16,7 +20,9 @@ __metaclass__ = type
 import array
 import struct
 
-from ...errors import InvalidArgument
+import os
+
+from ...errors import InvalidArgument, QimgError
 from ...fileio import BackgroundWriter, pwrite_all
 from . import header as hdr
 from .create import plan_header
@@ -28,12 +34,35 @@ def _div_up(a, b):
     return -(-a // b)
 
 
+class _Coalescer(object):
+    """Contiguous writes gathered into large pwritev calls on one background writer."""
+
+    def __init__(self, io):
+        self.io = io
+        self.off, self.parts, self.length = None, [], 0
+
+    def queue(self, off, data):
+        if self.off is not None and self.off + self.length == off and self.length < (8 << 20):
+            self.parts.append(data)
+            self.length += len(data)
+            return
+        self.drain()
+        self.off, self.parts, self.length = off, [data], len(data)
+
+    def drain(self):
+        if self.off is not None:
+            self.io.submit(self.off, self.parts)
+            self.off, self.parts, self.length = None, [], 0
+
+
 class Qcow2StreamWriter(object):
     """Writes a fresh qcow2 image into an empty file descriptor."""
 
-    def __init__(self, fd, size, **create_options):
+    def __init__(self, fd, size, data_fd=None, **create_options):
         self.fd = fd
         self.header = h = plan_header(size, **create_options)
+        self.external = h.data_file is not None
+        self.map_all = bool(create_options.get("data_file_raw")) and self.external
         self.cs = cs = h.cluster_size
         self.cb = h.cluster_bits
         self.size = h.size
@@ -50,7 +79,14 @@ class Qcow2StreamWriter(object):
         self.pending_off = None
         self.pending_len = 0
         self.x_bits = 62 - (self.cb - 8)
+        self.mapped_to = 0                    # map_all: guest clusters below this have their entry
+        if self.external:
+            # as QEMU creates it: the guest's size, its first block allocated
+            os.ftruncate(data_fd, self.size)
+            if self.size:
+                pwrite_all(data_fd, 0, bytes(512 if self.size < 4096 else 4096))
         self.io = BackgroundWriter(fd)
+        self.data = _Coalescer(BackgroundWriter(data_fd)) if self.external else None
 
     # --- L2 handling ---
     def _entry_slot(self, gc):
@@ -58,11 +94,28 @@ class Qcow2StreamWriter(object):
             raise InvalidArgument("stream writer: guest clusters must ascend (%d after %d)"
                                   % (gc, self.last_guest_cluster))
         self.last_guest_cluster = gc
+        if self.map_all:
+            self._map_up_to(gc)
+        return self._slot(gc)
+
+    def _slot(self, gc):
         l1i, l2i = divmod(gc, self.l2_entries)
         if self.l2 is None or self.l2[0] != l1i:
             self._flush_l2()
             self.l2 = (l1i, array.array("Q", [0]) * (self.l2_entries * self.step))
         return self.l2[1], l2i * self.step
+
+    def _map_up_to(self, end):
+        """data_file_raw: entries guest offset | COPIED for the clusters [mapped_to, end) not written
+        (their subclusters stay unallocated: they read as the zeros of the fresh data file)."""
+        gc = max(self.mapped_to, 0)
+        step, cs = self.step, self.cs
+        while gc < end:
+            table, idx = self._slot(gc)
+            n = min(end - gc, self.l2_entries - idx // step)
+            table[idx:idx + n * step:step] = array.array("Q", range(gc * cs | COPIED, (gc + n) * cs | COPIED, cs))
+            gc += n
+        self.mapped_to = max(self.mapped_to, end + 1)
 
     def _flush_l2(self):
         if self.l2 is None:
@@ -102,6 +155,10 @@ class Qcow2StreamWriter(object):
     def after_writes(self, fn):
         """Run fn once everything queued so far is written (the caller may then reuse its buffers)."""
         self._drain()
+        if self.external:
+            self.data.drain()
+            self.data.io.after_writes(fn)  # guest buffers only go to the data file
+            return
         self.io.after_writes(fn)
 
     # --- guest content ---
@@ -110,6 +167,15 @@ class Qcow2StreamWriter(object):
         size, except that the image's last cluster may be short)."""
         cs = self.cs
         n = _div_up(len(data), cs)
+        if self.external:
+            host = gc * cs  # guest offset == host offset; the data file ends with the image
+            self.data.queue(host, data)
+            for k in range(n):
+                table, idx = self._entry_slot(gc + k)
+                table[idx] = (host + k * cs) | COPIED
+                if self.extended_l2:
+                    table[idx + 1] = ALL_SUBCLUSTERS
+            return
         self._align_cursor()
         host = self._take(n * cs)
         self._queue(host, data)
@@ -123,6 +189,8 @@ class Qcow2StreamWriter(object):
 
     def write_compressed(self, gc, cdata):
         """Store one guest cluster as compressed bytes (packed byte-wise, as QEMU does)."""
+        if self.external:  # QEMU: -ENOTSUP for compressed writes with a data file
+            raise QimgError("error while writing at byte %d: Operation not supported" % (gc * self.cs))
         start = self.cursor
         first_cluster = start >> self.cb
         end = start + len(cdata)
@@ -155,14 +223,21 @@ class Qcow2StreamWriter(object):
     # --- the end ---
     def abort(self):
         """Stop the background writes after a failure (the caller discards the file)."""
-        try:
-            self.io.wait()
-        except Exception:  # the original failure is what the caller reports
-            pass
+        for io in (self.io, self.data.io if self.external else None):
+            try:
+                if io is not None:
+                    io.wait()
+            except Exception:  # the original failure is what the caller reports
+                pass
 
     def finish(self):
         h = self.header
         cs = self.cs
+        if self.map_all:
+            self._map_up_to(_div_up(self.size, cs))
+        if self.external:
+            self.data.drain()
+            self.data.io.wait()  # guest data reaches the data file before the tables mapping it
         self._flush_l2()
         self._align_cursor()
         l1_off = self._take(max(1, _div_up(h.l1_size * 8, cs)) * cs)
@@ -202,4 +277,5 @@ class Qcow2StreamWriter(object):
         h.l1_table_offset = l1_off
         h.refcount_table_offset = rt_off
         h.refcount_table_clusters = table
-        pwrite_all(self.fd, 0, hdr.header_cluster_bytes(h, cs))
+        raw = hdr.header_cluster_bytes(h, cs)
+        pwrite_all(self.fd, 0, raw + bytes(cs - len(raw)))  # the whole cluster, as QEMU writes it
