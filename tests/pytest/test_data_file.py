@@ -28,7 +28,7 @@ import pytest
 
 from conftest import assert_same_as_qemu_img, qimg, run
 from helpers import (assert_check_clean, engine_digest, file_digest, qemu_check, qemu_img_create, qemu_info,
-                     qemu_io, qemu_map, qemu_raw_digest, qimg_json, strip_map_filenames)
+                     qemu_io, qemu_map, qemu_raw_digest, qimg_json, same_bytes, strip_map_filenames)
 
 MiB = 1024 * 1024
 
@@ -393,3 +393,72 @@ def test_data_file_node_and_snapshots(qemu_img, tmp_path):
     qemu_img_create(plain, "qcow2", "1M")
     with open_image(str(plain)) as dev:
         assert not dev.has_data_file
+
+
+# --- property: random writes, zero writes and discards against a model -------------------------
+
+PROPERTY_PARAMS = [
+    ("c4k", 4096, False, False, False),
+    ("c64k-raw", 65536, False, True, False),
+    ("c64k-el2", 65536, True, False, False),
+    ("c64k-el2-raw", 65536, True, True, False),
+    ("c512-backing", 512, False, False, True),
+]
+
+
+@pytest.mark.parametrize("pid,cluster,el2,raw,backing", PROPERTY_PARAMS, ids=[p[0] for p in PROPERTY_PARAMS])
+def test_random_ops_match_model(qemu_img, tmp_path, pid, cluster, el2, raw, backing):
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+    from test_property import SETTINGS, SIZES, _apply_model, operation
+    from qimg.image import open_image
+    size = SIZES[cluster]
+    backing_content = bytes(size)
+    if backing:
+        base = tmp_path / "base.qcow2"
+        qemu_img_create(base, "qcow2", size)
+        qemu_io(base, "write -P 0x5b 0 %d" % (size // 2))
+        backing_content = b"\x5b" * (size // 2) + bytes(size - size // 2)
+    counter = [0]
+
+    @settings(SETTINGS, max_examples=25)
+    @given(st.lists(operation(size, cluster), min_size=1, max_size=12))
+    def check(ops):
+        counter[0] += 1
+        img, data = tmp_path / ("i%d.qcow2" % counter[0]), tmp_path / ("i%d.data" % counter[0])
+        opts = {"data_file": str(data), "cluster_size": cluster}
+        if el2:
+            opts["extended_l2"] = "on"
+        if raw:
+            opts["data_file_raw"] = "on"
+        qemu_img_create(img, "qcow2", size, opts, backing=str(base) if backing else None,
+                        backing_fmt="qcow2" if backing else None)
+        model = bytearray(backing_content)
+        try:
+            with open_image(str(img), read_only=False) as dev:
+                for kind, off, length, seed in ops:
+                    payload = _apply_model(model, backing_content, kind, off, length, seed, cluster, "1.1", backing)
+                    if kind == "write":
+                        dev.write(off, payload)
+                    elif kind == "zero":
+                        dev.write_zeroes(off, length)
+                    else:
+                        dev.discard(off, length)
+            with open_image(str(img)) as dev:
+                same_bytes(dev.read(0, size), model, "read-back (ops %r)" % (ops,))
+            assert_check_clean(img)
+            assert qemu_raw_digest(img, tmp_path) == _digest_bytes(model)
+            if raw:
+                with open(str(data), "rb") as f:
+                    content = f.read()
+                assert content[:size] == bytes(model) and not content[size:].strip(b"\0"), "raw data file"
+        finally:
+            for p in (img, data):
+                if p.exists():
+                    p.unlink()
+    check()
+
+
+def _digest_bytes(b):
+    import hashlib
+    return hashlib.sha256(bytes(b)).hexdigest()
