@@ -462,3 +462,49 @@ def test_random_ops_match_model(qemu_img, tmp_path, pid, cluster, el2, raw, back
 def _digest_bytes(b):
     import hashlib
     return hashlib.sha256(bytes(b)).hexdigest()
+
+
+def test_data_file_node_given(qemu_img, tmp_path):
+    """An opened node for the data file (the `data-file` option of json:/--image-opts specs) replaces
+    the name in the header; on an image without a data file it is refused with QEMU's message."""
+    from qimg.errors import InvalidArgument
+    from qimg.image import open_format
+    from qimg.protocols.file import HostFile
+    img = _oracle_image(tmp_path, "g", "1M", writes=["write -P 0x3c 0 64k"])
+    os.rename(str(tmp_path / "g.data"), str(tmp_path / "elsewhere.data"))
+    node, data = HostFile(str(img)), HostFile(str(tmp_path / "elsewhere.data"))
+    dev = open_format(str(img), node, "qcow2", data_file=data)
+    try:
+        assert dev.data_file is data and dev.read(0, 65536) == b"\x3c" * 65536
+    finally:
+        dev.close()
+        data.close()  # a node given by the caller stays the caller's to close
+    plain = tmp_path / "plain.qcow2"
+    qemu_img_create(plain, "qcow2", "1M")
+    node, data = HostFile(str(plain)), HostFile(str(tmp_path / "elsewhere.data"))
+    try:
+        with pytest.raises(InvalidArgument, match="'data-file' can only be set for images with an external data file"):
+            open_format(str(plain), node, "qcow2", data_file=data)
+    finally:
+        node.close()
+        data.close()
+
+
+def test_repair_keeps_data_file_clusters(qemu_img, tmp_path):
+    """check -r all on a data-file image with a leak: the fix touches the qcow2 file only."""
+    img = _oracle_image(tmp_path, "r", "2M", writes=["write -P 0x42 0 1M", "write -P 1 1M 64k"])
+    # raise the refcount of the header cluster: a leak qemu-img repairs
+    with open(str(img), "rb") as f:
+        rt = struct.unpack(">Q", f.read(56)[48:56])[0]
+        f.seek(rt)
+        rb = struct.unpack(">Q", f.read(8))[0]
+    with open(str(img), "r+b") as f:
+        f.seek(rb)
+        f.write(struct.pack(">H", 2))
+    before = file_digest(tmp_path / "r.data")
+    got = qimg("check", "-r", "all", str(img), check=False)
+    assert got.returncode == 0, got.stdout + got.stderr
+    assert "Repairing cluster 0 refcount=2 reference=1" in got.stderr
+    assert_check_clean(img)
+    assert file_digest(tmp_path / "r.data") == before
+    qemu_io(img, "read -P 0x42 0 1M", "read -P 1 1M 64k")
