@@ -186,7 +186,13 @@ def _zero_file(path, size):
 
 
 def test_engine_create_api(tmp_path):
+    from qimg.errors import ImageExists
     from qimg.ops.create import create_image
+    (tmp_path / "taken.data").write_bytes(b"keep")
+    with pytest.raises(ImageExists, match="taken.data': File exists"):
+        create_image(str(tmp_path / "n.qcow2"), "qcow2", size=MiB, options={"data_file": str(tmp_path / "taken.data")},
+                     overwrite=False)
+    assert (tmp_path / "taken.data").read_bytes() == b"keep" and not (tmp_path / "n.qcow2").exists()
     create_image(str(tmp_path / "e.qcow2"), "qcow2", size=MiB,
                  options={"data_file": str(tmp_path / "e.data"), "data_file_raw": True})
     info = qemu_info(tmp_path / "e.qcow2")["format-specific"]["data"]

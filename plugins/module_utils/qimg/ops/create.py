@@ -240,16 +240,19 @@ def data_file_options(o):
     return {"data_file": data_file, "data_file_raw": raw}
 
 
-def with_data_file(options, build):
+def with_data_file(options, build, overwrite=True):
     """build(data_fd) with the external data file named in options, or build(None) without one.
 
     As qemu-img, the data file is (re)created empty; like every whole-file output here it is written
     to a temporary file and renamed into place when build() succeeds (before the image itself is, so
-    a new image never names a data file that is not there yet)."""
+    a new image never names a data file that is not there yet). With overwrite=False an existing
+    data file is refused, as an existing image is."""
     name = options.get("data_file")
     if name is None:
         return build(None)
     if os.path.lexists(name):
+        if not overwrite:
+            raise ImageExists("Could not create '%s': File exists" % name)
         refuse_if_in_use(name)
     result = []
     atomic_output(name, lambda data_fd: result.append(build(data_fd)))
@@ -301,7 +304,8 @@ def create_image(filename, fmt, size=None, options=None, backing_file=None, back
         qcow2_options.update(data_file_options(o))
 
         def build(fd):
-            with_data_file(qcow2_options, lambda data_fd: create_qcow2(fd, size, data_fd=data_fd, **qcow2_options))
+            with_data_file(qcow2_options, lambda data_fd: create_qcow2(fd, size, data_fd=data_fd, **qcow2_options),
+                           overwrite)
     else:
         def build(fd):
             create_raw(fd, size, o.get("preallocation", "off"))

@@ -265,7 +265,7 @@ def _parse_extensions(h, buf, corrupt):
                 raise corrupt("bitmaps_ext: Reserved field is not zero")
             h.bitmaps_ext = (nb, dsize, doff)
         elif ext_type == EXT_DATA_FILE:
-            h.data_file = _decode(data)
+            h.data_file = _decode(data.split(b"\0", 1)[0])  # QEMU reads it as a C string
         elif ext_type == EXT_CRYPTO:
             h.unknown_extensions.append((ext_type, data))
         else:
