@@ -514,3 +514,43 @@ def test_repair_keeps_data_file_clusters(qemu_img, tmp_path):
     assert_check_clean(img)
     assert file_digest(tmp_path / "r.data") == before
     qemu_io(img, "read -P 0x42 0 1M", "read -P 1 1M 64k")
+
+
+@pytest.mark.parametrize("kind", ["missing", "directory", "fifo", "chardev", "nul", "json"])
+def test_hostile_data_file_names(qemu_img, tmp_path, kind):
+    """Whatever the header names as data file, opening fails with one clean line (never a hang on a
+    FIFO, never json: parsed), and info still works without touching it."""
+    from qimg.errors import QimgError
+    from qimg.image import open_image
+    from qimg.ops.info import image_info
+    target = tmp_path / "d.data"
+    img = _oracle_image(tmp_path, "x", "1M", writes=None)
+    os.rename(str(tmp_path / "x.data"), str(target))
+    name = str(target)
+    if kind == "directory":
+        target.unlink()
+        target.mkdir()
+    elif kind == "fifo":
+        target.unlink()
+        os.mkfifo(str(target))
+    elif kind == "chardev":
+        target.unlink()
+        target.symlink_to("/dev/null")
+    elif kind in ("nul", "json"):
+        name = (str(tmp_path) + "/d\0ata") if kind == "nul" else 'json:{"driver":"null-co"}'
+    with open(str(img), "r+b") as f:  # point the extension at `name`
+        buf = bytearray(f.read(65536))
+        old = str(tmp_path / "x.data").encode()
+        i = buf.index(old)
+        new = name.encode()
+        assert len(new) <= len(old)
+        struct.pack_into(">I", buf, i - 4, len(new))
+        buf[i:i + len(old)] = new + bytes(len(old) - len(new))
+        f.seek(0)
+        f.write(bytes(buf))
+    if kind == "missing":
+        target.unlink()
+    with pytest.raises(QimgError) as err:
+        open_image(str(img)).close()
+    assert str(err.value).startswith("Could not open '%s': " % img) and "\n" not in str(err.value)
+    assert image_info(str(img))["format-specific"]["data"]["data-file-raw"] is False

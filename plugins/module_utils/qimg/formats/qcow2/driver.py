@@ -15,6 +15,7 @@ __metaclass__ = type
 import array
 import bisect
 import collections
+import os
 import struct
 
 from ...errors import ImageCorrupt, ImageNotFound, InvalidArgument, QimgError, ReadOnlyImage, UnsupportedFeature
@@ -39,7 +40,16 @@ def open_data_file_node(image_filename, name, read_only, force_share):
     never json: or a protocol, and a relative one is taken relative to the working directory (not
     to the image's directory, unlike backing files).
     """
+    import stat
     from ...protocols.file import HostFile
+    try:
+        mode = os.stat(name).st_mode
+    except (OSError, ValueError):
+        mode = None  # HostFile reports it
+    if mode is not None and not stat.S_ISREG(mode) and not stat.S_ISBLK(mode):
+        # refused before open(): opening a FIFO named by a hostile image would block
+        raise ImageNotFound("Could not open '%s': 'file' driver requires '%s' to be a regular file"
+                            % (image_filename, name))
     try:
         return HostFile(name, read_only, force_share)
     except QimgError as e:
