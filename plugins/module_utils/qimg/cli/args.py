@@ -171,4 +171,13 @@ def snapshot_opts(text):
     return text
 
 
+def image_name(text):
+    """A command-line image name as the engine's opener takes it.
+
+    The one place a filename typed by the user becomes an image spec: ``json:``/``--image-opts``
+    wiring goes here (names read from images never pass through this function).
+    """
+    return text
+
+
 CACHE_MODES = ("none", "off", "writeback", "writethrough", "directsync", "unsafe")

@@ -7,7 +7,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-from .args import CACHE_MODES
+from .args import CACHE_MODES, image_name
 from .errors import CommandError, HelpRequested, UsageError
 from .getopt import getopt
 from .progress import QemuProgress, compare_progress
@@ -48,6 +48,7 @@ def _compare(ctx, args, fmt1, fmt2, cache, flags, prog):
     from ..image import open_image
     from ..ops import compare as ops_compare
     quiet = "q" in flags
+    args = [image_name(a) for a in args]   # the single place the names reach the engine
 
     def say(text):
         if not quiet:
