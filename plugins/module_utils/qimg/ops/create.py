@@ -10,7 +10,7 @@ __metaclass__ = type
 import os
 
 from ..errors import ImageExists, ImageNotFound, InvalidArgument, QimgError, UnsupportedFeature
-from ..formats.qcow2 import create_qcow2
+from ..formats.qcow2.create import create_qcow2
 from ..formats.raw import create_raw
 from ..image import FORMATS, full_backing_path, open_image, refuse_pseudo_filename
 from ..locking import ImageLock
