@@ -86,3 +86,28 @@ def test_036_unknown_autoclear_bit_cleared(qemu_img, as_qemu_img, tmp_path, comm
         assert f.read(512) == g.read(512)
         f.seek(88)
         assert struct.unpack(">Q", f.read(8))[0] == 0
+
+
+# ---------------------------------------------------------------------------------------------
+# 049: the "Formatting" line lists options in qcow2_create_opts' order (encryption first); an
+# empty backing file name is refused
+
+@pytest.mark.parametrize("args", [
+    ["-f", "qcow2", "-o", "encryption=off", "t.qcow2", "64M"],
+    ["-f", "qcow2", "-o", "lazy_refcounts=on,encryption=off,cluster_size=4k", "t.qcow2", "64M"],
+    ["-f", "qcow2", "-o", "encryption=off,compat=0.10", "t.qcow2", "1M"],
+    ["-f", "qcow2", "-b", "", "t.qcow2", "1M"],
+    ["-f", "qcow2", "-b", "", "-F", "qcow2", "t.qcow2", "1M"],
+    ["-f", "qcow2", "-o", "backing_file=", "t.qcow2", "1M"],
+    ["-q", "-f", "qcow2", "-b", "", "t.qcow2", "1M"],
+])
+def test_049_create_option_order_and_empty_backing(qemu_img, as_qemu_img, tmp_path, args):
+    theirs, ours = tmp_path / "theirs", tmp_path / "ours"
+    theirs.mkdir()
+    ours.mkdir()
+    want = run([qemu_img, "create"] + args, cwd=str(theirs), check=False)
+    got = as_qemu_img("create", *args, cwd=str(ours))
+    assert (got.stdout, got.stderr, got.returncode) == (want.stdout, want.stderr, want.returncode)
+    assert os.path.exists(str(ours / "t.qcow2")) == os.path.exists(str(theirs / "t.qcow2"))
+    if want.returncode == 0:
+        run([qemu_img, "check", str(ours / "t.qcow2")])

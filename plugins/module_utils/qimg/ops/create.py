@@ -152,6 +152,8 @@ def normalize_options(fmt, size=None, options=None, backing_file=None, backing_f
     """Validate and type the create options. Returns a dict of typed values (only those given)."""
     out = {}
     for name, _value, typed in _given(fmt, size, options, backing_file, backing_fmt):
+        if name == "encryption" and typed is False:
+            continue    # encryption=off: the default, nothing to refuse
         if name in _NOT_YET and fmt == "qcow2":
             raise UnsupportedFeature("%s are not supported yet" % _NOT_YET[name].capitalize())
         if name in _HOST_HINTS:
@@ -185,9 +187,13 @@ def resolved_options(fmt, size=None, options=None, backing_file=None, backing_fm
     if fmt == "raw":
         order = [("size", 0), ("preallocation", None)]
     else:
-        order = [("cluster_size", 65536), ("extended_l2", "off"), ("preallocation", None),
+        # qcow2_create_opts' order (block/qcow2.c): the encryption options first
+        order = [("encryption", None), ("encrypt.format", None), ("encrypt.key-secret", None),
+                 ("encrypt.cipher-alg", None), ("encrypt.cipher-mode", None), ("encrypt.ivgen-alg", None),
+                 ("encrypt.ivgen-hash-alg", None), ("encrypt.hash-alg", None), ("encrypt.iter-time", None),
+                 ("cluster_size", 65536), ("extended_l2", "off"), ("preallocation", None),
                  ("compression_type", "zlib"), ("size", 0), ("compat", None), ("backing_file", None),
-                 ("backing_fmt", None), ("data_file", None), ("data_file_raw", None), ("encryption", None),
+                 ("backing_fmt", None), ("data_file", None), ("data_file_raw", None),
                  ("lazy_refcounts", "off"), ("refcount_bits", 16)]
     pairs = []
     for name, default in order:
@@ -245,6 +251,8 @@ def plan_create(filename, fmt, size=None, options=None, backing_file=None, backi
     optdict = parse_option_string(options) if options is not None else {}
     if size is not None and optdict.get("size") is not None:
         raise InvalidArgument("The image size must be specified only once")
+    if backing_file == "" or (backing_file is None and optdict.get("backing_file") == ""):
+        raise InvalidArgument("Expected backing file name, got empty string")
     backing = backing_file or optdict.get("backing_file")
     if backing and fmt != "raw" and not (backing_fmt or optdict.get("backing_fmt")):
         probed = None if unsafe else probe_backing(filename, backing, open_backing=False)
