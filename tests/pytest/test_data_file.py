@@ -291,6 +291,17 @@ def test_create_refusals(qemu_img, tmp_path, as_qemu_img, options):
     assert not (tmp_path / "x.data").exists() and not (tmp_path / "x.qcow2").exists()
 
 
+@pytest.mark.parametrize("options", REFUSED_CREATES[:2] + ["data_file=x.data,data_file_raw=on"])
+def test_convert_refusals(qemu_img, tmp_path, as_qemu_img, options):
+    qemu_img_create(tmp_path / "s.qcow2", "qcow2", "1M")
+    args = ["convert", "-O", "qcow2", "-o", options, "s.qcow2", "x.qcow2"]
+    if "backing" not in options and options.endswith("data_file_raw=on") and "data_file=" in options:
+        args[1:1] = ["-B", "s.qcow2", "-F", "qcow2"]
+    got = assert_same_as_qemu_img(qemu_img, as_qemu_img, args, str(tmp_path))
+    assert got.returncode == 1 and "error while converting qcow2" in got.stderr
+    assert not (tmp_path / "x.qcow2").exists()
+
+
 def test_create_raw_format_refuses_data_file(qemu_img, tmp_path, as_qemu_img):
     assert_same_as_qemu_img(qemu_img, as_qemu_img, ["create", "-f", "raw", "-o", "data_file=x.data", "x.raw", "1M"],
                             str(tmp_path))

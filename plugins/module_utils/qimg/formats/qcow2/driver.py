@@ -112,6 +112,11 @@ class Qcow2Image(BlockDevice):
             except BaseException:
                 self._close_data_file()
                 raise
+        if not self.read_only and h.autoclear_features & ~hdr.AUTOCLEAR_KNOWN:
+            # as QEMU does on every read-write open: autoclear bits a writer does not know go first
+            h.autoclear_features &= hdr.AUTOCLEAR_KNOWN
+            self.write_header()
+            self.sync()
 
     def _attach_data_file(self, node):
         """QEMU's qcow2_do_open(): the data file named in the header (or given), or this file itself."""
