@@ -565,3 +565,14 @@ def test_hostile_data_file_names(qemu_img, tmp_path, kind):
         open_image(str(img)).close()
     assert str(err.value).startswith("Could not open '%s': " % img) and "\n" not in str(err.value)
     assert image_info(str(img))["format-specific"]["data"]["data-file-raw"] is False
+
+
+def test_opened_without_data_file(qemu_img, tmp_path):
+    """open_data_file=False (info's way): facts work, guest I/O fails with a clean error."""
+    from qimg.errors import QimgError
+    from qimg.image import open_image
+    img = _oracle_image(tmp_path, "u", "1M", writes=["write -P 7 0 64k"])
+    with open_image(str(img), open_data_file=False) as dev:
+        assert dev.format_specific()["data"]["data-file"] == str(tmp_path / "u.data")
+        with pytest.raises(QimgError, match="the external data file is not open"):
+            dev.read(0, 512)

@@ -20,6 +20,7 @@ import struct
 
 from ...errors import ImageCorrupt, ImageNotFound, InvalidArgument, QimgError, ReadOnlyImage, UnsupportedFeature
 from ...image import DATA, UNALLOCATED, ZERO, BlockDevice, Extent
+from ...protocols.base import ProtocolNode
 from . import header as hdr
 from .bitmaps import bitmap_info, mark_in_use, read_bitmaps
 from .compress import decompress_cluster
@@ -58,6 +59,19 @@ def open_data_file_node(image_filename, name, read_only, force_share):
         if msg.startswith(prefix + prefix):
             msg = msg[len(prefix):]
         raise type(e)("Could not open '%s': %s" % (image_filename, msg), hint=e.hint)
+
+
+class _UnopenedDataFile(ProtocolNode):
+    """Stands in for an external data file the image was opened without (open_data_file=False)."""
+
+    def __init__(self, image_filename, name):
+        super(_UnopenedDataFile, self).__init__(name if name is not None else "", True)
+        self.image_filename = image_filename
+
+    def _refuse(self, *args):
+        raise UnsupportedFeature("%s: the external data file is not open" % self.image_filename)
+
+    preadinto = pwritev = truncate = punch = extents = length = _refuse
 
 
 class Qcow2Image(BlockDevice):
@@ -106,17 +120,21 @@ class Qcow2Image(BlockDevice):
         self._last_compressed = (None, None)
         if open_data_file or data_file is not None:
             self._attach_data_file(data_file)
-        if not self.read_only and not repair and h.incompatible_features & hdr.INCOMPAT_DIRTY:
-            try:
+        elif self.has_data_file:
+            self.data_file = _UnopenedDataFile(filename, h.data_file)
+        else:
+            self.data_file = file
+        try:
+            if not self.read_only and not repair and h.incompatible_features & hdr.INCOMPAT_DIRTY:
                 self._repair_dirty()
-            except BaseException:
-                self._close_data_file()
-                raise
-        if not self.read_only and h.autoclear_features & ~hdr.AUTOCLEAR_KNOWN:
-            # as QEMU does on every read-write open: autoclear bits a writer does not know go first
-            h.autoclear_features &= hdr.AUTOCLEAR_KNOWN
-            self.write_header()
-            self.sync()
+            if not self.read_only and h.autoclear_features & ~hdr.AUTOCLEAR_KNOWN:
+                # as QEMU does on every read-write open: autoclear bits a writer does not know go first
+                h.autoclear_features &= hdr.AUTOCLEAR_KNOWN
+                self.write_header()
+                self.sync()
+        except BaseException:
+            self._close_data_file()
+            raise
 
     def _attach_data_file(self, node):
         """QEMU's qcow2_do_open(): the data file named in the header (or given), or this file itself."""
