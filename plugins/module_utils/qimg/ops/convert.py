@@ -23,7 +23,7 @@ try:
 except ImportError:  # Python 2 spelling, for sanity tests on old interpreters
     import Queue as queue  # type: ignore
 
-from ..errors import ImageNotFound, InvalidArgument, UnsupportedFeature
+from ..errors import ImageInUse, ImageNotFound, InvalidArgument, UnsupportedFeature
 from ..formats.qcow2.compress import compress_cluster, zstd_available
 from ..formats.qcow2.writer import Qcow2StreamWriter
 from ..fileio import BackgroundWriter, BufferPool, zero_view
@@ -442,7 +442,7 @@ def convert(sources, dest, src_fmt=None, out_fmt="raw", options=None, compress=F
             size = (total + 511) // 512 * 512
 
             def build_qcow2(fd):
-                with_data_file(create_opts, lambda data_fd: build_into(fd, data_fd))
+                with_data_file(create_opts, lambda data_fd: build_into(fd, data_fd), image=dest)
 
             def build_into(fd, data_fd):
                 writer = Qcow2StreamWriter(fd, size, data_fd=data_fd, **create_opts)
@@ -514,6 +514,11 @@ def check_qcow2_target(dest, size, typed, backing_file, backing_fmt):
                     data_file_raw=bool(o.get("data_file_raw", False)))
     except InvalidArgument as err:
         raise InvalidArgument("%s: error while converting qcow2: %s" % (dest, err.message), hint=err.hint)
+    name = o.get("data_file")
+    if name is not None and (name == dest or (os.path.exists(name) and os.path.exists(dest)
+                                              and os.path.samefile(name, dest))):
+        raise ImageInUse('%s: error while converting qcow2: Failed to get shared "resize" lock' % dest,
+                         hint=["Is another process using the image [%s]?" % name])
 
 
 def check_backing(dest, backing_file, backing_fmt):

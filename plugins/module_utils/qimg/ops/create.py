@@ -9,7 +9,7 @@ __metaclass__ = type
 
 import os
 
-from ..errors import ImageExists, ImageNotFound, InvalidArgument, QimgError, UnsupportedFeature
+from ..errors import ImageExists, ImageInUse, ImageNotFound, InvalidArgument, QimgError, UnsupportedFeature
 from ..formats.qcow2.create import create_qcow2
 from ..formats.raw import create_raw
 from ..image import FORMATS, full_backing_path, open_image, refuse_pseudo_filename
@@ -296,7 +296,7 @@ def data_file_options(o):
     return {"data_file": data_file, "data_file_raw": raw}
 
 
-def with_data_file(options, build, overwrite=True):
+def with_data_file(options, build, overwrite=True, image=None):
     """build(data_fd) with the external data file named in options, or build(None) without one.
 
     As qemu-img, the data file is (re)created empty; like every whole-file output here it is written
@@ -306,6 +306,10 @@ def with_data_file(options, build, overwrite=True):
     name = options.get("data_file")
     if name is None:
         return build(None)
+    if image is not None and (name == image or (os.path.exists(name) and os.path.exists(image)
+                                                and os.path.samefile(name, image))):
+        # QEMU opens both for writing and its locks collide
+        raise ImageInUse('Failed to get shared "resize" lock', hint=["Is another process using the image [%s]?" % name])
     if os.path.lexists(name):
         if not overwrite:
             raise ImageExists("Could not create '%s': File exists" % name)
@@ -361,7 +365,7 @@ def create_image(filename, fmt, size=None, options=None, backing_file=None, back
 
         def build(fd):
             with_data_file(qcow2_options, lambda data_fd: create_qcow2(fd, size, data_fd=data_fd, **qcow2_options),
-                           overwrite)
+                           overwrite, filename)
     else:
         def build(fd):
             create_raw(fd, size, o.get("preallocation", "off"))
