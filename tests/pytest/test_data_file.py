@@ -653,3 +653,14 @@ def _raw_bytes(img, tmp_path):
         return out.read_bytes()
     finally:
         out.unlink()
+
+
+def test_compare_and_measure(qemu_img, tmp_path, as_qemu_img):
+    img = _oracle_image(tmp_path, "cm", "6M")
+    run([qemu_img, "convert", "-O", "raw", str(img), str(tmp_path / "cm.raw")])
+    for args in (["compare", "cm.qcow2", "cm.raw"], ["compare", "-s", "cm.raw", "cm.qcow2"],
+                 ["measure", "-O", "qcow2", "-o", "data_file=m.data", "cm.qcow2"],
+                 ["measure", "-O", "qcow2", "-o", "data_file=m.data,data_file_raw=on", "--size", "1G"],
+                 ["measure", "--output=json", "-O", "raw", "cm.qcow2"]):
+        assert_same_as_qemu_img(qemu_img, as_qemu_img, args, str(tmp_path))
+    assert not (tmp_path / "m.data").exists()
