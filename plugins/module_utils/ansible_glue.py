@@ -394,7 +394,7 @@ def plan_change(module, result, before, after):
     return not module.check_mode
 
 
-def replace_existing(module, result, path, before, force, action):
+def replace_existing(result, path, before, force, action):
     """The decision for an existing file against a request (differences in result["differences"]).
 
     Returns False when nothing differs (``unchanged`` is applied). A difference fails the task
@@ -409,6 +409,31 @@ def replace_existing(module, result, path, before, force, action):
                         % (path, "; ".join(result["differences"])), result)
     check_not_in_use(path, action, result)
     return True
+
+
+def change_in_place(module, result, path, before, after, action, act, state_of=image_metadata, fmt=None,
+                    allow_unsafe_backing=False):
+    """The whole ladder of an in-place change (snapshot, resize, amend, bitmap ...).
+
+    before: the image's current state as the module compares it, ``state_of(info)`` for the
+    image_info dict it read (image_metadata by default; a module with more state, such as the
+    snapshot list, passes its own function). after: the state the task asks for, in the same shape.
+    Equal: nothing to do. Otherwise: refuse an image another process has open for writing, record
+    the change and the predicted diff, stop in check mode, else call act() and read the image again
+    (the diff's after becomes ``state_of`` of what is there now, and the facts are added).
+    Returns the image_info dict read after act(), or None when act() did not run.
+    """
+    if before == after:
+        unchanged(result, before)
+        return None
+    check_not_in_use(path, action, result)
+    if not plan_change(module, result, before, after):
+        return None
+    act()
+    info = image_info(path, fmt=fmt, force_share=True, allow_unsafe_backing=allow_unsafe_backing)
+    result["diff"]["after"] = state_of(info)
+    result.update(image_facts(info))
+    return info
 
 
 def finish_file(module, result, path, info, changed):

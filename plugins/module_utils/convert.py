@@ -274,7 +274,7 @@ def run_convert(module):
 
     if exists:
         info, before = compare_existing(module, request, result, target_size)
-        if not replace_existing(module, result, dest, before, module.params["force"], "replace"):
+        if not replace_existing(result, dest, before, module.params["force"], "replace"):
             return finish_file(module, result, dest, info, changed=False)
     else:
         before = {"state": "absent"}

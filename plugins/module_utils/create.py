@@ -134,7 +134,7 @@ def state_present(module, result):
             before = {"state": "present"}
         else:
             result["differences"] = request.differences(before)
-        if not replace_existing(module, result, path, before, force, "re-create"):
+        if not replace_existing(result, path, before, force, "re-create"):
             return finish_file(module, result, path, info, changed=False)
     else:
         before = {"state": "absent"}

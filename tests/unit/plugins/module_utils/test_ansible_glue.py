@@ -151,17 +151,52 @@ def test_ladder_unchanged_and_plan_change():
 
 
 def test_replace_existing(tmp_path):
-    module = LadderModule(False)
     path = str(tmp_path / "missing.img")
     before = {"state": "present"}
     result = {"changed": False, "differences": []}
-    assert ansible_glue.replace_existing(module, result, path, before, False, "replace") is False
+    assert ansible_glue.replace_existing(result, path, before, False, "replace") is False
     assert result["diff"] == {"before": before, "after": before} and "differences" not in result
     result = {"changed": False, "differences": ["format raw != qcow2", "virtual size 1 != 2"]}
     with pytest.raises(ansible_glue.TaskError) as exc:
-        ansible_glue.replace_existing(module, result, path, before, False, "replace")
+        ansible_glue.replace_existing(result, path, before, False, "replace")
     assert str(exc.value) == ("%s differs from the requested image and force is false: "
                               "format raw != qcow2; virtual size 1 != 2" % path)
     assert exc.value.result["differences"] == result["differences"]
     # with force: replaced (nobody holds a missing file open)
-    assert ansible_glue.replace_existing(module, result, path, before, True, "replace") is True
+    assert ansible_glue.replace_existing(result, path, before, True, "replace") is True
+
+
+def test_change_in_place_ladder(tmp_path):
+    from ansible_collections.qimg.disk.plugins.module_utils.qimg.ops.create import create_image
+    path = str(tmp_path / "disk.qcow2")
+    create_image(path, "qcow2", size="1M")
+    calls = []
+
+    def grow():
+        calls.append(1)
+        create_image(path, "qcow2", size="2M")
+
+    def ladder(check_mode):
+        result = {"changed": False}
+        before = ansible_glue.read_image(path)[1]
+        after = dict(before, virtual_size=2 << 20)
+        info = ansible_glue.change_in_place(LadderModule(check_mode), result, path, before, after, "resize",
+                                            grow)
+        return result, info
+
+    # check mode: changed, predicted diff, nothing done
+    result, info = ladder(True)
+    assert info is None and calls == []
+    assert result["changed"] is True and result["diff"]["after"]["virtual_size"] == 2 << 20
+    assert result["diff"]["before"]["virtual_size"] == 1 << 20
+    # real run: acted, the diff's after and the facts read back from the image
+    result, info = ladder(False)
+    assert calls == [1] and info["virtual-size"] == 2 << 20
+    assert result["changed"] is True and result["virtual_size"] == 2 << 20
+    assert result["diff"]["after"] == ansible_glue.image_metadata(info)
+    # again (check mode and real): nothing to do
+    for check_mode in (True, False):
+        result, info = ladder(check_mode)
+        assert result == {"changed": False, "diff": {"before": result["diff"]["before"],
+                                                     "after": result["diff"]["before"]}}
+    assert calls == [1]
