@@ -12,9 +12,10 @@ This is the one place that turns an engine failure (``QimgError``) into ``fail_j
   an existing image and the request (``image_differences``), with the metadata a new image will
   have (``predicted_metadata``, for check mode and the diff);
 - the idempotence ladder: ``unchanged`` (nothing to do), ``plan_change`` (changed, the diff and the
-  check-mode stop), ``replace_existing`` (an existing file that differs: fail without force,
-  never replace an image in use), ``refuse_in_use``, ``keep_owner`` and ``finish_file`` (file
-  attributes and facts).
+  check-mode stop), ``check_not_in_use`` / ``refuse_in_use`` (never change an image another
+  process has open for writing); for whole-file outputs ``replace_existing`` (an existing file
+  that differs: fail without force), ``keep_owner`` and ``finish_file`` (file attributes and
+  facts); for in-place changes ``change_in_place`` (the whole ladder around one action).
 
 A module backend (``module_utils/<command>.py``) takes the AnsibleModule and returns the result
 dict; the module's ``main()`` builds the AnsibleModule, calls the backend inside ``qimg_errors``
