@@ -37,11 +37,12 @@ COMPRESS_BATCH = 32      # clusters handed to one compression task
 POOL_BUFFERS = 6         # chunk buffers: one being read, two queued, the rest being written
 
 
-def _open_sources(filenames, fmt, snapshot, force_share):
+def _open_sources(filenames, fmt, snapshot, force_share, allow_unsafe_backing=False):
     devs = []
     try:
         for name in filenames:
-            dev = open_image(name, fmt, read_only=True, force_share=force_share)
+            dev = open_image(name, fmt, read_only=True, force_share=force_share,
+                             allow_unsafe_backing=allow_unsafe_backing)
             devs.append(dev)
             if snapshot:
                 activate_snapshot(dev, snapshot)
@@ -381,7 +382,8 @@ def _write_into(dev, chunks, target_is_zero, progress):
 
 def convert(sources, dest, src_fmt=None, out_fmt="raw", options=None, compress=False,
             sparse_size=4096, snapshot=None, backing_file=None, backing_fmt=None,
-            target_exists=False, target_is_zero=False, progress=None, force_share=False):
+            target_exists=False, target_is_zero=False, progress=None, force_share=False,
+            allow_unsafe_backing=False):
     """Convert sources (concatenated) into dest. Returns {"virtual-size": n}."""
     if not sources:
         raise InvalidArgument("Expecting at least one source image")
@@ -399,7 +401,7 @@ def convert(sources, dest, src_fmt=None, out_fmt="raw", options=None, compress=F
         raise UnsupportedFeature("zstd compression needs the zstandard or pyzstd Python package")
     if target_exists and target_is_zero is None:
         target_is_zero = False
-    devs = _open_sources(sources, src_fmt, snapshot, force_share)
+    devs = _open_sources(sources, src_fmt, snapshot, force_share, allow_unsafe_backing)
     total = sum(d.size for d in devs)
     chunks = _chunks(devs, total, sparse_size)  # (its reading thread starts on the first chunk)
     try:
@@ -430,7 +432,8 @@ def convert(sources, dest, src_fmt=None, out_fmt="raw", options=None, compress=F
         backing = None
         if backing_file:
             path = full_backing_path(dest, backing_file)
-            backing = open_image(path, backing_fmt, read_only=True, force_share=True)
+            backing = open_image(path, backing_fmt, read_only=True, force_share=True,
+                                 allow_unsafe_backing=allow_unsafe_backing)
             backing_fmt = backing_fmt or backing.format_name
         try:
             create_opts = dict(cluster_size=opts.get("cluster_size", 65536), compat=opts.get("compat", "1.1"),
