@@ -32,8 +32,8 @@ from helpers import (assert_check_clean, engine_digest, file_digest, qemu_check,
 
 MiB = 1024 * 1024
 
-WRITES = ["write -P 0x11 0 64k", "write -P 0x22 200k 100k", "write -z 1M 128k", "write -P 0x33 2M 64k",
-          "discard 2M 64k", "write -P 0x44 3M 1536k", "write -P 0x55 4100k 1k"]
+WRITES = ("write -P 0x11 0 64k", "write -P 0x22 200k 100k", "write -z 1M 128k", "write -P 0x33 2M 64k",
+          "discard 2M 64k", "write -P 0x44 3M 1536k", "write -P 0x55 4100k 1k")
 
 
 def _oracle_image(tmp_path, name, size="8M", options=None, writes=WRITES, backing=None):
