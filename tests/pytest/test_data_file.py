@@ -664,3 +664,18 @@ def test_compare_and_measure(qemu_img, tmp_path, as_qemu_img):
                  ["measure", "--output=json", "-O", "raw", "cm.qcow2"]):
         assert_same_as_qemu_img(qemu_img, as_qemu_img, args, str(tmp_path))
     assert not (tmp_path / "m.data").exists()
+
+
+def test_convert_into_existing_data_file_image(qemu_img, tmp_path):
+    """convert -n writes through the driver into an image qemu-img made with a (raw) data file."""
+    src = tmp_path / "s.raw"
+    with open(str(src), "wb") as f:
+        f.write(b"\x21" * 100000 + bytes(200000) + b"\x22" * 300 + bytes(1048576 - 300300))
+    for raw in ("off", "on"):
+        img = _oracle_image(tmp_path, "n" + raw, "1M", options={"data_file_raw": raw},
+                            writes=["write -P 0x99 0 1M"])
+        qimg("convert", "-n", "-f", "raw", "-O", "qcow2", str(src), str(img))
+        assert qemu_raw_digest(img, tmp_path) == file_digest(src)
+        assert_check_clean(img)
+        if raw == "on":
+            assert file_digest(tmp_path / ("n%s.data" % raw)) == file_digest(src)
