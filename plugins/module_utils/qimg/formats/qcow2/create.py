@@ -12,6 +12,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import errno
 import os
 import struct
 
@@ -218,7 +219,13 @@ def create_qcow2(fd, size, preallocation="off", data_fd=None, **options):
 def _prepare_data_file(data_fd, size, preallocation):
     """The external data file at the virtual size, preallocated as asked (QEMU creates it with the
     image's size and forwards falloc/full to it)."""
-    os.ftruncate(data_fd, size)
+    try:
+        os.ftruncate(data_fd, size)
+    except OSError as e:
+        if e.errno == errno.EFBIG:  # as qemu-img words it
+            raise InvalidArgument("The image size is too large for file format 'qcow2' (try using a larger "
+                                  "cluster size)")
+        raise
     if preallocation == "falloc" and size:
         os.posix_fallocate(data_fd, 0, size)
     elif preallocation == "full" and size:

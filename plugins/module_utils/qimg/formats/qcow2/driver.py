@@ -255,7 +255,10 @@ class Qcow2Image(BlockDevice):
 
     def _write_data(self, offset, data):
         if self.has_data_file:  # nothing of the qcow2 file can be hit (QEMU skips its overlap check too)
-            self.data_file.pwrite(offset, data)
+            try:
+                self.data_file.pwrite(offset, data)
+            except OSError as e:  # e.g. EFBIG: the guest offset of a hostile size is past what the file system holds
+                raise QimgError("%s: error while writing at byte %d: %s" % (self.filename, offset, e.strerror))
             return
         self.check_metadata_write(offset, len(data), "guest data")
         self._pwrite(offset, data)
