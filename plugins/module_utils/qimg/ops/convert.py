@@ -297,6 +297,25 @@ def _assemble(pieces, lo, hi):
     return b"".join(parts)
 
 
+def _subcluster_masks(pieces, gc, nbytes, cs):
+    """Allocation bitmaps (extended L2) of the clusters gc.. covering nbytes: a subcluster is
+    allocated when a data piece touches it."""
+    sc = cs // 32
+    lo, hi = gc * cs, gc * cs + nbytes
+    masks = [0] * (-(-nbytes // cs))
+    for off, ln, data in pieces:
+        if data is None:
+            continue
+        s, e = max(off, lo), min(off + ln, hi)
+        while s < e:
+            c = (s - lo) // cs
+            cend = min(e, lo + (c + 1) * cs)
+            first, last = (s - lo - c * cs) // sc, (cend - 1 - lo - c * cs) // sc
+            masks[c] |= ((1 << (last + 1)) - 1) ^ ((1 << first) - 1)
+            s = cend
+    return masks
+
+
 def _write_qcow2(writer, chunks, cs, compress, ctype, fully_allocated, backing, progress):
     pool = None
     if compress:
@@ -305,6 +324,11 @@ def _write_qcow2(writer, chunks, cs, compress, ctype, fully_allocated, backing, 
     try:
         for pos, n, pieces, release in chunks:
             runs = _data_runs(pos, n, pieces, cs, fully_allocated)
+            if writer.extended_l2 and backing is None and not compress and not fully_allocated:
+                # as qemu-img: only the subclusters the data pieces touch are allocated
+                for gc, content in runs:
+                    writer.write_clusters(gc, content, _subcluster_masks(pieces, gc, len(content), cs))
+                runs = ()
             if backing is not None:
                 _emit_over_backing(writer, pos, n, list(runs), cs, backing)
             elif compress:

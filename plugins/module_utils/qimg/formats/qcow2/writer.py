@@ -162,9 +162,10 @@ class Qcow2StreamWriter(object):
         self.io.after_writes(fn)
 
     # --- guest content ---
-    def write_clusters(self, gc, data):
+    def write_clusters(self, gc, data, masks=None):
         """Store whole guest clusters starting at guest cluster gc (data is a multiple of the cluster
-        size, except that the image's last cluster may be short)."""
+        size, except that the image's last cluster may be short). Extended L2: masks are the
+        clusters' subcluster allocation bitmaps (default: all allocated)."""
         cs = self.cs
         n = _div_up(len(data), cs)
         if self.external:
@@ -174,7 +175,7 @@ class Qcow2StreamWriter(object):
                 table, idx = self._entry_slot(gc + k)
                 table[idx] = (host + k * cs) | COPIED
                 if self.extended_l2:
-                    table[idx + 1] = ALL_SUBCLUSTERS
+                    table[idx + 1] = ALL_SUBCLUSTERS if masks is None else masks[k]
             return
         self._align_cursor()
         host = self._take(n * cs)
@@ -185,7 +186,7 @@ class Qcow2StreamWriter(object):
             table, idx = self._entry_slot(gc + k)
             table[idx] = (host + k * cs) | COPIED
             if self.extended_l2:
-                table[idx + 1] = ALL_SUBCLUSTERS
+                table[idx + 1] = ALL_SUBCLUSTERS if masks is None else masks[k]
 
     def write_compressed(self, gc, cdata):
         """Store one guest cluster as compressed bytes (packed byte-wise, as QEMU does)."""
