@@ -131,3 +131,26 @@ def test_054_image_too_big(qemu_img, as_qemu_img, tmp_path, size, command):
 
 def test_054_create_too_large(qemu_img, as_qemu_img, tmp_path):
     same(qemu_img, as_qemu_img, ["create", "-f", "qcow2", "t.qcow2", "%dT" % (1024 * 1024)], str(tmp_path))
+
+
+# ---------------------------------------------------------------------------------------------
+# 111: without -F, create opens the backing file first: a missing one is reported (with qemu's
+# hint) before the missing backing format
+
+@pytest.mark.parametrize("args", [
+    ["-f", "qcow2", "-b", "t.qcow2.inexistent", "t.qcow2"],
+    ["-f", "qcow2", "-b", "t.qcow2.inexistent", "t.qcow2", "1M"],
+    ["-f", "qcow2", "-u", "-b", "t.qcow2.inexistent", "t.qcow2", "1M"],
+    ["-f", "qcow2", "-b", "base.qcow2", "t.qcow2"],
+    ["-f", "qcow2", "-b", "base.raw", "t.qcow2", "1M"],
+    ["-f", "qcow2", "-b", "top.qcow2", "t.qcow2"],        # the backing's own backing is missing
+    ["-f", "qcow2", "-b", "top.qcow2", "-F", "qcow2", "t.qcow2"],
+])
+def test_111_missing_backing_reported_first(qemu_img, as_qemu_img, tmp_path, args):
+    q, _io = oracle_in(str(tmp_path), qemu_img)
+    q("create", "-q", "-f", "qcow2", "base.qcow2", "1M")
+    q("create", "-q", "-f", "raw", "base.raw", "1M")
+    q("create", "-q", "-f", "qcow2", "-u", "-b", "gone.qcow2", "-F", "qcow2", "top.qcow2", "1M")
+    got = same(qemu_img, as_qemu_img, ["create"] + args, str(tmp_path))
+    assert got.returncode == 1
+    assert not os.path.exists(str(tmp_path / "t.qcow2"))

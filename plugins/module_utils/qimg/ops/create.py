@@ -218,7 +218,12 @@ def _backing_size(filename, backing_file, backing_fmt):
         with open_image(path, backing_fmt, read_only=True, force_share=True) as dev:
             return dev.size, dev.format_name
     except QimgError as e:
-        raise QimgError(e.message, hint=e.hint + ["Could not open backing image."])
+        message = e.message
+        # bdrv_img_create() reports an error deeper in the chain without naming the backing file
+        own = "Could not open '%s': Could not open backing file: " % path
+        if message.startswith(own):
+            message = message[len("Could not open '%s': " % path):]
+        raise QimgError(message, hint=e.hint + ["Could not open backing image."])
 
 
 class MissingBackingFormat(InvalidArgument):
@@ -255,9 +260,10 @@ def plan_create(filename, fmt, size=None, options=None, backing_file=None, backi
         raise InvalidArgument("Expected backing file name, got empty string")
     backing = backing_file or optdict.get("backing_file")
     if backing and fmt != "raw" and not (backing_fmt or optdict.get("backing_fmt")):
-        probed = None if unsafe else probe_backing(filename, backing, open_backing=False)
+        # bdrv_img_create() opens the backing file first (unless -u): its open error wins
+        detected = None if unsafe else _backing_size(filename, backing, None)[1]
         raise MissingBackingFormat("Backing file specified without backing format",
-                                   hint=["Detected format of %s." % probed[1]] if probed else [])
+                                   hint=["Detected format of %s." % detected] if detected else [])
     pairs = resolved_options(fmt, size, optdict, backing_file, backing_fmt, filename=filename)
     # qemu-img prints "Formatting ..." once it knows the size (given, or read from the backing
     # file unless -u); without one the create fails and nothing is printed.
