@@ -17,7 +17,7 @@ import struct
 import pytest
 
 from conftest import assert_same_as_qemu_img as same
-from conftest import oracle_in, run
+from conftest import oracle_in, qimg, run
 
 FEATURE_TABLE = 0x6803F857
 
@@ -154,3 +154,24 @@ def test_111_missing_backing_reported_first(qemu_img, as_qemu_img, tmp_path, arg
     got = same(qemu_img, as_qemu_img, ["create"] + args, str(tmp_path))
     assert got.returncode == 1
     assert not os.path.exists(str(tmp_path / "t.qcow2"))
+
+
+# ---------------------------------------------------------------------------------------------
+# 122: a compressed target is written cluster by cluster; all-zero clusters stay unallocated
+# whatever -S says (the map shows the target's cluster granularity)
+
+@pytest.mark.parametrize("sparse", ["4k", "8k", "0", "512"])
+@pytest.mark.parametrize("cluster", ["1k", "64k"])
+def test_122_compressed_sparse_granularity(qemu_img, qemu_io, tmp_path, sparse, cluster):
+    d = str(tmp_path)
+    q, io = oracle_in(d, qemu_img, qemu_io)
+    q("create", "-q", "-f", "qcow2", "-o", "cluster_size=1k", "src.qcow2", "64M")
+    io("qcow2", "src.qcow2", "write -P 0 0 64k", "write 0 1k", "write 8k 1k", "write 17k 1k",
+       "write -P 0 65k 1k", "write -P 7 130k 3k")
+    args = ["convert", "-O", "qcow2", "-c", "-o", "cluster_size=" + cluster, "-S", sparse, "src.qcow2"]
+    run([qemu_img] + args + ["theirs.qcow2"], cwd=d)
+    qimg(*(args + ["ours.qcow2"]), cwd=d)
+    maps = [run([qemu_img, "map", "--output=json", name], cwd=d).stdout for name in ("theirs.qcow2", "ours.qcow2")]
+    assert maps[0] == maps[1]
+    run([qemu_img, "compare", "src.qcow2", "ours.qcow2"], cwd=d)
+    run([qemu_img, "check", "ours.qcow2"], cwd=d)

@@ -399,6 +399,10 @@ def convert(sources, dest, src_fmt=None, out_fmt="raw", options=None, compress=F
         raise UnsupportedFeature("zstd compression needs the zstandard or pyzstd Python package")
     if target_exists and target_is_zero is None:
         target_is_zero = False
+    if compress and sparse_size:
+        # qemu-img writes a compressed target cluster by cluster and skips the all-zero ones:
+        # -S has no other effect there
+        sparse_size = opts.get("cluster_size", 65536)
     devs = _open_sources(sources, src_fmt, snapshot, force_share)
     total = sum(d.size for d in devs)
     chunks = _chunks(devs, total, sparse_size)  # (its reading thread starts on the first chunk)
