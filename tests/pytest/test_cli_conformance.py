@@ -175,3 +175,48 @@ def test_122_compressed_sparse_granularity(qemu_img, qemu_io, tmp_path, sparse, 
     assert maps[0] == maps[1]
     run([qemu_img, "compare", "src.qcow2", "ours.qcow2"], cwd=d)
     run([qemu_img, "check", "ours.qcow2"], cwd=d)
+
+
+# ---------------------------------------------------------------------------------------------
+# 126: "file:" names the local file protocol on the command line; colons in file names
+
+def _both(qemu_img, as_qemu_img, tmp_path, setup, commands):
+    """Run the same command sequence with qemu-img and with ours, each in its own directory."""
+    outs = []
+    for name, runner in (("theirs", lambda *a, **kw: run([qemu_img] + list(a), check=False, **kw)),
+                         ("ours", as_qemu_img)):
+        d = tmp_path / name
+        d.mkdir()
+        setup(str(d))
+        res = []
+        for cmd in commands:
+            proc = runner(*cmd, cwd=str(d))
+            # (a new image's allocated size is not the point here: qemu-img's create allocates more)
+            stdout = "".join(line for line in proc.stdout.replace(str(d), "DIR").splitlines(True)
+                             if "disk size:" not in line and '"actual-size"' not in line)
+            res.append((stdout, proc.stderr.replace(str(d), "DIR"), proc.returncode))
+        res.append(sorted(os.listdir(str(d))))
+        outs.append(res)
+    assert outs[0] == outs[1]
+    return outs[1]
+
+
+@pytest.mark.parametrize("commands", [
+    [["create", "-f", "qcow2", "file:a:b.qcow2", "1M"], ["info", "a:b.qcow2"]],
+    [["create", "-f", "qcow2", "./a:b.qcow2", "1M"], ["info", "file:a:b.qcow2"], ["check", "file:a:b.qcow2"]],
+    [["create", "-f", "qcow2", "file:dir/x:y.qcow2", "1M"], ["info", "--output=json", "file:dir/x:y.qcow2"]],
+    [["create", "-f", "qcow2", "base.qcow2", "1M"],
+     ["create", "-f", "qcow2", "-b", "base.qcow2", "-F", "qcow2", "file:image:top.qcow2"],
+     ["info", "file:image:top.qcow2"], ["map", "file:image:top.qcow2"],
+     ["convert", "-O", "raw", "file:image:top.qcow2", "file:out:1.raw"],
+     ["compare", "file:image:top.qcow2", "file:out:1.raw"],
+     ["measure", "-O", "qcow2", "file:image:top.qcow2"]],
+    [["info", "file:missing:x.qcow2"]],
+    [["info", "a:b.qcow2"]],
+    [["create", "-f", "qcow2", "a:b.qcow2", "1M"]],
+    [["create", "-f", "qcow2", "./a:b.qcow2", "1M"], ["convert", "-O", "raw", "./a:b.qcow2", "c:d.raw"],
+     ["convert", "-O", "raw", "a:b.qcow2", "x.raw"], ["map", "a:b.qcow2"], ["check", "a:b.qcow2"]],
+])
+def test_126_file_protocol_prefix(qemu_img, as_qemu_img, tmp_path, commands):
+    res = _both(qemu_img, as_qemu_img, tmp_path, lambda d: os.mkdir(os.path.join(d, "dir")), commands)
+    assert not any(name.startswith("file:") for name in res[-1])

@@ -171,13 +171,53 @@ def snapshot_opts(text):
     return text
 
 
-def image_name(text):
+# engine path -> the name as typed, for messages (see typed_message)
+_TYPED = {}
+
+
+def image_name(text, role="open"):
     """A command-line image name as the engine's opener takes it.
 
     The one place a filename typed by the user becomes an image spec: ``json:``/``--image-opts``
-    wiring goes here (names read from images never pass through this function).
+    wiring goes here (names read from images never pass through this function). ``role`` is
+    "open" (an image to open), "create" (the image create makes) or "target" (convert's output):
+    qemu words an unknown protocol prefix differently for each.
     """
-    return text
+    path = strip_file_protocol(text)
+    if path is text:
+        colon = text.find(":")
+        if colon > 0 and "/" not in text[:colon]:
+            from ..errors import InvalidArgument
+            from ..image import _PROTOCOLS
+            prefix = text[:colon]
+            if prefix not in _PROTOCOLS:
+                message = "Unknown protocol '%s'" % prefix
+                raise InvalidArgument(message if role != "open" else "Could not open '%s': %s" % (text, message))
+    elif path != text:
+        _TYPED[path] = text
+    return path
+
+
+def typed_message(message):
+    """An engine message about a name given as ``file:NAME``: qemu names the typed name first."""
+    for path, text in _TYPED.items():
+        head = "Could not open '%s': " % path
+        if message.startswith(head):
+            return "Could not open '%s': %s" % (text, message[len(head):])
+    return message
+
+
+def strip_file_protocol(text):
+    """``file:NAME`` names the local file NAME (QEMU's file protocol prefix, which is how a name with
+    a colon is written unambiguously). The rest of a name that would itself read as a protocol
+    prefix (a colon before any slash) gets "./", as QEMU shows it (``file:a:b`` -> ``./a:b``)."""
+    if not text.startswith("file:"):
+        return text
+    name = text[5:]
+    colon = name.find(":")
+    if colon >= 0 and "/" not in name[:colon]:
+        name = "./" + name
+    return name
 
 
 CACHE_MODES = ("none", "off", "writeback", "writethrough", "directsync", "unsafe")
