@@ -220,3 +220,37 @@ def _both(qemu_img, as_qemu_img, tmp_path, setup, commands):
 def test_126_file_protocol_prefix(qemu_img, as_qemu_img, tmp_path, commands):
     res = _both(qemu_img, as_qemu_img, tmp_path, lambda d: os.mkdir(os.path.join(d, "dir")), commands)
     assert not any(name.startswith("file:") for name in res[-1])
+
+
+# ---------------------------------------------------------------------------------------------
+# 214: size-typed -o values are read like qemu's parse_option_size() (qemu_strtosz: hex,
+# fractions, suffixes, ERANGE)
+
+@pytest.mark.parametrize("option", [
+    "cluster_size=0x10000", "cluster_size=64k", "cluster_size=1.5k", "cluster_size=0X200",
+    "cluster_size=99999999999999999999", "cluster_size=-1", "cluster_size=", "cluster_size=4k5",
+    "cluster_size= 4k", "cluster_size=2M", "cluster_size=1e3", "size=0x100000",
+    "size=16E",
+])
+def test_214_size_options(qemu_img, as_qemu_img, tmp_path, option):
+    res = _both(qemu_img, as_qemu_img, tmp_path, lambda d: None,
+                [["create", "-f", "qcow2", "-o", option, "t.qcow2"] + ([] if option.startswith("size") else ["1M"]),
+                 ["measure", "-O", "qcow2", "-o", option, "--size", "1M"]])
+    if res[0][2] == 0:
+        run([qemu_img, "check", str(tmp_path / "ours" / "t.qcow2")])
+
+
+def test_214_convert_hex_cluster_size(qemu_img, qemu_io, tmp_path):
+    d = str(tmp_path)
+    q, io = oracle_in(d, qemu_img, qemu_io)
+    q("create", "-q", "-f", "raw", "src.raw", "2M")
+    io("raw", "src.raw", "write -P 0xbb 0 229376")
+    for name, tool in (("theirs.qcow2", [qemu_img]), ("ours.qcow2", None)):
+        args = ["convert", "-c", "-O", "qcow2", "-o", "cluster_size=0x10000", "src.raw", name]
+        if tool:
+            run(tool + args, cwd=d)
+        else:
+            qimg(*args, cwd=d)
+    maps = [run([qemu_img, "map", "--output=json", n], cwd=d).stdout for n in ("theirs.qcow2", "ours.qcow2")]
+    assert maps[0] == maps[1]
+    assert '"compressed-clusters": 4' in run([qemu_img, "check", "--output=json", "ours.qcow2"], cwd=d).stdout

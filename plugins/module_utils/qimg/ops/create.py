@@ -14,7 +14,7 @@ from ..formats.qcow2.create import create_qcow2
 from ..formats.raw import create_raw
 from ..image import FORMATS, full_backing_path, open_image, refuse_pseudo_filename
 from ..locking import ImageLock
-from ..sizes import parse_size
+from ..sizes import parse_size, strtosz
 from ..util import atomic_output
 
 # (name, qemu type, help) in qemu-img's `-o help` order: the format's own options
@@ -113,10 +113,15 @@ def _known_options(fmt):
 
 def _typed(name, typ, value):
     if typ == "size":
-        try:
+        if isinstance(value, int) and not isinstance(value, bool):
             return parse_size(value)
-        except InvalidArgument:
+        try:
+            n = strtosz(str(value))[0]     # qemu's parse_option_size(): hex, fractions, suffixes
+        except OverflowError:
+            raise InvalidArgument("Value '%s' is out of range for parameter '%s'" % (value, name))
+        except ValueError:
             raise InvalidArgument("Parameter '%s' expects a non-negative number below 2^64" % name, hint=_SIZE_HINT)
+        return parse_size(n) if name == "size" else n
     if typ == "bool":
         return _bool(name, value)
     if typ == "num":
