@@ -254,3 +254,63 @@ def test_214_convert_hex_cluster_size(qemu_img, qemu_io, tmp_path):
     maps = [run([qemu_img, "map", "--output=json", n], cwd=d).stdout for n in ("theirs.qcow2", "ours.qcow2")]
     assert maps[0] == maps[1]
     assert '"compressed-clusters": 4' in run([qemu_img, "check", "--output=json", "ours.qcow2"], cwd=d).stdout
+
+
+# ---------------------------------------------------------------------------------------------
+# 287: the compression type is validated (against its incompatible bit) before anything else
+# qemu checks; zstd comes from compression.zstd / backports.zstd first, then zstandard / pyzstd
+
+@pytest.mark.parametrize("ctype, incompat, poke", [
+    ("zstd", 0, None), ("zlib", 1 << 3, None), ("zlib", 0, 5), ("zlib", 1 << 3 | 1 << 60, None),
+    ("zstd", 1 << 60, None), ("zlib", 1 << 60, 7),
+])
+def test_287_compression_type_checked(qemu_img, as_qemu_img, tmp_path, ctype, incompat, poke):
+    img = str(tmp_path / "t.qcow2")
+    run([qemu_img, "create", "-q", "-f", "qcow2", "-o", "compression_type=" + ctype, img, "1M"])
+    _set_features(img, incompat=incompat)
+    if poke is not None:
+        with open(img, "r+b") as f:
+            f.seek(104)
+            f.write(bytes([poke]))
+    same(qemu_img, as_qemu_img, ["info", "t.qcow2"], str(tmp_path))
+
+
+def _zstd_backends():
+    out = []
+    for name in ("compression.zstd", "backports.zstd", "zstandard", "pyzstd"):
+        try:
+            out.append(__import__(name, globals(), None, ["ZstdDecompressor"], 0))
+        except ImportError:
+            continue
+    return out
+
+
+def test_287_zstd_backend_order():
+    from qimg.formats.qcow2 import compress
+    found = _zstd_backends()
+    compress._ZSTD[:] = []
+    try:
+        assert compress._zstd_module() is (found[0] if found else None)
+    finally:
+        compress._ZSTD[:] = []
+
+
+@pytest.mark.parametrize("backend", [m.__name__ for m in _zstd_backends()] or ["none"])
+def test_287_zstd_each_backend(qemu_img, qemu_io, tmp_path, monkeypatch, backend):
+    if backend == "none":
+        pytest.skip("no zstd module importable")
+    from qimg.formats.qcow2 import compress
+    from qimg.ops.convert import convert
+    mod = [m for m in _zstd_backends() if m.__name__ == backend][0]
+    monkeypatch.setattr(compress, "_ZSTD", [mod])
+    d = str(tmp_path)
+    q, io = oracle_in(d, qemu_img, qemu_io)
+    q("create", "-q", "-f", "raw", "src.raw", "4M")
+    io("raw", "src.raw", "write -P 0x5a 0 1M", "write -P 0 1M 64k", "write -P 0x17 2M 300k")
+    q("convert", "-c", "-O", "qcow2", "-o", "compression_type=zstd", "src.raw", "theirs.qcow2")
+    convert([os.path.join(d, "theirs.qcow2")], os.path.join(d, "read.raw"), out_fmt="raw")    # decompress
+    run([qemu_img, "compare", "src.raw", "read.raw"], cwd=d)
+    convert([os.path.join(d, "src.raw")], os.path.join(d, "ours.qcow2"), out_fmt="qcow2", compress=True,
+            options={"compression_type": "zstd"})
+    run([qemu_img, "compare", "src.raw", "ours.qcow2"], cwd=d)
+    assert '"compressed-clusters": 0' not in run([qemu_img, "check", "--output=json", "ours.qcow2"], cwd=d).stdout

@@ -24,7 +24,7 @@ except ImportError:  # Python 2 spelling, for sanity tests on old interpreters
     import Queue as queue  # type: ignore
 
 from ..errors import ImageNotFound, InvalidArgument, UnsupportedFeature
-from ..formats.qcow2.compress import compress_cluster, zstd_available
+from ..formats.qcow2.compress import ZSTD_NEEDED, compress_cluster, zstd_available
 from ..formats.qcow2.writer import Qcow2StreamWriter
 from ..fileio import BackgroundWriter, BufferPool, zero_view
 from ..image import chain_block_status, full_backing_path, open_image
@@ -396,7 +396,7 @@ def convert(sources, dest, src_fmt=None, out_fmt="raw", options=None, compress=F
         raise InvalidArgument("Backing file not supported for file format '%s'" % out_fmt)
     ctype_name = opts.get("compression_type", "zlib")
     if compress and ctype_name == "zstd" and not zstd_available():
-        raise UnsupportedFeature("zstd compression needs the zstandard or pyzstd Python package")
+        raise UnsupportedFeature("zstd compression needs %s" % ZSTD_NEEDED)
     if target_exists and target_is_zero is None:
         target_is_zero = False
     if compress and sparse_size:
