@@ -14,7 +14,7 @@ from ..formats.qcow2.create import create_qcow2
 from ..formats.raw import create_raw
 from ..image import FORMATS, full_backing_path, open_image, refuse_pseudo_filename
 from ..locking import ImageLock
-from ..sizes import parse_size
+from ..sizes import parse_size, strtosz
 from ..util import atomic_output
 
 # (name, qemu type, help) in qemu-img's `-o help` order: the format's own options
@@ -112,10 +112,15 @@ def _known_options(fmt):
 
 def _typed(name, typ, value):
     if typ == "size":
-        try:
+        if isinstance(value, int) and not isinstance(value, bool):
             return parse_size(value)
-        except InvalidArgument:
+        try:
+            n = strtosz(str(value))[0]     # qemu's parse_option_size(): hex, fractions, suffixes
+        except OverflowError:
+            raise InvalidArgument("Value '%s' is out of range for parameter '%s'" % (value, name))
+        except ValueError:
             raise InvalidArgument("Parameter '%s' expects a non-negative number below 2^64" % name, hint=_SIZE_HINT)
+        return parse_size(n) if name == "size" else n
     if typ == "bool":
         return _bool(name, value)
     if typ == "num":
@@ -218,7 +223,12 @@ def _backing_size(filename, backing_file, backing_fmt, allow_unsafe_backing=Fals
                         allow_unsafe_backing=allow_unsafe_backing) as dev:
             return dev.size, dev.format_name
     except QimgError as e:
-        raise QimgError(e.message, hint=e.hint + ["Could not open backing image."])
+        message = e.message
+        # bdrv_img_create() reports an error deeper in the chain without naming the backing file
+        own = "Could not open '%s': Could not open backing file: " % path
+        if message.startswith(own):
+            message = message[len("Could not open '%s': " % path):]
+        raise QimgError(message, hint=e.hint + ["Could not open backing image."])
 
 
 class MissingBackingFormat(InvalidArgument):
@@ -255,9 +265,10 @@ def plan_create(filename, fmt, size=None, options=None, backing_file=None, backi
         raise InvalidArgument("Expected backing file name, got empty string")
     backing = backing_file or optdict.get("backing_file")
     if backing and fmt != "raw" and not (backing_fmt or optdict.get("backing_fmt")):
-        probed = None if unsafe else probe_backing(filename, backing, open_backing=False)
+        # bdrv_img_create() opens the backing file first (unless -u): its open error wins
+        detected = None if unsafe else _backing_size(filename, backing, None)[1]
         raise MissingBackingFormat("Backing file specified without backing format",
-                                   hint=["Detected format of %s." % probed[1]] if probed else [])
+                                   hint=["Detected format of %s." % detected] if detected else [])
     pairs = resolved_options(fmt, size, optdict, backing_file, backing_fmt, filename=filename)
     # qemu-img prints "Formatting ..." once it knows the size (given, or read from the backing
     # file unless -u); without one the create fails and nothing is printed.
