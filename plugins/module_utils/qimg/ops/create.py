@@ -14,6 +14,7 @@ from ..formats.qcow2 import create_qcow2
 from ..formats.raw import create_raw
 from ..image import FORMATS, full_backing_path, open_image, refuse_pseudo_filename
 from ..locking import ImageLock
+from ..protocols.cache import cache_mode
 from ..sizes import parse_size
 from ..util import atomic_output
 
@@ -58,7 +59,7 @@ _NOT_YET = {"data_file": "external data files", "data_file_raw": "external data 
             "encrypt.cipher-alg": "encryption", "encrypt.cipher-mode": "encryption",
             "encrypt.hash-alg": "encryption", "encrypt.iter-time": "encryption",
             "encrypt.ivgen-alg": "encryption", "encrypt.ivgen-hash-alg": "encryption"}
-_HOST_HINTS = ("nocow", "extent_size_hint")  # host file system hints with no effect on the image
+_HOST_HINTS = ("nocow", "extent_size_hint")  # hints to the host file system (util.apply_host_hints), not image options
 _BOOL_WORDS = {"on": True, "off": False, "true": True, "false": False, "yes": True, "no": False}
 _SIZE_HINT = ["Optional suffix k, M, G, T, P or E means kilo-, mega-, giga-, tera-, peta-",
               "and exabytes, respectively."]
@@ -160,6 +161,20 @@ def normalize_options(fmt, size=None, options=None, backing_file=None, backing_f
     return out
 
 
+def host_options(fmt, options=None):
+    """The host-file hints among the create options, as util.atomic_output takes them:
+    {"nocow": bool, "extent_size_hint": int or None (not given)}."""
+    out = {"nocow": False, "extent_size_hint": None}
+    if fmt not in FORMATS:
+        return out
+    known = _known_options(fmt)
+    for name in _HOST_HINTS:
+        value = (options or {}).get(name)
+        if value is not None:
+            out[name] = _typed(name, known[name], value)
+    return out
+
+
 def resolved_options(fmt, size=None, options=None, backing_file=None, backing_fmt=None, filename=None):
     """The (name, value) pairs qemu-img prints on its "Formatting ..." line, in its order.
 
@@ -228,9 +243,15 @@ def refuse_if_in_use(filename):
 
 
 def create_image(filename, fmt, size=None, options=None, backing_file=None, backing_fmt=None,
-                 unsafe=False, overwrite=True):
-    """Create a raw or qcow2 image (see docs/engine-api.md)."""
+                 unsafe=False, overwrite=True, cache=None, warn=None):
+    """Create a raw or qcow2 image (see docs/engine-api.md).
+
+    cache: the cache mode the new file is written with (qemu-img create's is writeback: the file
+    is synced, then its directory, before this returns). warn(message) gets qemu's warnings
+    (an extent size hint the file system refused)."""
+    mode = cache_mode(cache)
     o = normalize_options(fmt, size, options, backing_file, backing_fmt)
+    hints = host_options(fmt, options)
     backing_file = o.get("backing_file")
     backing_fmt = o.get("backing_fmt")
     if backing_file and fmt == "raw":
@@ -274,4 +295,4 @@ def create_image(filename, fmt, size=None, options=None, backing_file=None, back
     else:
         def build(fd):
             create_raw(fd, size, o.get("preallocation", "off"))
-    atomic_output(filename, build)
+    atomic_output(filename, build, cache=mode, warn=warn, **hints)
