@@ -129,18 +129,22 @@ def file_extents(fd, offset, length):
     return out
 
 
-def punch_hole(fd, offset, length):
-    """Deallocate a file range (reads back zeros). Falls back to writing zeros."""
+def punch_hole(fd, offset, length, fallback=True):
+    """Deallocate a file range (reads back zeros). Falls back to writing zeros, unless fallback
+    is False: then returns whether the range was deallocated."""
     try:
         import ctypes
         libc = ctypes.CDLL(None, use_errno=True)  # the C library already loaded (no ldconfig subprocess)
         fallocate = libc.fallocate
         fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
         if fallocate(fd, _PUNCH_HOLE | _KEEP_SIZE, offset, length) == 0:
-            return
+            return True
     except (OSError, AttributeError, ImportError):
         pass
+    if not fallback:
+        return False
     write_zero_data(fd, offset, length)
+    return True
 
 
 def write_zero_data(fd, offset, length):

@@ -203,6 +203,16 @@ def logical_block_size(fd):
     return min(size, 1 << 16)
 
 
+def write_zeros(node, offset, length, chunk=1 << 20):
+    """Write length zero bytes at offset through node.pwrite, a bounded chunk at a time."""
+    from ..fileio import zero_view
+    while length > 0:
+        n = min(length, chunk)
+        node.pwrite(offset, zero_view(n))
+        offset += n
+        length -= n
+
+
 class AlignedIO(object):
     """Positional reads and writes of any offset and length on an O_DIRECT fd.
 
