@@ -192,7 +192,9 @@ class BackgroundWriter(object):
     """
 
     def __init__(self, fd, max_pending=2):
+        """fd: a file descriptor, or a protocol node (its pwritev, e.g. aligned for O_DIRECT)."""
         self.fd = fd
+        self.write = fd.pwritev if hasattr(fd, "pwritev") else self._pwritev_fd
         self.queue = queue.Queue(maxsize=max_pending)
         self.error = None
         self.thread = threading.Thread(target=self._run, name="qimg-writer")
@@ -209,9 +211,12 @@ class BackgroundWriter(object):
                 callback()
             elif self.error is None:
                 try:
-                    pwritev_all(self.fd, offset, buffers)
+                    self.write(offset, buffers)
                 except BaseException as e:  # re-raised in the submitting thread
                     self.error = e
+
+    def _pwritev_fd(self, offset, buffers):
+        pwritev_all(self.fd, offset, buffers)
 
     def submit(self, offset, buffers):
         if self.error is not None:

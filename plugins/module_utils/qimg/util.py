@@ -13,6 +13,7 @@ import os
 
 from .errors import InvalidArgument, QimgError
 from .protocols.cache import cache_mode, flush_directory, flush_fd, reopen_fd
+from .protocols.file import HostFile
 
 # linux/fs.h
 _FS_NOCOW_FL = 0x00800000
@@ -108,10 +109,11 @@ def apply_host_hints(fd, nocow=False, extent_size_hint=None, warn=None):
 
 
 def atomic_output(filename, build, cache=None, nocow=False, extent_size_hint=None, warn=None):
-    """Call build(fd) on a fresh temporary file next to filename and rename it into place.
+    """Call build(node) on a fresh temporary file next to filename and rename it into place.
 
     The temporary file gets the host hints first (apply_host_hints: nocow, extent size hint), then
-    is opened with the cache mode's flags (O_DIRECT, O_DSYNC: protocols/cache.py) for build. Unless
+    is opened with the cache mode's flags (O_DIRECT, O_DSYNC: protocols/cache.py); build gets it as
+    a protocol node (protocols/file.HostFile, aligned I/O under O_DIRECT) named filename. Unless
     the mode is unsafe, its data are synced before the rename and the directory after it, so the
     new file is durable when this returns; with unsafe nothing is synced (qemu-img convert's
     default, which does not flush its output either).
@@ -140,7 +142,7 @@ def atomic_output(filename, build, cache=None, nocow=False, extent_size_hint=Non
             io_fd = reopen_fd(fd, tmp, mode)
         except OSError as e:
             raise QimgError("Could not open '%s': Could not open '%s': %s" % (filename, filename, e.strerror))
-        build(io_fd)
+        build(HostFile(filename, read_only=False, fd=io_fd, lock=False, cache=mode))
         flush_fd(io_fd, mode)
         if io_fd != fd:
             os.close(io_fd)

@@ -21,6 +21,7 @@ except ImportError:  # Python 2 spelling, for sanity tests on old interpreters
 
 from ..fileio import BufferPool, zero_view
 from ..image import chain_block_status, open_image
+from ..protocols.cache import cache_mode
 
 CHUNK = 8 << 20
 SECTOR = 512
@@ -169,14 +170,16 @@ def _tail_nonzero(dev, start, end):
     return None
 
 
-def compare_images(filename1, filename2, fmt1=None, fmt2=None, strict=False, force_share=False):
+def compare_images(filename1, filename2, fmt1=None, fmt2=None, strict=False, force_share=False,
+                   src_cache=None):
     """Returns {"result": IDENTICAL|CONTENT_MISMATCH|SIZE_MISMATCH|STATUS_MISMATCH,
     "offset": first differing offset or None, "size-mismatch": bool}.
 
     "size-mismatch" is true when the sizes differ (qemu-img then warns "Warning: Image size
     mismatch!" before it compares); the larger image's tail must read as zeros."""
-    with open_image(filename1, fmt1, read_only=True, force_share=force_share) as dev1:
-        with open_image(filename2, fmt2, read_only=True, force_share=force_share) as dev2:
+    mode = cache_mode(src_cache, source=True)  # qemu-img compare's -T (default writeback)
+    with open_image(filename1, fmt1, read_only=True, force_share=force_share, cache=mode) as dev1:
+        with open_image(filename2, fmt2, read_only=True, force_share=force_share, cache=mode) as dev2:
             size_mismatch = dev1.size != dev2.size
             if size_mismatch and strict:
                 return {"result": SIZE_MISMATCH, "offset": None, "size-mismatch": True}

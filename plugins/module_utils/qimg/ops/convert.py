@@ -29,7 +29,8 @@ from ..formats.qcow2.writer import Qcow2StreamWriter
 from ..fileio import BackgroundWriter, BufferPool, zero_view
 from ..image import chain_block_status, full_backing_path, open_image
 from ..util import atomic_output
-from .create import normalize_options
+from ..protocols.cache import CONVERT_CACHE, cache_mode
+from .create import host_options, normalize_options
 
 CHUNK = 4 << 20          # guest bytes per pipeline step (a multiple of every cluster size)
 STATUS_WINDOW = 64 * CHUNK  # guest bytes whose block status is taken at once
@@ -37,11 +38,11 @@ COMPRESS_BATCH = 32      # clusters handed to one compression task
 POOL_BUFFERS = 6         # chunk buffers: one being read, two queued, the rest being written
 
 
-def _open_sources(filenames, fmt, snapshot, force_share):
+def _open_sources(filenames, fmt, snapshot, force_share, cache=None):
     devs = []
     try:
         for name in filenames:
-            dev = open_image(name, fmt, read_only=True, force_share=force_share)
+            dev = open_image(name, fmt, read_only=True, force_share=force_share, cache=cache)
             devs.append(dev)
             if snapshot:
                 activate_snapshot(dev, snapshot)
@@ -236,9 +237,9 @@ class _Progress(object):
             self.callback(done, self.total, time.time() - self.start)
 
 
-def _write_raw(fd, chunks, total, fully_allocated, progress):
-    os.ftruncate(fd, total)
-    io = BackgroundWriter(fd)
+def _write_raw(node, chunks, total, fully_allocated, progress):
+    node.truncate(total)
+    io = BackgroundWriter(node)
     try:
         for pos, n, pieces, release in chunks:
             for off, ln, data in pieces:
@@ -381,13 +382,20 @@ def _write_into(dev, chunks, target_is_zero, progress):
 
 def convert(sources, dest, src_fmt=None, out_fmt="raw", options=None, compress=False,
             sparse_size=4096, snapshot=None, backing_file=None, backing_fmt=None,
-            target_exists=False, target_is_zero=False, progress=None, force_share=False):
-    """Convert sources (concatenated) into dest. Returns {"virtual-size": n}."""
+            target_exists=False, target_is_zero=False, progress=None, force_share=False,
+            cache=None, src_cache=None, warn=None):
+    """Convert sources (concatenated) into dest. Returns {"virtual-size": n}.
+
+    cache: the output's cache mode (qemu-img's `-t`, default unsafe: nothing is synced);
+    src_cache: the sources' (`-T`, default writeback). warn(message) gets qemu's warnings."""
+    mode = cache_mode(cache, default=CONVERT_CACHE)
+    src_mode = cache_mode(src_cache, source=True)
     if not sources:
         raise InvalidArgument("Expecting at least one source image")
     if sparse_size < 0 or sparse_size % 512:
         raise InvalidArgument("Invalid buffer size for sparse output specified")
     opts = normalize_options(out_fmt, None, options, backing_file, backing_fmt)
+    hints = host_options(out_fmt, options)
     backing_file = opts.pop("backing_file", None)
     backing_fmt = opts.pop("backing_fmt", None)
     if compress and out_fmt != "qcow2":
@@ -399,14 +407,14 @@ def convert(sources, dest, src_fmt=None, out_fmt="raw", options=None, compress=F
         raise UnsupportedFeature("zstd compression needs the zstandard or pyzstd Python package")
     if target_exists and target_is_zero is None:
         target_is_zero = False
-    devs = _open_sources(sources, src_fmt, snapshot, force_share)
+    devs = _open_sources(sources, src_fmt, snapshot, force_share, src_mode)
     total = sum(d.size for d in devs)
     chunks = _chunks(devs, total, sparse_size)  # (its reading thread starts on the first chunk)
     try:
         report = _Progress(progress, total)
         fully_allocated = sparse_size == 0
         if target_exists:
-            with open_image(dest, None if out_fmt is None else out_fmt, read_only=False) as target:
+            with open_image(dest, None if out_fmt is None else out_fmt, read_only=False, cache=mode) as target:
                 if target.size < total:
                     raise InvalidArgument("Output image is too small")
                 _write_into(target, chunks, target_is_zero, report)
@@ -416,12 +424,12 @@ def convert(sources, dest, src_fmt=None, out_fmt="raw", options=None, compress=F
         if out_fmt == "raw":
             prealloc = opts.get("preallocation", "off")
 
-            def build(fd):
-                _write_raw(fd, chunks, total, fully_allocated or prealloc == "full",
+            def build(node):
+                _write_raw(node, chunks, total, fully_allocated or prealloc == "full",
                            report)
                 if prealloc == "falloc" and total:
-                    os.posix_fallocate(fd, 0, total)
-            atomic_output(dest, build)
+                    node.allocate(0, total)
+            atomic_output(dest, build, cache=mode, warn=warn, **hints)
             return {"virtual-size": total}
         if out_fmt != "qcow2":
             raise InvalidArgument("Unknown file format '%s'" % out_fmt)
@@ -430,7 +438,7 @@ def convert(sources, dest, src_fmt=None, out_fmt="raw", options=None, compress=F
         backing = None
         if backing_file:
             path = full_backing_path(dest, backing_file)
-            backing = open_image(path, backing_fmt, read_only=True, force_share=True)
+            backing = open_image(path, backing_fmt, read_only=True, force_share=True, cache=mode)
             backing_fmt = backing_fmt or backing.format_name
         try:
             create_opts = dict(cluster_size=opts.get("cluster_size", 65536), compat=opts.get("compat", "1.1"),
@@ -440,8 +448,8 @@ def convert(sources, dest, src_fmt=None, out_fmt="raw", options=None, compress=F
                                backing_file=backing_file, backing_fmt=backing_fmt)
             size = (total + 511) // 512 * 512
 
-            def build_qcow2(fd):
-                writer = Qcow2StreamWriter(fd, size, **create_opts)
+            def build_qcow2(node):
+                writer = Qcow2StreamWriter(node, size, **create_opts)
                 if CHUNK % writer.cs:
                     raise InvalidArgument("cluster size larger than the conversion chunk")
                 try:
@@ -451,7 +459,7 @@ def convert(sources, dest, src_fmt=None, out_fmt="raw", options=None, compress=F
                     writer.abort()
                     raise
                 writer.finish()
-            atomic_output(dest, build_qcow2)
+            atomic_output(dest, build_qcow2, cache=mode, warn=warn, **hints)
         finally:
             if backing is not None:
                 backing.close()

@@ -285,14 +285,14 @@ def create_image(filename, fmt, size=None, options=None, backing_file=None, back
     if fmt == "qcow2":
         compression = o.get("compression_type", "zlib")  # zstd needs no library until data is compressed
 
-        def build(fd):
-            create_qcow2(fd, size, cluster_size=o.get("cluster_size", 65536), compat=o.get("compat", "1.1"),
+        def build(node):
+            create_qcow2(node, size, cluster_size=o.get("cluster_size", 65536), compat=o.get("compat", "1.1"),
                          refcount_bits=o.get("refcount_bits", 16),
                          lazy_refcounts=o.get("lazy_refcounts", False),
                          extended_l2=o.get("extended_l2", False),
                          preallocation=o.get("preallocation", "off"), compression_type=compression,
                          backing_file=backing_file, backing_fmt=backing_fmt)
     else:
-        def build(fd):
-            create_raw(fd, size, o.get("preallocation", "off"))
+        def build(node):
+            create_raw(node, size, o.get("preallocation", "off"))
     atomic_output(filename, build, cache=mode, warn=warn, **hints)

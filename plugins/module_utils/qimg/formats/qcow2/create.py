@@ -12,13 +12,12 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import os
 import struct
 
 from ...errors import InvalidArgument, QimgError
 from . import header as hdr
 from .entries import COPIED
-from ...fileio import pwrite_all, write_zero_data
+from ...protocols.cache import write_zeros
 from .refcounts import encode_block
 
 
@@ -96,8 +95,8 @@ def plan_header(size, cluster_size=65536, compat="1.1", refcount_bits=16, lazy_r
     return h
 
 
-def create_qcow2(fd, size, preallocation="off", **options):
-    """Write a new, empty qcow2 image into the (empty) file open as fd."""
+def create_qcow2(file, size, preallocation="off", **options):
+    """Write a new, empty qcow2 image into the (empty) file, a protocol node (protocols/file.py)."""
     h = plan_header(size, preallocation=preallocation, **options)
     cluster_size = h.cluster_size
     refcount_bits = h.refcount_bits
@@ -144,13 +143,13 @@ def create_qcow2(fd, size, preallocation="off", **options):
         table = bytearray(rt_clusters * cluster_size)
         for i in range(rb_clusters):
             struct.pack_into(">Q", table, 8 * i, rb_off + i * cluster_size)
-        pwrite_all(fd, rt_off, bytes(table))
+        file.pwrite(rt_off, bytes(table))
         # refcount blocks: every used cluster has refcount 1
         for i in range(rb_clusters):
             first = i * entries_per_block
             count = max(0, min(entries_per_block, used_clusters - first))
             values = [1] * count + [0] * (entries_per_block - count)
-            pwrite_all(fd, rb_off + i * cluster_size, encode_block(values, refcount_bits))
+            file.pwrite(rb_off + i * cluster_size, encode_block(values, refcount_bits))
         # L2 tables and L1 when preallocating
         l1 = bytearray(l1_size * 8)
         if prealloc:
@@ -164,15 +163,15 @@ def create_qcow2(fd, size, preallocation="off", **options):
                     struct.pack_into(">Q", l2, 8 * step * k, (data_off + (first + k) * cluster_size) | COPIED)
                     if extended_l2:
                         struct.pack_into(">Q", l2, 8 * step * k + 8, sc_bitmap)
-                pwrite_all(fd, l2_off + t * cluster_size, bytes(l2))
+                file.pwrite(l2_off + t * cluster_size, bytes(l2))
                 struct.pack_into(">Q", l1, 8 * t, (l2_off + t * cluster_size) | COPIED)
-        pwrite_all(fd, l1_off, bytes(l1))
+        file.pwrite(l1_off, bytes(l1))
         if prealloc:
-            os.ftruncate(fd, end)
+            file.truncate(end)
             if preallocation == "falloc" and n_data:
-                os.posix_fallocate(fd, data_off, n_data * cluster_size)
+                file.allocate(data_off, n_data * cluster_size)
             elif preallocation == "full" and n_data:
-                write_zero_data(fd, data_off, n_data * cluster_size)
-        pwrite_all(fd, 0, bytes(raw_header))
+                write_zeros(file, data_off, n_data * cluster_size)
+        file.pwrite(0, bytes(raw_header))
     except OSError as e:
         raise QimgError("Could not write the image: %s" % e.strerror)

@@ -17,7 +17,7 @@ import array
 import struct
 
 from ...errors import InvalidArgument
-from ...fileio import BackgroundWriter, pwrite_all
+from ...fileio import BackgroundWriter
 from . import header as hdr
 from .create import plan_header
 from .entries import ALL_SUBCLUSTERS, COMPRESSED, COPIED, ZERO_FLAG, encode_table
@@ -29,10 +29,10 @@ def _div_up(a, b):
 
 
 class Qcow2StreamWriter(object):
-    """Writes a fresh qcow2 image into an empty file descriptor."""
+    """Writes a fresh qcow2 image into an empty file (a protocol node: protocols/file.py)."""
 
-    def __init__(self, fd, size, **create_options):
-        self.fd = fd
+    def __init__(self, file, size, **create_options):
+        self.file = file
         self.header = h = plan_header(size, **create_options)
         self.cs = cs = h.cluster_size
         self.cb = h.cluster_bits
@@ -50,7 +50,7 @@ class Qcow2StreamWriter(object):
         self.pending_off = None
         self.pending_len = 0
         self.x_bits = 62 - (self.cb - 8)
-        self.io = BackgroundWriter(fd)
+        self.io = BackgroundWriter(file)
 
     # --- L2 handling ---
     def _entry_slot(self, gc):
@@ -197,9 +197,9 @@ class Qcow2StreamWriter(object):
             values = [1] * n + [0] * (entries_per_block - n)
             for j, v in by_block.get(i, ()):
                 values[j] = v
-            pwrite_all(self.fd, rb_off + i * cs, encode_block(values, h.refcount_bits))
-        pwrite_all(self.fd, rt_off, bytes(reftable))
+            self.file.pwrite(rb_off + i * cs, encode_block(values, h.refcount_bits))
+        self.file.pwrite(rt_off, bytes(reftable))
         h.l1_table_offset = l1_off
         h.refcount_table_offset = rt_off
         h.refcount_table_clusters = table
-        pwrite_all(self.fd, 0, hdr.header_cluster_bytes(h, cs))
+        self.file.pwrite(0, hdr.header_cluster_bytes(h, cs))
