@@ -205,10 +205,17 @@ def parse_header(buf, file_size, filename):
     _parse_extensions(h, buf, corrupt)
     unknown = getattr(h, "unknown_incompat", 0)
     if unknown:
+        # QEMU names the bits its image's feature table names, in table order (up to the first
+        # unnamed entry), then the rest as one mask
         names = []
-        for bit in range(64):
-            if unknown & (1 << bit):
-                names.append(h.feature_name(0, bit) or "Unknown incompatible feature: %x" % (1 << bit))
+        for kind, bit, name in h.feature_table:
+            if not name:
+                break
+            if kind == 0 and bit < 64 and unknown & (1 << bit):
+                names.append(name)
+                unknown &= ~(1 << bit)
+        if unknown:
+            names.append("Unknown incompatible feature: %x" % unknown)
         raise UnsupportedFeature("Could not open '%s': Unsupported qcow2 feature(s): %s"
                                  % (filename, ", ".join(names)))
     if h.incompatible_features & INCOMPAT_COMPRESSION and h.compression_type == COMPRESSION_ZLIB:
@@ -254,8 +261,10 @@ def _parse_extensions(h, buf, corrupt):
                 raise corrupt("Backing format name too long")
             h.backing_format = _decode(data.split(b"\0", 1)[0])
         elif ext_type == EXT_FEATURE_TABLE:
-            for i in range(0, len(data) - 47, 48):
-                name = data[i + 2:i + 48].split(b"\0", 1)[0].decode("utf-8", "replace")
+            # a short last entry reads as zero-padded, as QEMU reads it
+            table = data + bytes(-len(data) % 48)
+            for i in range(0, len(table), 48):
+                name = table[i + 2:i + 48].split(b"\0", 1)[0].decode("utf-8", "replace")
                 h.feature_table.append((data[i], data[i + 1], name))
         elif ext_type == EXT_BITMAPS:
             if ext_len != BITMAPS_EXT.size:
