@@ -24,10 +24,8 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import errno
-import mmap
 import os
 import stat
-import threading
 
 from ..errors import InvalidArgument, UnsupportedFeature
 
@@ -223,6 +221,7 @@ class AlignedIO(object):
     """
 
     def __init__(self, fd, align=None):
+        import threading  # (not at module import: the CLI's start-up stays lean)
         self.fd = fd
         self.align = align or logical_block_size(fd)
         self._local = threading.local()
@@ -231,6 +230,7 @@ class AlignedIO(object):
     def _bounce(self, n):
         buf = getattr(self._local, "buf", None)
         if buf is None or len(buf) < n:
+            import mmap
             size = max(n, 1 << 20)
             size = -(-size // mmap.PAGESIZE) * mmap.PAGESIZE
             buf = self._local.buf = mmap.mmap(-1, size)
