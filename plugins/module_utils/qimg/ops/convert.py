@@ -477,13 +477,14 @@ def convert(sources, dest, src_fmt=None, out_fmt="raw", options=None, compress=F
 CACHE_MODES = ("none", "off", "writeback", "writethrough", "directsync", "unsafe")
 
 
-def open_sources(filenames, fmt=None, force_share=False, snapshot=None):
+def open_sources(filenames, fmt=None, force_share=False, snapshot=None, cache=None):
     """Open the sources read-only as qemu-img convert does before creating the target, the
-    internal snapshot (``-l`` text) activated in the first one. The caller closes them."""
+    internal snapshot (``-l`` text) activated in the first one, with the cache mode (``-T``).
+    The caller closes them."""
     devs = []
     try:
         for name in filenames:
-            devs.append(open_image(name, fmt, read_only=True, force_share=force_share))
+            devs.append(open_image(name, fmt, read_only=True, force_share=force_share, cache=cache))
         if snapshot is not None:
             if len(filenames) > 1 and not snapshot.startswith("snapshot."):
                 raise InvalidArgument("No support for concatenating multiple snapshot")
@@ -535,7 +536,8 @@ def check_backing(dest, backing_file, backing_fmt):
 
 def prepare_convert(sources, dest, src_fmt=None, out_fmt="raw", options=None, compress=False,
                     backing_file=None, backing_fmt=None, snapshot=None, target_exists=False,
-                    target_is_zero=False, bitmaps=False, cache="unsafe", force_share=False, inspect=None):
+                    target_is_zero=False, bitmaps=False, cache="unsafe", force_share=False, inspect=None,
+                    src_cache=None):
     """Run qemu-img convert's checks in its order, with the sources open; nothing is written.
 
     ``options`` is the ``-o`` text. Returns {"options": dict for convert(), "typed": typed target
@@ -544,7 +546,7 @@ def prepare_convert(sources, dest, src_fmt=None, out_fmt="raw", options=None, co
     planning, with the typed target options). Raises QimgError subclasses with qemu-img's messages.
     """
     from .create import CREATE_OPTIONS, parse_option_string
-    devs = open_sources(sources, src_fmt, force_share, snapshot)
+    devs = open_sources(sources, src_fmt, force_share, snapshot, cache_mode(src_cache, source=True))
     try:
         total = sum((d.size + 511) // 512 * 512 for d in devs)
         optdict, typed = {}, {}
@@ -580,8 +582,7 @@ def prepare_convert(sources, dest, src_fmt=None, out_fmt="raw", options=None, co
             raise UnsupportedFeature("Source lacks bitmap support")
         if not target_exists and out_fmt == "qcow2":
             check_qcow2_target(dest, total, typed, backing, backing_fmt)
-        if cache not in CACHE_MODES:
-            raise InvalidArgument("Invalid cache option: %s" % cache)
+        cache_mode(cache, default=CONVERT_CACHE)  # "Invalid cache option: X"
         if backing and not target_exists:
             check_backing(dest, backing, backing_fmt or optdict.get("backing_fmt"))
         if bitmaps:
