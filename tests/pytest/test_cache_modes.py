@@ -12,14 +12,19 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import glob
 import os
 import random
+import re
+import shutil
 import subprocess
+import sys
 
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from conftest import run
+from conftest import QIMG, assert_same_as_qemu_img, run
+from helpers import qemu_compare
 from qimg.errors import InvalidArgument
 from qimg.protocols import cache as cachemod
 from qimg.protocols.cache import AlignedIO, cache_mode, open_fd
@@ -179,17 +184,272 @@ def test_open_fd_refused(no_odirect_dir):
     os.close(fd)
 
 
-def strace_syncs(cmd, cwd=None, env=None):
-    """Run cmd under strace; return [(call, path-or-fd-text)] of its fsync/fdatasync/rename calls."""
-    out = os.path.join(cwd or ".", ".strace.out")
-    run(["strace", "-f", "-y", "-qq", "-o", out, "-e", "trace=fsync,fdatasync,rename,renameat,renameat2"] + cmd,
-        cwd=cwd, env=env)
-    calls = []
-    with open(out) as f:
-        for line in f:
-            line = line.split(None, 1)[1] if line[:1].isdigit() else line
-            name = line.split("(", 1)[0]
-            if name in ("fsync", "fdatasync", "rename", "renameat", "renameat2"):
-                calls.append((name, line.split("(", 1)[1].rsplit(")", 1)[0]))
-    os.unlink(out)
-    return calls
+
+# ------------------------------------------------------------------------ strace helpers
+_LINE = re.compile(r"^(\d+\.\d+) (\w+)\((.*)\) += (-?\d+)")
+
+
+def _need_strace():
+    if shutil.which("strace") is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("strace is required (CI installs it)")
+        pytest.skip("strace not installed")
+
+
+def traced(args, cwd, calls="openat,pwrite64,pwritev,pwritev2,pread64,preadv,preadv2,fsync,fdatasync,"
+                             "rename,renameat,renameat2,ftruncate", check=True):
+    """Run bin/qimg args under strace -f (one file per thread, so no call is split); return
+    (CompletedProcess, [(time, name, args text, result)] of all threads in time order)."""
+    _need_strace()
+    prefix = os.path.join(str(cwd), ".strace")
+    proc = run(["strace", "-ff", "-y", "-qq", "-ttt", "-o", prefix, "-e", "trace=" + calls,
+                sys.executable, QIMG] + list(args), cwd=str(cwd), check=check)
+    out = []
+    for name in glob.glob(prefix + ".*"):
+        with open(name) as f:
+            for line in f:
+                m = _LINE.match(line.strip())
+                if m:
+                    out.append((float(m.group(1)), m.group(2), m.group(3), int(m.group(4))))
+        os.unlink(name)
+    out.sort(key=lambda c: c[0])
+    return proc, out
+
+
+def _on(call, needle):
+    """Whether the call's first argument (fd, strace -y annotated) or path names needle."""
+    return needle in call[2].split(", ")[0] or needle in call[2].split(", ", 1)[0]
+
+
+def _writes_to(calls, needle):
+    """[(offset, length)] of the write calls on fds whose path contains needle."""
+    out = []
+    for c in calls:
+        if c[1] in ("pwrite64", "pwritev", "pwritev2", "preadv2", "preadv", "pread64") and _on(c, needle):
+            nums = [int(x) for x in re.findall(r"(?:^|, )(\d+)(?=,|$)", c[2].rsplit("]", 1)[-1] if "[" in c[2]
+                                               else c[2].rsplit('"', 1)[-1])]
+            if c[1] in ("pwrite64", "pread64"):
+                length, offset = nums[-2], nums[-1]
+            elif c[1] in ("pwritev2", "preadv2"):
+                length, offset = c[3], nums[-2]
+            else:
+                length, offset = c[3], nums[-1]
+            out.append((c[1], offset, length))
+    return out
+
+
+def _opened_flags(calls, needle):
+    return [c[2].split(", ")[2] for c in calls if c[1] == "openat" and needle in c[2].split(", ")[1]]
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory, qemu_img):
+    """A qcow2 source with data at unaligned guest offsets, zeros and holes."""
+    d = tmp_path_factory.mktemp("src")
+    path = str(d / "src.qcow2")
+    run([qemu_img, "create", "-q", "-f", "qcow2", path, "24M"])
+    run(["qemu-io", "-f", "qcow2", "-c", "write -P 7 1000 70000", "-c", "write -P 9 5M 1M",
+         "-c", "write -z 8M 1M", "-c", "write -P 3 23M 12345", path])
+    return path
+
+
+def _qemu_io_reads(img, *cmds):
+    cmd = ["qemu-io", "-f", "qcow2"]
+    for c in cmds:
+        cmd += ["-c", c]
+    out = run(cmd + [img]).stdout
+    assert "failed" not in out and out.count("read ") == len(cmds), out
+
+
+# ------------------------------------------------------- O_DIRECT through the CLI (ext4)
+@pytest.mark.parametrize("mode", ["none", "directsync"])
+@pytest.mark.parametrize("fmt,extra", [("raw", []), ("qcow2", []), ("qcow2", ["-c"]),
+                                       ("qcow2", ["-o", "cluster_size=512"])])
+def test_convert_o_direct_output(tmp_path, source, mode, fmt, extra):
+    out = str(tmp_path / ("out." + fmt))
+    proc, calls = traced(["convert", "-t", mode, "-T", mode, "-O", fmt] + extra + [source, out], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    flags = _opened_flags(calls, ".qimg-tmp")
+    assert any("O_DIRECT" in f for f in flags), flags
+    assert any("O_DIRECT" in f for f in _opened_flags(calls, "src.qcow2")), "-T %s: source without O_DIRECT" % mode
+    assert ("O_DSYNC" in " ".join(flags)) == (mode == "directsync")
+    io = _writes_to(calls, ".qimg-tmp")
+    assert io, "no writes seen"
+    for name, offset, length in io:
+        assert offset % 4096 == 0 and (length % 4096 == 0 or name.startswith("pread")), (name, offset, length)
+    for name, offset, length in _writes_to(calls, "src.qcow2"):
+        assert offset % 4096 == 0, (name, offset, length)
+    assert qemu_compare(source, out, "qcow2", fmt).returncode == 0
+    if fmt == "qcow2":
+        run(["qemu-img", "check", "-q", out])
+
+
+def test_create_and_check_repair_o_direct(tmp_path):
+    img = str(tmp_path / "c.qcow2")
+    proc, calls = traced(["create", "-q", "-f", "qcow2", "-o", "preallocation=metadata", img, "100M"], tmp_path)
+    # create has no -t in qemu-img: writeback, no O_DIRECT
+    assert not any("O_DIRECT" in f for f in _opened_flags(calls, ".qimg-tmp"))
+    run(["qemu-io", "-f", "qcow2", "-c", "write -P 5 3M 129k", img])
+    proc, calls = traced(["check", "-r", "all", "-T", "none", img], tmp_path)
+    assert any("O_DIRECT" in f for f in _opened_flags(calls, "c.qcow2"))
+    run(["qemu-img", "check", img])
+    _qemu_io_reads(img, "read -P 5 3M 129k")
+
+
+def test_engine_o_direct_fd_and_rmw(tmp_path, source, qemu_img):
+    """open_image(cache="none"): the kernel says O_DIRECT; unaligned guest writes land right."""
+    from qimg.image import open_image
+    img = str(tmp_path / "w.qcow2")
+    shutil.copy(source, img)
+    with open_image(img, read_only=False, cache="none") as dev:
+        assert _fd_flags(dev.file.fd) & os.O_DIRECT
+        assert dev.read(1000, 70000) == b"\7" * 70000
+        dev.write(12345, b"\x42" * 100001)
+        dev.write_zeroes(5 << 20, 4096)
+        dev.write(23 << 20, b"\x11" * 3)
+    run([qemu_img, "check", img])
+    _qemu_io_reads(img, "read -P 0x42 12345 100001", "read -P 0 5M 4k", "read -P 9 5246976 1044480",
+                   "read -P 0x11 23M 3", "read -P 3 24117251 12342")
+
+
+# ---------------------------------------------- a file system that refuses O_DIRECT
+@pytest.mark.parametrize("args", [
+    ["convert", "-t", "none", "-O", "raw", "a.qcow2", "b.raw"],
+    ["convert", "-t", "directsync", "-O", "qcow2", "a.qcow2", "b.qcow2"],
+    ["convert", "-T", "none", "-O", "raw", "a.qcow2", "c.raw"],
+    ["convert", "-t", "writethrough", "-O", "qcow2", "a.qcow2", "d.qcow2"],
+    ["check", "-T", "none", "a.qcow2"],
+    ["check", "-r", "all", "-T", "directsync", "a.qcow2"],
+    ["compare", "-T", "none", "a.qcow2", "a.qcow2"],
+    ["convert", "-t", "bogus", "-O", "raw", "a.qcow2", "b.raw"],
+    ["convert", "-T", "bogus", "-O", "raw", "a.qcow2", "b.raw"],
+    ["check", "-T", "bogus", "a.qcow2"],
+])
+def test_refused_o_direct_as_qemu_img(no_odirect_dir, qemu_img, as_qemu_img, args):
+    img = os.path.join(no_odirect_dir, "a.qcow2")
+    if not os.path.exists(img):
+        run([qemu_img, "create", "-q", "-f", "qcow2", img, "1M"])
+    for name in ("b.raw", "b.qcow2", "c.raw", "d.qcow2"):
+        if os.path.exists(os.path.join(no_odirect_dir, name)):
+            os.unlink(os.path.join(no_odirect_dir, name))
+    got = assert_same_as_qemu_img(qemu_img, as_qemu_img, args, no_odirect_dir)
+    if "O_DIRECT" in got.stderr and args[0] == "convert":
+        # qemu-img leaves the file it created behind; ours never left a temporary file
+        assert not [n for n in os.listdir(no_odirect_dir) if n.endswith(".qimg-tmp")]
+
+
+# ------------------------------------------------------------------- flushes per mode
+def _syncs(calls):
+    return [(c[1], c[2]) for c in calls if c[1] in ("fsync", "fdatasync", "rename", "renameat", "renameat2")]
+
+
+@pytest.mark.parametrize("mode,durable_writes", [
+    (None, False), ("unsafe", False), ("writeback", False), ("none", False), ("writethrough", True),
+    ("directsync", True)])
+@pytest.mark.parametrize("fmt", ["raw", "qcow2"])
+def test_convert_flush_policy(tmp_path, source, mode, durable_writes, fmt):
+    out = str(tmp_path / "o.img")
+    args = ["convert", "-O", fmt] + (["-t", mode] if mode else []) + [source, out]
+    proc, calls = traced(args, tmp_path)
+    syncs = _syncs(calls)
+    names = [s[0] for s in syncs]
+    if mode in (None, "unsafe"):  # convert's default is unsafe: nothing synced
+        assert names == ["rename"], syncs
+    else:
+        # the new file's data, then the rename, then the directory holding it
+        assert names == ["fdatasync", "rename", "fsync"], syncs
+        assert ".qimg-tmp" in syncs[0][1]
+        assert syncs[2][1].endswith("<%s>" % str(tmp_path)), syncs
+    flags = " ".join(_opened_flags(calls, ".qimg-tmp"))
+    assert ("O_DSYNC" in flags) == durable_writes
+    assert qemu_compare(source, out, "qcow2", fmt).returncode == 0
+
+
+@pytest.mark.parametrize("fmt", ["raw", "qcow2"])
+def test_create_is_durable(tmp_path, fmt):
+    """qemu-img create writes with writeback and flushes before it returns: file, rename, directory."""
+    img = str(tmp_path / "n.img")
+    proc, calls = traced(["create", "-q", "-f", fmt, img, "1G"], tmp_path)
+    names = [s[0] for s in _syncs(calls)]
+    assert names == ["fdatasync", "rename", "fsync"], _syncs(calls)
+
+
+@pytest.mark.parametrize("mode,expect", [(None, True), ("writeback", True), ("unsafe", False),
+                                         ("writethrough", True), ("none", True)])
+def test_check_repair_flushes(tmp_path, qemu_img, mode, expect):
+    img = str(tmp_path / "leak.qcow2")
+    run([qemu_img, "create", "-q", "-f", "qcow2", img, "4M"])
+    with open(img, "r+b") as f:   # a leaked cluster: the file grows by one unreferenced cluster
+        f.seek(0, 2)
+        f.write(b"\1" * 65536)
+    proc, calls = traced(["check", "-r", "leaks"] + (["-T", mode] if mode else []) + [img], tmp_path)
+    syncs = [s for s in _syncs(calls) if "leak.qcow2" in s[1]]
+    assert bool(syncs) == expect, syncs
+    run([qemu_img, "check", img])
+    proc, calls = traced(["check", img], tmp_path)
+    assert not _syncs(calls), "a read-only check must not sync"
+
+
+# ------------------------------------------------------------- atomic_output on its own
+class _Counting(object):
+    def __init__(self, monkeypatch):
+        from qimg import util
+        from qimg.protocols import cache as c
+        self.calls = []
+        real_fdatasync, real_fsync, real_rename = os.fdatasync, os.fsync, os.rename
+
+        def fdatasync(fd):
+            self.calls.append(("fdatasync", os.readlink("/proc/self/fd/%d" % fd)))
+            real_fdatasync(fd)
+
+        def fsync(fd):
+            self.calls.append(("fsync", os.readlink("/proc/self/fd/%d" % fd)))
+            real_fsync(fd)
+
+        def rename(a, b):
+            self.calls.append(("rename", b))
+            real_rename(a, b)
+        monkeypatch.setattr(c.os, "fdatasync", fdatasync)
+        monkeypatch.setattr(c.os, "fsync", fsync)
+        monkeypatch.setattr(util.os, "rename", rename)
+
+
+@pytest.mark.parametrize("mode", cachemod.MODES)
+def test_atomic_output_flush_order(tmp_path, monkeypatch, mode):
+    from qimg.util import atomic_output
+    counting = _Counting(monkeypatch)
+    dest = str(tmp_path / "x.img")
+    seen = {}
+
+    def build(node):
+        seen["flags"] = _fd_flags(node.fd)
+        node.pwrite(0, b"hello" * 1000)
+    atomic_output(dest, build, cache=mode)
+    with open(dest, "rb") as f:
+        assert f.read() == b"hello" * 1000
+    m = cache_mode(mode)
+    assert bool(seen["flags"] & os.O_DIRECT) == m.direct
+    assert bool(seen["flags"] & os.O_DSYNC) == m.dsync
+    if m.flush:
+        assert [c[0] for c in counting.calls] == ["fdatasync", "rename", "fsync"]
+        assert counting.calls[0][1].endswith(".qimg-tmp")
+        assert counting.calls[2][1] == str(tmp_path)
+    else:
+        assert [c[0] for c in counting.calls] == ["rename"]
+
+
+def test_atomic_output_refused_leaves_nothing(no_odirect_dir):
+    from qimg.errors import QimgError
+    from qimg.util import atomic_output
+    dest = os.path.join(no_odirect_dir, "y.img")
+    with open(dest, "wb") as f:
+        f.write(b"old")
+    with pytest.raises(QimgError) as e:
+        atomic_output(dest, lambda node: node.pwrite(0, b"new"), cache="none")
+    assert e.value.message == "Could not open '%s': Could not open '%s': filesystem does not support O_DIRECT" % (
+        dest, dest)
+    assert sorted(os.listdir(no_odirect_dir)) == ["a.qcow2", "y.img"] or "y.img" in os.listdir(no_odirect_dir)
+    assert not [n for n in os.listdir(no_odirect_dir) if n.endswith(".qimg-tmp")]
+    with open(dest, "rb") as f:
+        assert f.read() == b"old"
+    os.unlink(dest)

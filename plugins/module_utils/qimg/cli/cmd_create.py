@@ -51,7 +51,7 @@ def run(argv, ctx):
     filename = image_name(filename)   # the single place the new image's name reaches the engine
     try:
         plan = ops_create.plan_create(filename, fmt, size=size, options=options, backing_file=base,
-                                      backing_fmt=base_fmt, unsafe=unsafe, warn=ctx.warn)
+                                      backing_fmt=base_fmt, unsafe=unsafe)
         if not quiet and plan["pairs"] is not None:
             ctx.out(format_formatting_line(filename, fmt, plan["pairs"], plan["types"]))
         ops_create.create_image(filename, fmt, size=size, options=plan["options"], backing_file=base,
