@@ -145,7 +145,10 @@ def flush_fd(fd, cache):
     unsafe). Returns True when a sync was issued."""
     if not cache_mode(cache).flush:
         return False
-    os.fdatasync(fd) if hasattr(os, "fdatasync") else os.fsync(fd)
+    if hasattr(os, "fdatasync"):
+        os.fdatasync(fd)
+    else:
+        os.fsync(fd)
     return True
 
 
