@@ -111,3 +111,23 @@ def test_049_create_option_order_and_empty_backing(qemu_img, as_qemu_img, tmp_pa
     assert os.path.exists(str(ours / "t.qcow2")) == os.path.exists(str(theirs / "t.qcow2"))
     if want.returncode == 0:
         run([qemu_img, "check", str(ours / "t.qcow2")])
+
+
+# ---------------------------------------------------------------------------------------------
+# 054: a header size beyond what an L1 index can address is "Image is too big", checked before
+# "L1 table is too small" (qcow2_do_open()'s order)
+
+@pytest.mark.parametrize("size", [1024 ** 6, 1 << 62, (1 << 31) * (1 << 29) + 1])
+@pytest.mark.parametrize("command", [["check"], ["info"], ["map", "--output=json"]])
+def test_054_image_too_big(qemu_img, as_qemu_img, tmp_path, size, command):
+    img = str(tmp_path / "t.qcow2")
+    run([qemu_img, "create", "-q", "-f", "qcow2", img, "4G"])
+    with open(img, "r+b") as f:
+        f.seek(24)
+        f.write(struct.pack(">Q", size))
+    got = same(qemu_img, as_qemu_img, command + ["t.qcow2"], str(tmp_path))
+    assert got.returncode != 0
+
+
+def test_054_create_too_large(qemu_img, as_qemu_img, tmp_path):
+    same(qemu_img, as_qemu_img, ["create", "-f", "qcow2", "t.qcow2", "%dT" % (1024 * 1024)], str(tmp_path))

@@ -38,11 +38,12 @@ COMPRESS_BATCH = 32      # clusters handed to one compression task
 POOL_BUFFERS = 6         # chunk buffers: one being read, two queued, the rest being written
 
 
-def _open_sources(filenames, fmt, snapshot, force_share, cache=None):
+def _open_sources(filenames, fmt, snapshot, force_share, allow_unsafe_backing=False, cache=None):
     devs = []
     try:
         for name in filenames:
-            dev = open_image(name, fmt, read_only=True, force_share=force_share, cache=cache)
+            dev = open_image(name, fmt, read_only=True, force_share=force_share,
+                             allow_unsafe_backing=allow_unsafe_backing, cache=cache)
             devs.append(dev)
             if snapshot:
                 activate_snapshot(dev, snapshot)
@@ -383,7 +384,7 @@ def _write_into(dev, chunks, target_is_zero, progress):
 def convert(sources, dest, src_fmt=None, out_fmt="raw", options=None, compress=False,
             sparse_size=4096, snapshot=None, backing_file=None, backing_fmt=None,
             target_exists=False, target_is_zero=False, progress=None, force_share=False,
-            cache=None, src_cache=None, warn=None):
+            allow_unsafe_backing=False, cache=None, src_cache=None, warn=None):
     """Convert sources (concatenated) into dest. Returns {"virtual-size": n}.
 
     cache: the output's cache mode (qemu-img's `-t`, default unsafe: nothing is synced);
@@ -407,7 +408,7 @@ def convert(sources, dest, src_fmt=None, out_fmt="raw", options=None, compress=F
         raise UnsupportedFeature("zstd compression needs the zstandard or pyzstd Python package")
     if target_exists and target_is_zero is None:
         target_is_zero = False
-    devs = _open_sources(sources, src_fmt, snapshot, force_share, src_mode)
+    devs = _open_sources(sources, src_fmt, snapshot, force_share, allow_unsafe_backing, src_mode)
     total = sum(d.size for d in devs)
     chunks = _chunks(devs, total, sparse_size)  # (its reading thread starts on the first chunk)
     try:
@@ -438,7 +439,8 @@ def convert(sources, dest, src_fmt=None, out_fmt="raw", options=None, compress=F
         backing = None
         if backing_file:
             path = full_backing_path(dest, backing_file)
-            backing = open_image(path, backing_fmt, read_only=True, force_share=True, cache=mode)
+            backing = open_image(path, backing_fmt, read_only=True, force_share=True,
+                                 allow_unsafe_backing=allow_unsafe_backing, cache=mode)
             backing_fmt = backing_fmt or backing.format_name
         try:
             create_opts = dict(cluster_size=opts.get("cluster_size", 65536), compat=opts.get("compat", "1.1"),

@@ -223,14 +223,15 @@ def resolved_options(fmt, size=None, options=None, backing_file=None, backing_fm
     return pairs
 
 
-def _backing_size(filename, backing_file, backing_fmt):
+def _backing_size(filename, backing_file, backing_fmt, allow_unsafe_backing=False):
     refuse_pseudo_filename(backing_file, "Backing file name")
     path = full_backing_path(filename, backing_file)
     if not os.path.lexists(path):
         raise ImageNotFound("Could not open '%s': No such file or directory" % path,
                             hint=["Could not open backing image."])
     try:
-        with open_image(path, backing_fmt, read_only=True, force_share=True) as dev:
+        with open_image(path, backing_fmt, read_only=True, force_share=True,
+                        allow_unsafe_backing=allow_unsafe_backing) as dev:
             return dev.size, dev.format_name
     except QimgError as e:
         raise QimgError(e.message, hint=e.hint + ["Could not open backing image."])
@@ -299,7 +300,7 @@ def refuse_if_in_use(filename):
 
 
 def create_image(filename, fmt, size=None, options=None, backing_file=None, backing_fmt=None,
-                 unsafe=False, overwrite=True, cache=None, warn=None):
+                 unsafe=False, overwrite=True, allow_unsafe_backing=False, cache=None, warn=None):
     """Create a raw or qcow2 image (see docs/engine-api.md).
 
     cache: the cache mode the new file is written with (qemu-img create's is writeback: the file
@@ -324,7 +325,7 @@ def create_image(filename, fmt, size=None, options=None, backing_file=None, back
     if backing_file:
         refuse_pseudo_filename(backing_file, "Backing file name")
         if not unsafe:
-            bsize, bfmt = _backing_size(filename, backing_file, backing_fmt)
+            bsize, bfmt = _backing_size(filename, backing_file, backing_fmt, allow_unsafe_backing)
             if size is None:
                 size = bsize
             if backing_fmt is None:

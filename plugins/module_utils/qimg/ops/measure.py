@@ -95,7 +95,7 @@ def check_qcow2_options(typed):
 
 
 def measure(filename=None, size=None, fmt=None, out_fmt="raw", options=None, snapshot=None,
-            force_share=False):
+            force_share=False, allow_unsafe_backing=False):
     """{"required": n, "fully-allocated": n[, "bitmaps": n]} like `qemu-img measure --output=json`."""
     if (filename is None) == (size is None):
         raise InvalidArgument("Either --size N or one filename must be specified.")
@@ -104,7 +104,8 @@ def measure(filename=None, size=None, fmt=None, out_fmt="raw", options=None, sna
         raise InvalidArgument("Unknown file format '%s'" % out_fmt)
     dev = None
     if filename is not None:
-        dev = open_image(filename, fmt, read_only=True, force_share=force_share)
+        dev = open_image(filename, fmt, read_only=True, force_share=force_share,
+                         allow_unsafe_backing=allow_unsafe_backing)
     try:
         if dev is not None and snapshot:
             activate_snapshot(dev, snapshot)

@@ -172,13 +172,7 @@ def parse_header(buf, file_size, filename):
     if h.crypt_method not in (0, 1, 2):
         raise corrupt("Unsupported encryption method: %d" % h.crypt_method)
     # Tables: alignment and bounds before anything is read or allocated.
-    if h.l1_size > MAX_L1_BYTES // 8:
-        raise corrupt("Active L1 table too large")
-    l2_entries = cs // (16 if h.incompatible_features & INCOMPAT_EXTL2 else 8)
-    needed_l1 = -(-h.size // (cs * l2_entries))
-    if h.l1_size < needed_l1:
-        raise corrupt("L1 table is too small")
-    _check_table(h.l1_table_offset, h.l1_size * 8, cs, file_size, corrupt, "Active L1 table")
+    # (in qcow2_do_open()'s order: refcount table, snapshot table, L1 table, then the size)
     if h.refcount_table_clusters == 0 and file_size > 0:
         raise corrupt("Image does not contain a reference count table")
     if h.refcount_table_clusters > MAX_REFTABLE_BYTES // cs:
@@ -191,6 +185,15 @@ def parse_header(buf, file_size, filename):
         _check_table(h.snapshots_offset, h.nb_snapshots * 40, cs, file_size, corrupt, "Snapshot table")
     elif h.snapshots_offset % cs:
         raise corrupt("Snapshot table offset invalid")
+    if h.l1_size > MAX_L1_BYTES // 8:
+        raise corrupt("Active L1 table too large")
+    _check_table(h.l1_table_offset, h.l1_size * 8, cs, file_size, corrupt, "Active L1 table")
+    l2_entries = cs // (16 if h.incompatible_features & INCOMPAT_EXTL2 else 8)
+    needed_l1 = -(-h.size // (cs * l2_entries))
+    if needed_l1 > 0x7FFFFFFF:
+        raise corrupt("Image is too big")
+    if h.l1_size < needed_l1:
+        raise corrupt("L1 table is too small")
     # Backing file name: inside the first cluster, after the header.
     if h.backing_file_offset:
         if h.backing_file_size > MAX_BACKING_NAME or h.backing_file_size == 0:
