@@ -14,7 +14,6 @@ __metaclass__ = type
 
 import glob
 import os
-import random
 import re
 import shutil
 import subprocess
@@ -93,13 +92,12 @@ def _direct_pair(tmp_path, initial=b""):
 
 
 def test_aligned_io_unaligned_requests(tmp_path):
-    rnd = random.Random(1)
-    initial = bytes(rnd.getrandbits(8) for _ in range(20000))
+    initial = os.urandom(20000)
     path, fd, io = _direct_pair(tmp_path, initial)
     model = bytearray(initial)
     try:
         for off, n in ((0, 1), (1, 511), (4095, 2), (4096, 4096), (5000, 9000), (19990, 5), (30000, 100)):
-            data = bytes(rnd.getrandbits(8) for _ in range(n))
+            data = os.urandom(n)
             io.pwrite(off, data)
             if off + n > len(model):
                 model.extend(bytes(off + n - len(model)))
@@ -184,7 +182,6 @@ def test_open_fd_refused(no_odirect_dir):
     os.close(fd)
 
 
-
 # ------------------------------------------------------------------------ strace helpers
 _LINE = re.compile(r"^(\d+\.\d+) (\w+)\((.*)\) += (-?\d+)")
 
@@ -196,8 +193,10 @@ def _need_strace():
         pytest.skip("strace not installed")
 
 
-def traced(args, cwd, calls="openat,pwrite64,pwritev,pwritev2,pread64,preadv,preadv2,fsync,fdatasync,"
-                             "rename,renameat,renameat2,ftruncate", check=True):
+_CALLS = "openat,pwrite64,pwritev,pwritev2,pread64,preadv,preadv2,fsync,fdatasync,rename,renameat,renameat2,ftruncate"
+
+
+def traced(args, cwd, calls=_CALLS, check=True):
     """Run bin/qimg args under strace -f (one file per thread, so no call is split); return
     (CompletedProcess, [(time, name, args text, result)] of all threads in time order)."""
     _need_strace()

@@ -13,6 +13,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -23,6 +24,7 @@ from conftest import assert_same_as_qemu_img, run
 from helpers import qemu_compare
 
 
+@contextlib.contextmanager
 def _loop_mount(tmp_path_factory, fstype, size_mb, mkfs):
     """Make a sparse file, attach a loop device, mkfs and mount it; yield the mount point."""
     tool = mkfs[0]
@@ -37,7 +39,7 @@ def _loop_mount(tmp_path_factory, fstype, size_mb, mkfs):
     with open(backing, "wb") as f:
         f.truncate(size_mb << 20)
     proc = subprocess.run(["losetup", "-f", "--show", backing], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          universal_newlines=True)
+                          universal_newlines=True, check=False)
     if proc.returncode != 0:
         if os.environ.get("CI") == "true":
             pytest.fail("no loop device: %s" % proc.stderr.strip())
@@ -57,13 +59,13 @@ def _loop_mount(tmp_path_factory, fstype, size_mb, mkfs):
 
 @pytest.fixture(scope="module")
 def btrfs(tmp_path_factory):
-    for mnt in _loop_mount(tmp_path_factory, "btrfs", 200, ["mkfs.btrfs", "-q", "-f"]):
+    with _loop_mount(tmp_path_factory, "btrfs", 200, ["mkfs.btrfs", "-q", "-f"]) as mnt:
         yield mnt
 
 
 @pytest.fixture(scope="module")
 def xfs(tmp_path_factory):
-    for mnt in _loop_mount(tmp_path_factory, "xfs", 320, ["mkfs.xfs", "-q", "-f"]):
+    with _loop_mount(tmp_path_factory, "xfs", 320, ["mkfs.xfs", "-q", "-f"]) as mnt:
         yield mnt
 
 
