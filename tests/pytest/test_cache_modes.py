@@ -476,3 +476,39 @@ def test_atomic_output_refused_leaves_nothing(no_odirect_dir):
     with open(dest, "rb") as f:
         assert f.read() == b"old"
     os.unlink(dest)
+
+
+# ------------------------------------------- a block device with 4096-byte logical sectors
+@pytest.fixture
+def loop_4k(tmp_path):
+    backing = str(tmp_path / "lo.img")
+    with open(backing, "wb") as f:
+        f.truncate(32 << 20)
+    proc = subprocess.run(["losetup", "-f", "--show", "--sector-size", "4096", backing], stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, universal_newlines=True, check=False)
+    if proc.returncode != 0:
+        if os.environ.get("CI") == "true":
+            pytest.fail("no loop device: %s" % proc.stderr.strip())
+        pytest.skip("no loop device: %s" % proc.stderr.strip())
+    dev = proc.stdout.strip()
+    try:
+        yield dev
+    finally:
+        subprocess.call(["losetup", "-d", dev])
+
+
+def test_convert_into_block_device_o_direct(tmp_path, qemu_img, loop_4k):
+    """convert -n -t none -T none onto a 4Kn loop device: BLKSSZGET alignment, the device's size."""
+    fd = os.open(loop_4k, os.O_RDONLY)
+    try:
+        assert cachemod.logical_block_size(fd) == 4096
+    finally:
+        os.close(fd)
+    src = str(tmp_path / "s.qcow2")
+    run([qemu_img, "create", "-q", "-f", "qcow2", src, "32M"])
+    run(["qemu-io", "-f", "qcow2", "-c", "write -P 5 777 1M", "-c", "write -P 6 31M 4095", src])
+    proc, calls = traced(["convert", "-n", "-t", "none", "-T", "none", "-O", "raw", src, loop_4k], tmp_path)
+    assert any("O_DIRECT" in f for f in _opened_flags(calls, loop_4k))
+    for name, offset, length in _writes_to(calls, loop_4k):
+        assert offset % 4096 == 0 and length % 4096 == 0, (name, offset, length)
+    assert qemu_compare(src, loop_4k, "qcow2", "raw").returncode == 0

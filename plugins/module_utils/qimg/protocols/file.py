@@ -56,7 +56,10 @@ class HostFile(ProtocolNode):
                 raise ImageInUse("Could not open '%s': %s" % (filename, e.message), hint=e.hint)
 
     def length(self):
-        return os.fstat(self.fd).st_size
+        st = os.fstat(self.fd)
+        if stat.S_ISBLK(st.st_mode):  # st_size is 0 for a block device: its end is its size
+            return os.lseek(self.fd, 0, os.SEEK_END)
+        return st.st_size
 
     def pread(self, offset, n):
         if self.direct is not None:
