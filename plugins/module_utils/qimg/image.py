@@ -212,12 +212,14 @@ def open_format(filename, node, fmt=None, read_only=True, repair=False, open_dat
     return RawImage(filename, node, read_only)
 
 
-def open_single(filename, fmt=None, read_only=True, force_share=False, repair=False, open_data_file=True):
-    """Open one layer (no backing) on a local file, with QEMU's lock held by its node."""
+def open_single(filename, fmt=None, read_only=True, force_share=False, repair=False, open_data_file=True,
+                cache=None):
+    """Open one layer (no backing) on a local file, with QEMU's lock held by its node.
+    cache: qemu's cache mode for the file (protocols/cache.py; None = writeback)."""
     from .protocols.file import HostFile
     if fmt is not None and fmt not in FORMATS:
         raise InvalidArgument("Could not open '%s': Unknown driver '%s'" % (filename, fmt))
-    node = HostFile(filename, read_only, force_share)
+    node = HostFile(filename, read_only, force_share, cache=cache)
     try:
         return open_format(filename, node, fmt, read_only, repair, open_data_file)
     except BaseException:
@@ -226,13 +228,14 @@ def open_single(filename, fmt=None, read_only=True, force_share=False, repair=Fa
 
 
 def open_image(filename, fmt=None, read_only=True, force_share=False, open_backing=True,
-               allow_unsafe_backing=False, open_data_file=True):
+               allow_unsafe_backing=False, open_data_file=True, cache=None):
     """Open an image and (optionally) its backing chain, depth-limited and loop-checked.
 
-    Backing files are always opened read-only and with the caller's force_share.
+    Backing files are always opened read-only and with the caller's force_share; they inherit
+    the cache mode (as QEMU's backing children inherit cache.direct and cache.no-flush).
     """
     refuse_pseudo_filename(filename, "Image file name", allow_unsafe_backing)
-    top = open_single(filename, fmt, read_only, force_share, open_data_file=open_data_file)
+    top = open_single(filename, fmt, read_only, force_share, open_data_file=open_data_file, cache=cache)
     if not open_backing:
         return top
     try:
@@ -263,7 +266,7 @@ def open_image(filename, fmt=None, read_only=True, force_share=False, open_backi
                 raise UnsafeImage("Could not open backing file '%s' of '%s': the backing chain has a loop"
                                   % (path, dev.filename))
             seen.add(key)
-            backing = open_single(path, bfmt, True, force_share, open_data_file=open_data_file)
+            backing = open_single(path, bfmt, True, force_share, open_data_file=open_data_file, cache=cache)
             dev.backing = backing
             dev = backing
         return top

@@ -60,7 +60,7 @@ def run(argv, ctx):
     if repair is not None and probed["probed-raw"]:
         ctx.err(PROBED_RAW_WARNING % filename)
     try:
-        res = ops_check.check_image(filename, fmt=fmt, repair=repair, force_share=share)
+        res = ops_check.check_image(filename, fmt=fmt, repair=repair, force_share=share, cache=cache)
     except ops_check.CheckNotSupported as err:
         raise CommandError(err.message, code=ops_check.EXIT_UNSUPPORTED)
     if res["messages"]:

@@ -104,7 +104,7 @@ def run(argv, ctx):
     ok = False
     try:
         code = _convert(ctx, args[:-1], out_filename, fmt, out_fmt, base, base_fmt, options, snapshot, cache,
-                        min_sparse, flags, (progress, prog))
+                        min_sparse, flags, (progress, prog), src_cache)
         ok = code == 0
         return code
     finally:
@@ -114,7 +114,7 @@ def run(argv, ctx):
 
 
 def _convert(ctx, sources, out_filename, fmt, out_fmt, base, base_fmt, options, snapshot, cache, min_sparse, flags,
-             progress):
+             progress, src_cache=None):
     from ..errors import QimgError
     from ..ops import convert as ops_convert
     printer = {}
@@ -131,7 +131,7 @@ def _convert(ctx, sources, out_filename, fmt, out_fmt, base, base_fmt, options, 
         sources, out_filename, src_fmt=fmt, out_fmt=out_fmt, options=options, compress="c" in flags,
         backing_file=base, backing_fmt=base_fmt, snapshot=snapshot, target_exists="n" in flags,
         target_is_zero="target-is-zero" in flags, bitmaps="bitmaps" in flags, cache=cache,
-        force_share="U" in flags, inspect=inspect)
+        force_share="U" in flags, inspect=inspect, src_cache=src_cache)
     if plan["skip"]:
         ctx.err("%s: %s\n" % (ctx.prog, plan["skip"]))
         return 0
@@ -140,7 +140,7 @@ def _convert(ctx, sources, out_filename, fmt, out_fmt, base, base_fmt, options, 
                             compress="c" in flags, sparse_size=min_sparse, snapshot=snapshot,
                             backing_file=base, backing_fmt=base_fmt, target_exists="n" in flags,
                             target_is_zero="target-is-zero" in flags, progress=printer.get("report"),
-                            force_share="U" in flags)
+                            force_share="U" in flags, cache=cache, src_cache=src_cache, warn=ctx.warn)
     except QimgError as err:
         if err.message == "Output image is too small":
             raise CommandError("output file is smaller than input file")

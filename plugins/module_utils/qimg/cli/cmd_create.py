@@ -55,7 +55,7 @@ def run(argv, ctx):
         if not quiet and plan["pairs"] is not None:
             ctx.out(format_formatting_line(filename, fmt, plan["pairs"], plan["types"]))
         ops_create.create_image(path, fmt, size=size, options=plan["options"], backing_file=base,
-                                backing_fmt=base_fmt, unsafe=unsafe)
+                                backing_fmt=base_fmt, unsafe=unsafe, warn=ctx.warn)
     except Exception as err:
         _reraise_with_prefix(err, filename)
     return 0

@@ -21,6 +21,7 @@ except ImportError:  # Python 2 spelling, for sanity tests on old interpreters
 
 from ..fileio import BufferPool, zero_view
 from ..image import chain_block_status, open_image
+from ..protocols.cache import cache_mode
 
 CHUNK = 8 << 20          # guest bytes per block status step of a tail scan
 WINDOW = 64 << 20        # guest bytes whose block status is taken at once
@@ -183,16 +184,17 @@ def _tail_nonzero(dev, start, end):
 
 
 def compare_images(filename1, filename2, fmt1=None, fmt2=None, strict=False, force_share=False,
-                   allow_unsafe_backing=False):
+                   allow_unsafe_backing=False, src_cache=None):
     """Returns {"result": IDENTICAL|CONTENT_MISMATCH|SIZE_MISMATCH|STATUS_MISMATCH,
     "offset": first differing offset or None, "size-mismatch": bool}.
 
     "size-mismatch" is true when the sizes differ (qemu-img then warns "Warning: Image size
     mismatch!" before it compares); the larger image's tail must read as zeros."""
+    mode = cache_mode(src_cache, source=True)  # qemu-img compare's -T (default writeback)
     with open_image(filename1, fmt1, read_only=True, force_share=force_share,
-                    allow_unsafe_backing=allow_unsafe_backing) as dev1:
+                    allow_unsafe_backing=allow_unsafe_backing, cache=mode) as dev1:
         with open_image(filename2, fmt2, read_only=True, force_share=force_share,
-                        allow_unsafe_backing=allow_unsafe_backing) as dev2:
+                        allow_unsafe_backing=allow_unsafe_backing, cache=mode) as dev2:
             size_mismatch = dev1.size != dev2.size
             if size_mismatch and strict:
                 return {"result": SIZE_MISMATCH, "offset": None, "size-mismatch": True}

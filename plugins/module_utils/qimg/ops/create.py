@@ -14,6 +14,7 @@ from ..formats.qcow2.create import create_qcow2
 from ..formats.raw import create_raw
 from ..image import FORMATS, full_backing_path, open_image, refuse_pseudo_filename
 from ..locking import ImageLock
+from ..protocols.cache import cache_mode
 from ..sizes import parse_size, strtosz
 from ..util import atomic_output
 
@@ -57,7 +58,7 @@ _NOT_YET = {"encryption": "encryption", "encrypt.format": "encryption", "encrypt
             "encrypt.cipher-alg": "encryption", "encrypt.cipher-mode": "encryption",
             "encrypt.hash-alg": "encryption", "encrypt.iter-time": "encryption",
             "encrypt.ivgen-alg": "encryption", "encrypt.ivgen-hash-alg": "encryption"}
-_HOST_HINTS = ("nocow", "extent_size_hint")  # host file system hints with no effect on the image
+_HOST_HINTS = ("nocow", "extent_size_hint")  # hints to the host file system (util.apply_host_hints), not image options
 _BOOL_WORDS = {"on": True, "off": False, "true": True, "false": False, "yes": True, "no": False}
 _SIZE_HINT = ["Optional suffix k, M, G, T, P or E means kilo-, mega-, giga-, tera-, peta-",
               "and exabytes, respectively."]
@@ -163,6 +164,20 @@ def normalize_options(fmt, size=None, options=None, backing_file=None, backing_f
         if name in _HOST_HINTS:
             continue
         out[name] = typed
+    return out
+
+
+def host_options(fmt, options=None):
+    """The host-file hints among the create options, as util.atomic_output takes them:
+    {"nocow": bool, "extent_size_hint": int or None (not given)}."""
+    out = {"nocow": False, "extent_size_hint": None}
+    if fmt not in FORMATS:
+        return out
+    known = _known_options(fmt)
+    for name in _HOST_HINTS:
+        value = (options or {}).get(name)
+        if value is not None:
+            out[name] = _typed(name, known[name], value)
     return out
 
 
@@ -308,8 +323,8 @@ def data_file_options(o):
     return {"data_file": data_file, "data_file_raw": raw}
 
 
-def with_data_file(options, build, overwrite=True, image=None):
-    """build(data_fd) with the external data file named in options, or build(None) without one.
+def with_data_file(options, build, overwrite=True, image=None, cache=None):
+    """build(data_node) with the external data file named in options, or build(None) without one.
 
     As qemu-img, the data file is (re)created empty; like every whole-file output here it is written
     to a temporary file and renamed into place when build() succeeds (before the image itself is, so
@@ -327,14 +342,20 @@ def with_data_file(options, build, overwrite=True, image=None):
             raise ImageExists("Could not create '%s': File exists" % name)
         refuse_if_in_use(name)
     result = []
-    atomic_output(name, lambda data_fd: result.append(build(data_fd)))
+    atomic_output(name, lambda data_node: result.append(build(data_node)), cache=cache)
     return result[0]
 
 
 def create_image(filename, fmt, size=None, options=None, backing_file=None, backing_fmt=None,
-                 unsafe=False, overwrite=True, allow_unsafe_backing=False):
-    """Create a raw or qcow2 image (see docs/engine-api.md)."""
+                 unsafe=False, overwrite=True, allow_unsafe_backing=False, cache=None, warn=None):
+    """Create a raw or qcow2 image (see docs/engine-api.md).
+
+    cache: the cache mode the new file is written with (qemu-img create's is writeback: the file
+    is synced, then its directory, before this returns). warn(message) gets qemu's warnings
+    (an extent size hint the file system refused)."""
+    mode = cache_mode(cache)
     o = normalize_options(fmt, size, options, backing_file, backing_fmt)
+    hints = host_options(fmt, options)
     backing_file = o.get("backing_file")
     backing_fmt = o.get("backing_fmt")
     if backing_file and fmt == "raw":
@@ -375,10 +396,11 @@ def create_image(filename, fmt, size=None, options=None, backing_file=None, back
                              backing_file=backing_file, backing_fmt=backing_fmt)
         qcow2_options.update(data_file_options(o))
 
-        def build(fd):
-            with_data_file(qcow2_options, lambda data_fd: create_qcow2(fd, size, data_fd=data_fd, **qcow2_options),
-                           overwrite, filename)
+        def build(node):
+            with_data_file(qcow2_options,
+                           lambda data_node: create_qcow2(node, size, data_node=data_node, **qcow2_options),
+                           overwrite, filename, cache=mode)
     else:
-        def build(fd):
-            create_raw(fd, size, o.get("preallocation", "off"))
-    atomic_output(filename, build)
+        def build(node):
+            create_raw(node, size, o.get("preallocation", "off"))
+    atomic_output(filename, build, cache=mode, warn=warn, **hints)

@@ -13,13 +13,12 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import errno
-import os
 import struct
 
 from ...errors import InvalidArgument, QimgError
 from . import header as hdr
 from .entries import COPIED
-from ...fileio import pwrite_all, write_zero_data
+from ...protocols.cache import write_zeros
 from .refcounts import encode_block
 
 
@@ -121,10 +120,10 @@ def effective_preallocation(preallocation, data_file_raw):
     return "metadata" if data_file_raw and preallocation == "off" else preallocation
 
 
-def create_qcow2(fd, size, preallocation="off", data_fd=None, **options):
-    """Write a new, empty qcow2 image into the (empty) file open as fd.
+def create_qcow2(file, size, preallocation="off", data_node=None, **options):
+    """Write a new, empty qcow2 image into the (empty) file, a protocol node (protocols/file.py).
 
-    With options data_file (the name for the header), data_fd is the (empty) external data file:
+    With options data_file (the name for the header), data_node is the (empty) external data file:
     guest cluster N lives at offset N * cluster_size there, nothing in it is refcounted, and
     preallocation applies to it (the qcow2 file gets the L2 tables only).
     """
@@ -177,13 +176,13 @@ def create_qcow2(fd, size, preallocation="off", data_fd=None, **options):
         table = bytearray(rt_clusters * cluster_size)
         for i in range(rb_clusters):
             struct.pack_into(">Q", table, 8 * i, rb_off + i * cluster_size)
-        pwrite_all(fd, rt_off, bytes(table))
+        file.pwrite(rt_off, bytes(table))
         # refcount blocks: every used cluster has refcount 1
         for i in range(rb_clusters):
             first = i * entries_per_block
             count = max(0, min(entries_per_block, used_clusters - first))
             values = [1] * count + [0] * (entries_per_block - count)
-            pwrite_all(fd, rb_off + i * cluster_size, encode_block(values, refcount_bits))
+            file.pwrite(rb_off + i * cluster_size, encode_block(values, refcount_bits))
         # L2 tables and L1 when preallocating
         l1 = bytearray(l1_size * 8)
         if prealloc:
@@ -198,39 +197,39 @@ def create_qcow2(fd, size, preallocation="off", data_fd=None, **options):
                     struct.pack_into(">Q", l2, 8 * step * k, (base + (first + k) * cluster_size) | COPIED)
                     if extended_l2:
                         struct.pack_into(">Q", l2, 8 * step * k + 8, sc_bitmap)
-                pwrite_all(fd, l2_off + t * cluster_size, bytes(l2))
+                file.pwrite(l2_off + t * cluster_size, bytes(l2))
                 struct.pack_into(">Q", l1, 8 * t, (l2_off + t * cluster_size) | COPIED)
-        pwrite_all(fd, l1_off, bytes(l1))
+        file.pwrite(l1_off, bytes(l1))
         if external:
-            _prepare_data_file(data_fd, size, preallocation)
+            _prepare_data_file(data_node, size, preallocation)
         if prealloc:
-            os.ftruncate(fd, end)
+            file.truncate(end)
             if preallocation == "falloc" and n_data:
-                os.posix_fallocate(fd, data_off, n_data * cluster_size)
+                file.allocate(data_off, n_data * cluster_size)
             elif preallocation == "full" and n_data:
-                write_zero_data(fd, data_off, n_data * cluster_size)
+                write_zeros(file, data_off, n_data * cluster_size)
         # the whole first cluster, as QEMU writes it (its allocation counts in QEMU's heuristic that
         # detects metadata preallocation)
-        pwrite_all(fd, 0, bytes(raw_header) + bytes(cluster_size - len(raw_header)))
+        file.pwrite(0, bytes(raw_header) + bytes(cluster_size - len(raw_header)))
     except OSError as e:
         raise QimgError("Could not write the image: %s" % e.strerror)
 
 
-def _prepare_data_file(data_fd, size, preallocation):
+def _prepare_data_file(data, size, preallocation):
     """The external data file at the virtual size, preallocated as asked (QEMU creates it with the
     image's size and forwards falloc/full to it)."""
     try:
-        os.ftruncate(data_fd, size)
+        data.truncate(size)
     except OSError as e:
         if e.errno == errno.EFBIG:  # as qemu-img words it
             raise InvalidArgument("The image size is too large for file format 'qcow2' (try using a larger "
                                   "cluster size)")
         raise
     if preallocation == "falloc" and size:
-        os.posix_fallocate(data_fd, 0, size)
+        data.allocate(0, size)
     elif preallocation == "full" and size:
-        write_zero_data(data_fd, 0, size)
+        write_zeros(data, 0, size)
     if preallocation != "full" and size:
         # QEMU's file driver allocates the first block of a file it grows from 0 (for its alignment
         # probing); `qemu-img map` then sees the same data/hole layout in our data file as in its own
-        pwrite_all(data_fd, 0, bytes(512 if size < 4096 else 4096))
+        data.pwrite(0, bytes(512 if size < 4096 else 4096))

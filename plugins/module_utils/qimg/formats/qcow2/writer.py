@@ -20,10 +20,8 @@ __metaclass__ = type
 import array
 import struct
 
-import os
-
 from ...errors import InvalidArgument, QimgError
-from ...fileio import BackgroundWriter, pwrite_all
+from ...fileio import BackgroundWriter
 from . import header as hdr
 from .create import plan_header
 from .entries import ALL_SUBCLUSTERS, COMPRESSED, COPIED, ZERO_FLAG, encode_table
@@ -56,10 +54,10 @@ class _Coalescer(object):
 
 
 class Qcow2StreamWriter(object):
-    """Writes a fresh qcow2 image into an empty file descriptor."""
+    """Writes a fresh qcow2 image into an empty file (a protocol node: protocols/file.py)."""
 
-    def __init__(self, fd, size, data_fd=None, **create_options):
-        self.fd = fd
+    def __init__(self, file, size, data_node=None, **create_options):
+        self.file = file
         self.header = h = plan_header(size, **create_options)
         self.external = h.data_file is not None
         self.map_all = bool(create_options.get("data_file_raw")) and self.external
@@ -82,11 +80,11 @@ class Qcow2StreamWriter(object):
         self.mapped_to = 0                    # map_all: guest clusters below this have their entry
         if self.external:
             # as QEMU creates it: the guest's size, its first block allocated
-            os.ftruncate(data_fd, self.size)
+            data_node.truncate(self.size)
             if self.size:
-                pwrite_all(data_fd, 0, bytes(512 if self.size < 4096 else 4096))
-        self.io = BackgroundWriter(fd)
-        self.data = _Coalescer(BackgroundWriter(data_fd)) if self.external else None
+                data_node.pwrite(0, bytes(512 if self.size < 4096 else 4096))
+        self.io = BackgroundWriter(file)
+        self.data = _Coalescer(BackgroundWriter(data_node)) if self.external else None
 
     # --- L2 handling ---
     def _entry_slot(self, gc):
@@ -273,10 +271,10 @@ class Qcow2StreamWriter(object):
             values = [1] * n + [0] * (entries_per_block - n)
             for j, v in by_block.get(i, ()):
                 values[j] = v
-            pwrite_all(self.fd, rb_off + i * cs, encode_block(values, h.refcount_bits))
-        pwrite_all(self.fd, rt_off, bytes(reftable))
+            self.file.pwrite(rb_off + i * cs, encode_block(values, h.refcount_bits))
+        self.file.pwrite(rt_off, bytes(reftable))
         h.l1_table_offset = l1_off
         h.refcount_table_offset = rt_off
         h.refcount_table_clusters = table
         raw = hdr.header_cluster_bytes(h, cs)
-        pwrite_all(self.fd, 0, raw + bytes(cs - len(raw)))  # the whole cluster, as QEMU writes it
+        self.file.pwrite(0, raw + bytes(cs - len(raw)))  # the whole cluster, as QEMU writes it
