@@ -321,11 +321,11 @@ class LuksHeader(object):
     def info(self, with_format=False):
         """QEMU's QCryptoBlockInfoLUKS, keys in the order qemu-img's JSON output shows them."""
         d = {"ivgen-alg": self.ivgen_alg}
-        if self.ivgen_alg == "essiv":
-            d["ivgen-hash-alg"] = self.ivgen_hash_alg
         d["hash-alg"] = self.hash_alg
         d["cipher-alg"] = self.cipher_alg
         d["uuid"] = self.uuid
+        if self.ivgen_alg == "essiv":
+            d["ivgen-hash-alg"] = self.ivgen_hash_alg
         if with_format:
             d["format"] = "luks"
         d["cipher-mode"] = self.cipher_mode
