@@ -42,7 +42,7 @@ DEFAULT_ITER_TIME = 2000
 ERASE_ITERATIONS = 40
 # far above what a 2000 ms benchmark gives on any current CPU (a few million), low enough that a
 # hostile header cannot keep us busy for more than some seconds per slot
-MAX_ITERATIONS = 1 << 25
+MAX_ITERATIONS = 1 << 26
 UINT32_MAX = 0xffffffff
 
 _HDR = struct.Struct(">6sH32s32s32sII20s32sI40s")
