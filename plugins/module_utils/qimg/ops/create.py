@@ -10,6 +10,7 @@ __metaclass__ = type
 import os
 
 from ..errors import ImageExists, ImageNotFound, InvalidArgument, QimgError, UnsupportedFeature
+from ..crypto.create_opts import ENCRYPT_OPTIONS, qcow2_encryption
 from ..formats.qcow2 import create_qcow2
 from ..formats.raw import create_raw
 from ..image import FORMATS, full_backing_path, open_image, refuse_pseudo_filename
@@ -53,11 +54,10 @@ FILE_PROTOCOL_OPTIONS = [
     ("preallocation", "str", "Preallocation mode (allowed values: off, falloc, full)"),
 ]
 # options qemu-img knows but we refuse with a clear message
-_NOT_YET = {"data_file": "external data files", "data_file_raw": "external data files",
-            "encryption": "encryption", "encrypt.format": "encryption", "encrypt.key-secret": "encryption",
-            "encrypt.cipher-alg": "encryption", "encrypt.cipher-mode": "encryption",
-            "encrypt.hash-alg": "encryption", "encrypt.iter-time": "encryption",
-            "encrypt.ivgen-alg": "encryption", "encrypt.ivgen-hash-alg": "encryption"}
+_NOT_YET = {"data_file": "external data files", "data_file_raw": "external data files"}
+# encryption: create only (crypto/create_opts.py); convert and measure targets still refuse it
+_ENCRYPT_NOT_YET = ("encryption", "encrypt.format", "encrypt.key-secret", "encrypt.cipher-alg", "encrypt.cipher-mode",
+                    "encrypt.hash-alg", "encrypt.iter-time", "encrypt.ivgen-alg", "encrypt.ivgen-hash-alg")
 _HOST_HINTS = ("nocow", "extent_size_hint")  # host file system hints with no effect on the image
 _BOOL_WORDS = {"on": True, "off": False, "true": True, "false": False, "yes": True, "no": False}
 _SIZE_HINT = ["Optional suffix k, M, G, T, P or E means kilo-, mega-, giga-, tera-, peta-",
@@ -148,12 +148,14 @@ def _given(fmt, size, options, backing_file, backing_fmt):
     return out
 
 
-def normalize_options(fmt, size=None, options=None, backing_file=None, backing_fmt=None):
+def normalize_options(fmt, size=None, options=None, backing_file=None, backing_fmt=None, allow_encryption=False):
     """Validate and type the create options. Returns a dict of typed values (only those given)."""
     out = {}
     for name, _value, typed in _given(fmt, size, options, backing_file, backing_fmt):
         if name in _NOT_YET and fmt == "qcow2":
             raise UnsupportedFeature("%s are not supported yet" % _NOT_YET[name].capitalize())
+        if name in _ENCRYPT_NOT_YET and fmt == "qcow2" and not allow_encryption:
+            raise UnsupportedFeature("Encryption is not supported yet")
         if name in _HOST_HINTS:
             continue
         out[name] = typed
@@ -185,10 +187,11 @@ def resolved_options(fmt, size=None, options=None, backing_file=None, backing_fm
     if fmt == "raw":
         order = [("size", 0), ("preallocation", None)]
     else:
-        order = [("cluster_size", 65536), ("extended_l2", "off"), ("preallocation", None),
-                 ("compression_type", "zlib"), ("size", 0), ("compat", None), ("backing_file", None),
-                 ("backing_fmt", None), ("data_file", None), ("data_file_raw", None), ("encryption", None),
-                 ("lazy_refcounts", "off"), ("refcount_bits", 16)]
+        order = [(name, None) for name in ENCRYPT_OPTIONS]
+        order += [("cluster_size", 65536), ("extended_l2", "off"), ("preallocation", None),
+                  ("compression_type", "zlib"), ("size", 0), ("compat", None), ("backing_file", None),
+                  ("backing_fmt", None), ("data_file", None), ("data_file_raw", None),
+                  ("lazy_refcounts", "off"), ("refcount_bits", 16)]
     pairs = []
     for name, default in order:
         if name in shown:
@@ -228,9 +231,11 @@ def refuse_if_in_use(filename):
 
 
 def create_image(filename, fmt, size=None, options=None, backing_file=None, backing_fmt=None,
-                 unsafe=False, overwrite=True):
-    """Create a raw or qcow2 image (see docs/engine-api.md)."""
-    o = normalize_options(fmt, size, options, backing_file, backing_fmt)
+                 unsafe=False, overwrite=True, secrets=None):
+    """Create a raw or qcow2 image (see docs/engine-api.md).
+
+    secrets: a crypto.secrets.SecretStore holding the secret `encrypt.key-secret` names."""
+    o = normalize_options(fmt, size, options, backing_file, backing_fmt, allow_encryption=True)
     backing_file = o.get("backing_file")
     backing_fmt = o.get("backing_fmt")
     if backing_file and fmt == "raw":
@@ -263,6 +268,7 @@ def create_image(filename, fmt, size=None, options=None, backing_file=None, back
     size = (size + 511) // 512 * 512  # whole sectors, as qemu-img
     if fmt == "qcow2":
         compression = o.get("compression_type", "zlib")  # zstd needs no library until data is compressed
+        encryption = qcow2_encryption(o, secrets)
 
         def build(fd):
             create_qcow2(fd, size, cluster_size=o.get("cluster_size", 65536), compat=o.get("compat", "1.1"),
@@ -270,7 +276,7 @@ def create_image(filename, fmt, size=None, options=None, backing_file=None, back
                          lazy_refcounts=o.get("lazy_refcounts", False),
                          extended_l2=o.get("extended_l2", False),
                          preallocation=o.get("preallocation", "off"), compression_type=compression,
-                         backing_file=backing_file, backing_fmt=backing_fmt)
+                         backing_file=backing_file, backing_fmt=backing_fmt, encryption=encryption)
     else:
         def build(fd):
             create_raw(fd, size, o.get("preallocation", "off"))
