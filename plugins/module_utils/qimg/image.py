@@ -198,39 +198,44 @@ def full_backing_path(overlay_filename, backing_name):
     return os.path.join(base_dir, backing_name) if base_dir else backing_name
 
 
-def open_format(filename, node, fmt=None, read_only=True, repair=False):
+def open_format(filename, node, fmt=None, read_only=True, repair=False, secrets=None, key_secret=None):
     """The format driver `fmt` (probed when None) over an open protocol node; on failure the
-    node is left open for the caller to close."""
+    node is left open for the caller to close. secrets (crypto.secrets.SecretStore) and
+    key_secret (the encrypt.key-secret id) unlock an encrypted image."""
     from .formats.qcow2 import Qcow2Image
     from .formats.raw import RawImage
     if fmt is None:
         fmt = probe_format(node)
     if fmt == "qcow2":
-        return Qcow2Image(filename, node, read_only, repair=repair)
+        return Qcow2Image(filename, node, read_only, repair=repair, secrets=secrets, key_secret=key_secret)
     return RawImage(filename, node, read_only)
 
 
-def open_single(filename, fmt=None, read_only=True, force_share=False, repair=False):
+def open_single(filename, fmt=None, read_only=True, force_share=False, repair=False, secrets=None, key_secret=None):
     """Open one layer (no backing) on a local file, with QEMU's lock held by its node."""
     from .protocols.file import HostFile
     if fmt is not None and fmt not in FORMATS:
         raise InvalidArgument("Could not open '%s': Unknown driver '%s'" % (filename, fmt))
     node = HostFile(filename, read_only, force_share)
     try:
-        return open_format(filename, node, fmt, read_only, repair)
+        return open_format(filename, node, fmt, read_only, repair, secrets, key_secret)
     except BaseException:
         node.close()
         raise
 
 
 def open_image(filename, fmt=None, read_only=True, force_share=False, open_backing=True,
-               allow_unsafe_backing=False):
+               allow_unsafe_backing=False, secrets=None, key_secret=None, backing_key_secret=None):
     """Open an image and (optionally) its backing chain, depth-limited and loop-checked.
 
     Backing files are always opened read-only and with the caller's force_share.
+    secrets: a crypto.secrets.SecretStore; key_secret: the secret id that unlocks the top image
+    (encrypt.key-secret), backing_key_secret the one for encrypted backing files (default: the same).
     """
     refuse_pseudo_filename(filename, "Image file name", allow_unsafe_backing)
-    top = open_single(filename, fmt, read_only, force_share)
+    top = open_single(filename, fmt, read_only, force_share, secrets=secrets, key_secret=key_secret)
+    if backing_key_secret is None:
+        backing_key_secret = key_secret
     if not open_backing:
         return top
     try:
@@ -261,7 +266,7 @@ def open_image(filename, fmt=None, read_only=True, force_share=False, open_backi
                 raise UnsafeImage("Could not open backing file '%s' of '%s': the backing chain has a loop"
                                   % (path, dev.filename))
             seen.add(key)
-            backing = open_single(path, bfmt, True, force_share)
+            backing = open_single(path, bfmt, True, force_share, secrets=secrets, key_secret=backing_key_secret)
             dev.backing = backing
             dev = backing
         return top

@@ -35,7 +35,7 @@ COMPRESSED_KIND = "compressed"
 class Qcow2Image(BlockDevice):
     format_name = "qcow2"
 
-    def __init__(self, filename, file, read_only=True, repair=False):
+    def __init__(self, filename, file, read_only=True, repair=False, secrets=None, key_secret=None):
         super(Qcow2Image, self).__init__(filename, read_only)
         self.file = file
         self.file_size = file.length()
@@ -51,8 +51,12 @@ class Qcow2Image(BlockDevice):
         self.backing_filename = h.backing_file
         self.backing_format = h.backing_format
         self.alloc_end = -(-self.file_size // cs)
-        if h.crypt_method:
-            raise UnsupportedFeature("Could not open '%s': encrypted qcow2 images are not supported yet" % filename)
+        self.crypto = None
+        crypto_ext = [d for t, d in h.unknown_extensions if t == hdr.EXT_CRYPTO]
+        if h.crypt_method or crypto_ext:
+            from ...crypto.qcow2_crypto import Qcow2Crypto
+            self.crypto = Qcow2Crypto(filename, h.crypt_method, crypto_ext[0] if crypto_ext else None, file,
+                                      self.file_size, cs, secrets, key_secret)
         if h.incompatible_features & hdr.INCOMPAT_DATA_FILE:
             raise UnsupportedFeature("Could not open '%s': qcow2 images with an external data file are not "
                                      "supported yet" % filename)
@@ -135,6 +139,8 @@ class Qcow2Image(BlockDevice):
                             "snapshot L1 table"))
         if h.bitmaps_ext is not None:
             regions.append((h.bitmaps_ext[2], h.bitmaps_ext[2] + max(1, h.bitmaps_ext[1]), "bitmap directory"))
+        if self.crypto is not None and self.crypto.region is not None:
+            regions.append((self.crypto.region[0], self.crypto.region[0] + self.crypto.region[1], "encryption header"))
         return regions
 
     def check_metadata_write(self, offset, length, what):
@@ -168,6 +174,10 @@ class Qcow2Image(BlockDevice):
 
     def _write_data(self, offset, data):
         self.check_metadata_write(offset, len(data), "guest data")
+        if self.crypto is not None:
+            # _write_cluster set the guest cluster; offsets inside a cluster are the same on both sides
+            guest = (self._crypt_gc << self.cluster_bits) + (offset & (self.cluster_size - 1))
+            data = self.crypto.encrypt(offset, guest, data)
         self._pwrite(offset, data)
 
     def _pwrite(self, offset, data):
@@ -318,7 +328,8 @@ class Qcow2Image(BlockDevice):
         self.check_range(offset, length)
         out = []
         for start, n, kind, host in self._segments(offset, length):
-            if kind == COMPRESSED_KIND:
+            if kind == COMPRESSED_KIND or (self.crypto is not None and kind == DATA):
+                # like QEMU, no host offset for encrypted data (it is not the guest's bytes)
                 out.append(Extent(start, n, DATA, None))
             else:
                 out.append(Extent(start, n, kind, host))
@@ -342,7 +353,7 @@ class Qcow2Image(BlockDevice):
     def read(self, offset, length):
         self.check_range(offset, length)
         segments = list(self._segments(offset, length))
-        if len(segments) == 1 and segments[0][2] == DATA:  # the common case: one pread, no copy
+        if len(segments) == 1 and segments[0][2] == DATA and self.crypto is None:  # one pread, no copy
             return self.file.pread(segments[0][3], length)
         buf = bytearray(length)
         self._read_segments(offset, memoryview(buf), segments)
@@ -357,7 +368,10 @@ class Qcow2Image(BlockDevice):
         for start, n, kind, host in segments:
             part = view[start - offset:start - offset + n]
             if kind == DATA:
-                self.file.preadinto(host, part)
+                if self.crypto is None:
+                    self.file.preadinto(host, part)
+                else:
+                    self._read_encrypted(host, start, part)
             elif kind == ZERO:
                 part[:] = zero_view(n)
             elif kind == UNALLOCATED:
@@ -365,6 +379,14 @@ class Qcow2Image(BlockDevice):
             else:
                 in_off = start & mask
                 part[:] = self._compressed_cluster(host)[in_off:in_off + n]
+
+    def _read_encrypted(self, host, guest, part):
+        """Read and decrypt the whole sectors around [host, host+len(part)) and keep the part asked for."""
+        lead = host % 512
+        n = len(part)
+        span = -(-(lead + n) // 512) * 512
+        plain = self.crypto.decrypt(host - lead, guest - lead, self.file.pread(host - lead, span))
+        part[:] = memoryview(plain)[lead:lead + n]
 
     def _cluster_view(self, gc):
         """This layer's guest content of guest cluster gc (full cluster, zero-padded at the end)."""
@@ -479,6 +501,20 @@ class Qcow2Image(BlockDevice):
 
     def _write_cluster(self, gc, in_off, chunk):
         cs = self.cluster_size
+        if self.crypto is not None:
+            self.crypto._need()
+            self._crypt_gc = gc
+            lead = in_off % 512
+            tail = -(in_off + len(chunk)) % 512
+            if lead or tail:
+                # encryption works on whole sectors: merge the chunk into the current content
+                start = (gc << self.cluster_bits) + in_off - lead
+                span = lead + len(chunk) + tail
+                avail = min(span, self.size - start)
+                buf = bytearray(self.read(start, avail)) + bytearray(span - avail)
+                buf[lead:lead + len(chunk)] = chunk
+                in_off -= lead
+                chunk = memoryview(bytes(buf))
         l2off, table, idx = self._l2_for_write(gc)
         e = table[idx]
         host = e & OFFSET_MASK
@@ -677,6 +713,8 @@ class Qcow2Image(BlockDevice):
         if self.bitmaps:
             data["bitmaps"] = [bitmap_info(b) for b in self.bitmaps]
         data["refcount-bits"] = h.refcount_bits
+        if self.crypto is not None:
+            data["encrypt"] = self.crypto.info()
         if h.version >= 3:
             data["corrupt"] = bool(h.incompatible_features & hdr.INCOMPAT_CORRUPT)
             data["extended-l2"] = self.extended_l2
@@ -687,4 +725,6 @@ class Qcow2Image(BlockDevice):
              "dirty-flag": bool(self.header.incompatible_features & hdr.INCOMPAT_DIRTY)}
         if self.snapshots:
             d["snapshots"] = [snapshot_info(s) for s in self.snapshots]
+        if self.crypto is not None:
+            d["encrypted"] = True
         return d
