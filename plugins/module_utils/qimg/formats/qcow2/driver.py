@@ -352,6 +352,8 @@ class Qcow2Image(BlockDevice):
 
     def read(self, offset, length):
         self.check_range(offset, length)
+        if self.crypto is not None:
+            self.crypto._need()
         segments = list(self._segments(offset, length))
         if len(segments) == 1 and segments[0][2] == DATA and self.crypto is None:  # one pread, no copy
             return self.file.pread(segments[0][3], length)
@@ -361,6 +363,8 @@ class Qcow2Image(BlockDevice):
 
     def readinto(self, offset, view):
         self.check_range(offset, len(view))
+        if self.crypto is not None:
+            self.crypto._need()
         self._read_segments(offset, view, self._segments(offset, len(view)))
 
     def _read_segments(self, offset, view, segments):
