@@ -171,7 +171,7 @@ def _chain_status(dev, depth, offset, length, out):
 _PROTOCOLS = ("json", "file", "nbd", "nbd+unix", "nbd+tcp", "http", "https", "ftp", "ftps", "ssh", "iscsi",
               "rbd", "gluster", "gluster+tcp", "gluster+unix", "gluster+rdma", "nfs", "host_device",
               "host_cdrom", "vvfat", "blkdebug", "blkverify", "null-co", "null-aio", "throttle", "fd")
-FORMATS = ("raw", "qcow2")
+FORMATS = ("raw", "qcow2", "luks")
 
 
 def refuse_pseudo_filename(name, what, allow_unsafe=False):
@@ -185,9 +185,13 @@ def refuse_pseudo_filename(name, what, allow_unsafe=False):
 
 
 def probe_format(node):
-    """qcow2 by its magic, otherwise raw."""
-    head = node.pread(0, 4)
-    return "qcow2" if head == b"QFI\xfb" else "raw"
+    """qcow2 or luks by their magic, otherwise raw."""
+    head = node.pread(0, 8)
+    if head[:4] == b"QFI\xfb":
+        return "qcow2"
+    if head == b"LUKS\xba\xbe\x00\x01":
+        return "luks"
+    return "raw"
 
 
 def full_backing_path(overlay_filename, backing_name):
@@ -208,6 +212,9 @@ def open_format(filename, node, fmt=None, read_only=True, repair=False, secrets=
         fmt = probe_format(node)
     if fmt == "qcow2":
         return Qcow2Image(filename, node, read_only, repair=repair, secrets=secrets, key_secret=key_secret)
+    if fmt == "luks":
+        from .formats.luks import LuksImage
+        return LuksImage(filename, node, read_only, secrets=secrets, key_secret=key_secret)
     return RawImage(filename, node, read_only)
 
 

@@ -46,6 +46,16 @@ CREATE_OPTIONS = {
     "raw": [
         ("size", "size", "Virtual disk size"),
     ],
+    "luks": [
+        ("cipher-alg", "str", "Name of encryption cipher algorithm"),
+        ("cipher-mode", "str", "Name of encryption cipher mode"),
+        ("hash-alg", "str", "Name of encryption hash algorithm"),
+        ("iter-time", "num", "Time to spend in PBKDF in milliseconds"),
+        ("ivgen-alg", "str", "Name of IV generator algorithm"),
+        ("ivgen-hash-alg", "str", "Name of IV generator hash algorithm"),
+        ("key-secret", "str", "ID of the secret that provides the keyslot passphrase"),
+        ("size", "size", "Virtual disk size"),
+    ],
 }
 # options of the host file itself (qemu's file protocol), accepted for every format
 FILE_PROTOCOL_OPTIONS = [
@@ -150,6 +160,8 @@ def _given(fmt, size, options, backing_file, backing_fmt):
 
 def normalize_options(fmt, size=None, options=None, backing_file=None, backing_fmt=None, allow_encryption=False):
     """Validate and type the create options. Returns a dict of typed values (only those given)."""
+    if fmt == "luks" and not allow_encryption:
+        raise UnsupportedFeature("The luks format is supported by create and for reading only (not as a target) yet")
     out = {}
     for name, _value, typed in _given(fmt, size, options, backing_file, backing_fmt):
         if name == "encryption" and typed is False:
@@ -158,6 +170,7 @@ def normalize_options(fmt, size=None, options=None, backing_file=None, backing_f
             raise UnsupportedFeature("%s are not supported yet" % _NOT_YET[name].capitalize())
         if name in _ENCRYPT_NOT_YET and fmt == "qcow2" and not allow_encryption:
             raise UnsupportedFeature("Encryption is not supported yet")
+
         if name in _HOST_HINTS:
             continue
         out[name] = typed
@@ -188,6 +201,10 @@ def resolved_options(fmt, size=None, options=None, backing_file=None, backing_fm
             shown[name] = str(value)
     if fmt == "raw":
         order = [("size", 0), ("preallocation", None)]
+    elif fmt == "luks":
+        # block/crypto.c block_crypto_create_opts_luks, then the file protocol's options
+        order = [("size", 0), ("key-secret", None), ("cipher-alg", None), ("cipher-mode", None), ("ivgen-alg", None),
+                 ("ivgen-hash-alg", None), ("hash-alg", None), ("iter-time", None), ("preallocation", None)]
     else:
         # qcow2_create_opts' order (block/qcow2.c): the encryption options first
         order = [("encryption", None), ("encrypt.format", None), ("encrypt.key-secret", None),
@@ -333,6 +350,11 @@ def create_image(filename, fmt, size=None, options=None, backing_file=None, back
                          extended_l2=o.get("extended_l2", False),
                          preallocation=o.get("preallocation", "off"), compression_type=compression,
                          backing_file=backing_file, backing_fmt=backing_fmt, encryption=encryption)
+    elif fmt == "luks":
+        from ..formats.luks import create_luks
+
+        def build(fd):
+            create_luks(fd, size, o, secrets, o.get("preallocation", "off"))
     else:
         def build(fd):
             create_raw(fd, size, o.get("preallocation", "off"))
