@@ -201,7 +201,10 @@ class LuksHeader(object):
 
     @classmethod
     def parse(cls, buf, container_size=None):
-        """Parse and check a header from the first HEADER_SIZE bytes of `buf`."""
+        """Parse and check a header from the first HEADER_SIZE bytes of `buf` (container_size: the
+        bytes really there, when the reader pads short reads with zeros)."""
+        if container_size is not None and container_size < len(buf):
+            buf = buf[:max(0, container_size)]
         if len(buf) < HEADER_SIZE:
             if len(buf) >= 8 and bytes(buf[:6]) == MAGIC:
                 raise LuksError("LUKS header is truncated (%d of %d bytes)" % (len(buf), HEADER_SIZE))
