@@ -166,3 +166,24 @@ def test_backing_chain_of_encrypted_images(tmp_path, store):
     spec = ("driver=qcow2,file.filename=%s,backing.driver=qcow2,backing.file.filename=%s,"
             "backing.encrypt.key-secret=s0,encrypt.key-secret=s0" % (top, base))
     assert_io_ok(qemu_io_enc(spec, PW, "read -P 0xe 0 1024", "read -P 0xa 1024 64512"))
+
+
+def test_check_counts_the_luks_header(tmp_path, store):
+    """The LUKS header clusters are referenced (not leaks), as qemu-img check counts them."""
+    from conftest import qimg
+    theirs = str(tmp_path / "theirs.qcow2")
+    qemu_retry(["qemu-img", "create", "-q", "-f", "qcow2", "--object", secret_obj(PW), "-o",
+                "encrypt.format=luks,encrypt.key-secret=s0,encrypt.iter-time=10", theirs, "4M"])
+    assert_io_ok(qemu_io_enc(_spec(theirs), PW, "write -P 7 0 192k"))
+    ours = str(tmp_path / "ours.qcow2")
+    create_image(ours, "qcow2", "4M", {"encrypt.format": "luks", "encrypt.key-secret": "s0",
+                                       "encrypt.iter-time": "10"}, secrets=store)
+    with open_image(ours, read_only=False, secrets=store, key_secret="s0") as dev:
+        dev.write(65536, b"\x01" * 200000)
+    for path in (theirs, ours):
+        want = json.loads(run(["qemu-img", "check", "--output=json", "--object", secret_obj(PW), "--image-opts",
+                               _spec(path)]).stdout)
+        got = json.loads(qimg("check", "--output=json", path).stdout)
+        want.pop("filename")
+        got.pop("filename")
+        assert got == want
