@@ -192,7 +192,8 @@ def _luks_spec(path):
 
 
 LUKS_OPTS = ["", "cipher-alg=aes-128,hash-alg=sha1", "cipher-alg=aes-192", "cipher-mode=cbc,ivgen-alg=essiv",
-             "cipher-alg=aes-128,cipher-mode=cbc,ivgen-alg=essiv,ivgen-hash-alg=sha256", "cipher-mode=ctr,ivgen-alg=plain",
+             "cipher-alg=aes-128,cipher-mode=cbc,ivgen-alg=essiv,ivgen-hash-alg=sha256",
+             "cipher-mode=ctr,ivgen-alg=plain",
              "cipher-mode=ecb,hash-alg=sha512", "cipher-alg=cast5-128,cipher-mode=cbc"]
 
 
@@ -307,7 +308,8 @@ def _qcow2_spec(path):
     return "driver=qcow2,file.filename=%s,encrypt.key-secret=s0" % path
 
 
-QCOW2_LUKS = ["", "encrypt.cipher-mode=cbc,encrypt.ivgen-alg=essiv", "encrypt.cipher-mode=ctr", "encrypt.cipher-mode=ecb",
+QCOW2_LUKS = ["", "encrypt.cipher-mode=cbc,encrypt.ivgen-alg=essiv", "encrypt.cipher-mode=ctr",
+              "encrypt.cipher-mode=ecb",
               "encrypt.ivgen-alg=plain,encrypt.cipher-alg=aes-128,encrypt.hash-alg=sha1"]
 
 

@@ -20,7 +20,7 @@ import struct
 import time
 import uuid as uuidlib
 
-from ..errors import ImageCorrupt, InvalidArgument, QimgError, UnsupportedFeature
+from ..errors import InvalidArgument, QimgError, UnsupportedFeature
 from . import ciphers
 from .backend import require
 
