@@ -7,6 +7,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import json
 import random
 
 import pytest
@@ -111,3 +112,16 @@ def test_hostile_luks_file(tmp_path):
     path.write_bytes(b"LUKS\xba\xbe\x00\x01")
     with pytest.raises(QimgError, match="truncated"):
         open_image(str(path))
+
+
+def test_keyslot_amend_on_luks_file(tmp_path, store):
+    from qimg.crypto import luks
+    path = str(tmp_path / "a.luks")
+    create_image(path, "luks", "1M", {"key-secret": "s0", "iter-time": "10"}, secrets=store)
+    with open_image(path, read_only=False, secrets=store, key_secret="s0") as dev:
+        dev.write(0, b"\x21" * 4096)
+        read, write = dev.keyslot_io()
+        assert luks.add_keyslot(dev.header, read, write, PW, "second", keyslot=5, iter_time=10) == 5
+    assert_io_ok(qemu_io_enc(_spec(path), "second", "read -P 0x21 0 4k"))
+    info = json.loads(run(["qemu-img", "info", "--output=json", path]).stdout)
+    assert [s["active"] for s in info["format-specific"]["data"]["slots"]] == [True] + [False] * 4 + [True] + [False] * 2

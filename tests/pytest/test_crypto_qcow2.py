@@ -187,3 +187,22 @@ def test_check_counts_the_luks_header(tmp_path, store):
         want.pop("filename")
         got.pop("filename")
         assert got == want
+
+
+def test_keyslot_amend_on_qcow2(tmp_path, store):
+    """Add and erase LUKS passphrases of a qcow2 image (the future amend), checked by qemu-io."""
+    from qimg.crypto import luks
+    path = str(tmp_path / "a.qcow2")
+    create_image(path, "qcow2", "1M", {"encrypt.format": "luks", "encrypt.key-secret": "s0",
+                                       "encrypt.iter-time": "10"}, secrets=store)
+    with open_image(path, read_only=False, secrets=store, key_secret="s0") as dev:
+        dev.write(0, b"\x21" * 4096)
+        read, write = dev.crypto.keyslot_io(dev.file)
+        assert luks.add_keyslot(dev.crypto.header, read, write, PW, "second", iter_time=10) == 1
+    assert_io_ok(qemu_io_enc(_spec(path), "second", "read -P 0x21 0 4k"))
+    with open_image(path, read_only=False, secrets=store, key_secret="s0") as dev:
+        read, write = dev.crypto.keyslot_io(dev.file)
+        assert luks.erase_keyslots(dev.crypto.header, read, write, old_password=PW) == [0]
+    assert "Invalid password" in qemu_io_enc(_spec(path), PW, "read 0 512").stderr
+    assert_io_ok(qemu_io_enc(_spec(path), "second", "read -P 0x21 0 4k"))
+    run(["qemu-img", "check", "--object", secret_obj("second"), "--image-opts", _spec(path)])

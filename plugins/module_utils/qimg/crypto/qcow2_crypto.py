@@ -108,6 +108,19 @@ class Qcow2Crypto(object):
         view = memoryview(data)
         return b"".join(fn(self._sector(host + i, guest + i), view[i:i + step]) for i in range(0, n, step))
 
+    def keyslot_io(self, file):
+        """(read, write) over the LUKS header area, for crypto.luks.add_keyslot / erase_keyslots
+        (qemu-img amend); writes are refused outside the area."""
+        if self.header is None:
+            raise InvalidArgument("Only LUKS encrypted qcow2 images have key slots")
+        off, length = self.region
+
+        def write(o, data):
+            if o < 0 or o + len(data) > length:
+                raise ImageCorrupt("%s: key slot write outside the LUKS header area" % self.filename)
+            file.pwrite(off + o, data)
+        return self._read, write
+
     def info(self):
         if self.method == 1:
             return {"format": "aes"}

@@ -133,6 +133,17 @@ class LuksImage(BlockDevice):
             self.file.close()
             self.file = None
 
+    def keyslot_io(self):
+        """(read, write) over the LUKS header, for crypto.luks.add_keyslot / erase_keyslots (amend)."""
+        self.check_writable()
+        end = self.payload
+
+        def write(o, data):
+            if o < 0 or o + len(data) > end:
+                raise ImageCorrupt("%s: key slot write outside the LUKS header" % self.filename)
+            self.file.pwrite(o, data)
+        return (lambda o, n: self.file.pread(o, n)), write
+
     def actual_size(self):
         return self.file.allocated_bytes()
 
