@@ -144,3 +144,50 @@ def test_fuzz_headers(volume):
             outcomes.add(type(e).__name__)
         assert time.monotonic() - start < 10
     assert "LuksError" in outcomes
+
+
+# --- hostile encrypted qcow2 headers ----------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def luks_qcow2(tmp_path_factory):
+    from crypto_helpers import qemu_retry, secret_obj
+    path = tmp_path_factory.mktemp("hq") / "l.qcow2"
+    qemu_retry(["qemu-img", "create", "-q", "-f", "qcow2", "--object", secret_obj(PW), "-o",
+                "encrypt.format=luks,encrypt.key-secret=s0,encrypt.iter-time=10", str(path), "1M"])
+    return path.read_bytes()
+
+
+def _ext_pos(buf):
+    hlen = struct.unpack_from(">I", buf, 100)[0]
+    pos = hlen
+    while True:
+        etype, elen = struct.unpack_from(">II", buf, pos)
+        if etype == 0x0537be77:
+            return pos
+        pos += 8 + (elen + 7) // 8 * 8
+
+
+QCOW2_CASES = [
+    ("method-2-no-ext", lambda b: _patch(b, _ext_pos(b), ">I", 0x12345678), "Missing CRYPTO header"),
+    ("method-1-with-ext", lambda b: _patch(b, 32, ">I", 1), "only expected with LUKS encryption method"),
+    ("ext-size", lambda b: _patch(b, _ext_pos(b) + 4, ">I", 8), "CRYPTO header extension size 8"),
+    ("ext-unaligned", lambda b: _patch(b, _ext_pos(b) + 8, ">Q", 65536 * 4 + 512), "not a multiple of cluster"),
+    ("ext-beyond-file", lambda b: _patch(b, _ext_pos(b) + 8, ">Q", 1 << 40), "outside the image"),
+    ("ext-short", lambda b: _patch(b, _ext_pos(b) + 16, ">Q", 300),
+     "Request for data outside of extension header"),
+    ("ext-points-at-l1", lambda b: _patch(b, _ext_pos(b) + 8, ">Q", 3 * 65536), "not in LUKS format"),
+    ("ext-too-short-for-slots", lambda b: _patch(b, _ext_pos(b) + 16, ">Q", 8192), "outside the image"),
+]
+
+
+@pytest.mark.parametrize("name,mutate,message", QCOW2_CASES, ids=[c[0] for c in QCOW2_CASES])
+def test_hostile_encrypted_qcow2(tmp_path, luks_qcow2, name, mutate, message):
+    from qimg.crypto.secrets import SecretStore
+    from qimg.image import open_image
+    path = tmp_path / "h.qcow2"
+    path.write_bytes(mutate(luks_qcow2))
+    store = SecretStore()
+    store.add("s0", PW.encode())
+    with pytest.raises(QimgError) as e:
+        open_image(str(path), secrets=store, key_secret="s0").close()
+    assert message in str(e.value) and "\n" not in str(e.value)

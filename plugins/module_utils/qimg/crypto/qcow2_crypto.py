@@ -35,18 +35,22 @@ class Qcow2Crypto(object):
         if crypt_method == 2:
             if crypto_ext is None:
                 raise ImageCorrupt("Could not open '%s': Missing CRYPTO header for crypt method 2" % filename)
-            if len(crypto_ext) < 16:
+            if len(crypto_ext) != 16:
                 raise ImageCorrupt("Could not open '%s': CRYPTO header extension size %d, but expected size %d"
                                    % (filename, len(crypto_ext), 16))
-            off, length = struct.unpack(">QQ", crypto_ext[:16])
-            if off % cluster_size or off + length > file_size or off == 0:
-                raise ImageCorrupt("Could not open '%s': Invalid encryption header offset" % filename)
+            off, length = struct.unpack(">QQ", crypto_ext)
+            if off % cluster_size:
+                raise ImageCorrupt("Could not open '%s': Encryption header offset '%d' is not a multiple of "
+                                   "cluster size '%d'" % (filename, off, cluster_size))
+            if off < cluster_size or off + length > file_size:
+                raise ImageCorrupt("Could not open '%s': the encryption header [%#x, +%d) is outside the image"
+                                   % (filename, off, length))
             from .luks import read_header, LuksError
             self.region = (off, length)
 
             def read(o, n):
                 if o < 0 or o + n > length:
-                    raise ImageCorrupt("Could not open '%s': LUKS key material lies outside the header area"
+                    raise ImageCorrupt("Could not open '%s': Request for data outside of extension header"
                                        % filename)
                 return file.pread(off + o, n)
             self._read = read
