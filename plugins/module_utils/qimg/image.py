@@ -171,7 +171,7 @@ def _chain_status(dev, depth, offset, length, out):
 _PROTOCOLS = ("json", "file", "nbd", "nbd+unix", "nbd+tcp", "http", "https", "ftp", "ftps", "ssh", "iscsi",
               "rbd", "gluster", "gluster+tcp", "gluster+unix", "gluster+rdma", "nfs", "host_device",
               "host_cdrom", "vvfat", "blkdebug", "blkverify", "null-co", "null-aio", "throttle", "fd")
-FORMATS = ("raw", "qcow2")
+FORMATS = ("raw", "qcow2", "luks")
 
 
 def refuse_pseudo_filename(name, what, allow_unsafe=False):
@@ -185,9 +185,13 @@ def refuse_pseudo_filename(name, what, allow_unsafe=False):
 
 
 def probe_format(node):
-    """qcow2 by its magic, otherwise raw."""
-    head = node.pread(0, 4)
-    return "qcow2" if head == b"QFI\xfb" else "raw"
+    """qcow2 or luks by their magic, otherwise raw."""
+    head = node.pread(0, 8)
+    if head[:4] == b"QFI\xfb":
+        return "qcow2"
+    if head == b"LUKS\xba\xbe\x00\x01":
+        return "luks"
+    return "raw"
 
 
 def full_backing_path(overlay_filename, backing_name):
@@ -198,22 +202,28 @@ def full_backing_path(overlay_filename, backing_name):
     return os.path.join(base_dir, backing_name) if base_dir else backing_name
 
 
-def open_format(filename, node, fmt=None, read_only=True, repair=False, open_data_file=True, data_file=None):
+def open_format(filename, node, fmt=None, read_only=True, repair=False, open_data_file=True, data_file=None,
+                secrets=None, key_secret=None):
     """The format driver `fmt` (probed when None) over an open protocol node; on failure the
     node is left open for the caller to close. qcow2 only: data_file is an opened node for its
-    external data file (else the one its header names is opened, unless open_data_file is False)."""
+    external data file (else the one its header names is opened, unless open_data_file is False).
+    secrets (crypto.secrets.SecretStore) and key_secret (the encrypt.key-secret id) unlock an
+    encrypted image."""
     from .formats.qcow2 import Qcow2Image
     from .formats.raw import RawImage
     if fmt is None:
         fmt = probe_format(node)
     if fmt == "qcow2":
         return Qcow2Image(filename, node, read_only, repair=repair, data_file=data_file,
-                          open_data_file=open_data_file)
+                          open_data_file=open_data_file, secrets=secrets, key_secret=key_secret)
+    if fmt == "luks":
+        from .formats.luks import LuksImage
+        return LuksImage(filename, node, read_only, secrets=secrets, key_secret=key_secret)
     return RawImage(filename, node, read_only)
 
 
 def open_single(filename, fmt=None, read_only=True, force_share=False, repair=False, open_data_file=True,
-                cache=None):
+                cache=None, secrets=None, key_secret=None):
     """Open one layer (no backing) on a local file, with QEMU's lock held by its node.
     cache: qemu's cache mode for the file (protocols/cache.py; None = writeback)."""
     from .protocols.file import HostFile
@@ -221,21 +231,28 @@ def open_single(filename, fmt=None, read_only=True, force_share=False, repair=Fa
         raise InvalidArgument("Could not open '%s': Unknown driver '%s'" % (filename, fmt))
     node = HostFile(filename, read_only, force_share, cache=cache)
     try:
-        return open_format(filename, node, fmt, read_only, repair, open_data_file)
+        return open_format(filename, node, fmt, read_only, repair, open_data_file, secrets=secrets,
+                           key_secret=key_secret)
     except BaseException:
         node.close()
         raise
 
 
 def open_image(filename, fmt=None, read_only=True, force_share=False, open_backing=True,
-               allow_unsafe_backing=False, open_data_file=True, cache=None):
+               allow_unsafe_backing=False, open_data_file=True, cache=None, secrets=None, key_secret=None,
+               backing_key_secret=None):
     """Open an image and (optionally) its backing chain, depth-limited and loop-checked.
 
     Backing files are always opened read-only and with the caller's force_share; they inherit
     the cache mode (as QEMU's backing children inherit cache.direct and cache.no-flush).
+    secrets: a crypto.secrets.SecretStore; key_secret: the secret id that unlocks the top image
+    (encrypt.key-secret), backing_key_secret the one for encrypted backing files (default: the same).
     """
     refuse_pseudo_filename(filename, "Image file name", allow_unsafe_backing)
-    top = open_single(filename, fmt, read_only, force_share, open_data_file=open_data_file, cache=cache)
+    top = open_single(filename, fmt, read_only, force_share, open_data_file=open_data_file, cache=cache,
+                      secrets=secrets, key_secret=key_secret)
+    if backing_key_secret is None:
+        backing_key_secret = key_secret
     if not open_backing:
         return top
     try:
@@ -266,7 +283,8 @@ def open_image(filename, fmt=None, read_only=True, force_share=False, open_backi
                 raise UnsafeImage("Could not open backing file '%s' of '%s': the backing chain has a loop"
                                   % (path, dev.filename))
             seen.add(key)
-            backing = open_single(path, bfmt, True, force_share, open_data_file=open_data_file, cache=cache)
+            backing = open_single(path, bfmt, True, force_share, open_data_file=open_data_file, cache=cache,
+                                  secrets=secrets, key_secret=backing_key_secret)
             dev.backing = backing
             dev = backing
         return top

@@ -16,6 +16,7 @@ from .output import format_option_help, format_formatting_line
 def run(argv, ctx):
     opts, args = getopt(argv, ":F:b:f:ho:qu", {"help": (False, "h"), "object": (True, "object")})
     fmt, base_fmt, base, options, quiet, unsafe = "raw", None, None, None, False, False
+    objects = []
     for opt, arg in opts:
         if opt == "h":
             raise HelpRequested()
@@ -32,7 +33,18 @@ def run(argv, ctx):
         elif opt == "u":
             unsafe = True
         elif opt == "object":
-            raise CommandError("--object is not supported")
+            objects.append(arg)
+    secrets = None
+    if objects:
+        # like qemu-img: the objects are created first; `--object help` prints and exits
+        from ..crypto.secrets import parse_object, SecretStore
+        secrets = SecretStore()
+        for text in objects:
+            spec = parse_object(text)
+            if spec.help:
+                ctx.out("".join(line + "\n" for line in spec.help_lines()))
+                return 0
+            secrets.add_object(spec)
     filename = args[0] if args else None
     if options is not None and any(i in ("help", "?") for i in split_opt_list(options)):
         from ..ops import create as ops_create
@@ -55,7 +67,7 @@ def run(argv, ctx):
         if not quiet and plan["pairs"] is not None:
             ctx.out(format_formatting_line(filename, fmt, plan["pairs"], plan["types"]))
         ops_create.create_image(path, fmt, size=size, options=plan["options"], backing_file=base,
-                                backing_fmt=base_fmt, unsafe=unsafe, warn=ctx.warn)
+                                backing_fmt=base_fmt, unsafe=unsafe, warn=ctx.warn, secrets=secrets)
     except Exception as err:
         _reraise_with_prefix(err, filename)
     return 0
