@@ -10,7 +10,7 @@ __metaclass__ = type
 import os
 
 from ..errors import ImageExists, ImageNotFound, InvalidArgument, QimgError, UnsupportedFeature
-from ..formats.qcow2 import create_qcow2
+from ..formats.qcow2.create import create_qcow2
 from ..formats.raw import create_raw
 from ..image import FORMATS, full_backing_path, open_image, refuse_pseudo_filename
 from ..locking import ImageLock
@@ -213,6 +213,54 @@ def _backing_size(filename, backing_file, backing_fmt):
             return dev.size, dev.format_name
     except QimgError as e:
         raise QimgError(e.message, hint=e.hint + ["Could not open backing image."])
+
+
+class MissingBackingFormat(InvalidArgument):
+    """qemu-img 7.2 refuses to probe a new image's backing file; its hint names what it detected
+    (printed without a newline, as qemu does: ``hint_newline`` is False)."""
+
+    hint_newline = False
+
+
+def probe_backing(filename, backing_file, backing_fmt=None, open_backing=True):
+    """The backing file qemu-img create would open: (virtual size, format), or None when it cannot
+    be opened (create itself reports that error later)."""
+    try:
+        with open_image(full_backing_path(filename, backing_file), backing_fmt, read_only=True,
+                        force_share=True, open_backing=open_backing) as dev:
+            return dev.size, dev.format_name
+    except QimgError:
+        return None
+
+
+def plan_create(filename, fmt, size=None, options=None, backing_file=None, backing_fmt=None, unsafe=False):
+    """qemu-img create's checks before it writes, in its order, and its "Formatting" line.
+
+    ``options`` is the ``-o`` text. Returns {"options": dict for create_image(), "pairs": the
+    (name, value) pairs of the "Formatting ..." line or None when qemu-img prints none (no size
+    known yet), "types": {option: qemu type}}. Raises QimgError subclasses.
+    """
+    if fmt not in CREATE_OPTIONS:
+        raise InvalidArgument("Unknown file format '%s'" % fmt)
+    optdict = parse_option_string(options) if options is not None else {}
+    if size is not None and optdict.get("size") is not None:
+        raise InvalidArgument("The image size must be specified only once")
+    backing = backing_file or optdict.get("backing_file")
+    if backing and fmt != "raw" and not (backing_fmt or optdict.get("backing_fmt")):
+        probed = None if unsafe else probe_backing(filename, backing, open_backing=False)
+        raise MissingBackingFormat("Backing file specified without backing format",
+                                   hint=["Detected format of %s." % probed[1]] if probed else [])
+    pairs = resolved_options(fmt, size, optdict, backing_file, backing_fmt, filename=filename)
+    # qemu-img prints "Formatting ..." once it knows the size (given, or read from the backing
+    # file unless -u); without one the create fails and nothing is printed.
+    line_size = size if size is not None else optdict.get("size")
+    if line_size is None and backing and not unsafe:
+        probed = probe_backing(filename, backing, backing_fmt or optdict.get("backing_fmt"))
+        if probed is not None:
+            line_size = probed[0]
+            pairs = resolved_options(fmt, line_size, optdict, backing_file, backing_fmt, filename=filename)
+    types = dict((n, t) for n, t, _h in CREATE_OPTIONS[fmt])
+    return {"options": optdict, "pairs": pairs if line_size is not None else None, "types": types}
 
 
 def refuse_if_in_use(filename):

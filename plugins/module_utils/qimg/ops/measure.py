@@ -84,6 +84,16 @@ def _bitmaps_size(dev, cluster_size):
     return total + _round_up(dir_size, cluster_size)
 
 
+def check_qcow2_options(typed):
+    """qcow2_measure()'s option errors (typed options as normalize_options() returns them)."""
+    from ..formats.qcow2.create import plan_header
+    o = typed
+    plan_header(0, cluster_size=o.get("cluster_size", 65536), compat=o.get("compat", "1.1"),
+                refcount_bits=o.get("refcount_bits", 16), lazy_refcounts=o.get("lazy_refcounts", False),
+                extended_l2=o.get("extended_l2", False), preallocation=o.get("preallocation", "off"),
+                compression_type=o.get("compression_type", "zlib"))
+
+
 def measure(filename=None, size=None, fmt=None, out_fmt="raw", options=None, snapshot=None,
             force_share=False):
     """{"required": n, "fully-allocated": n[, "bitmaps": n]} like `qemu-img measure --output=json`."""
