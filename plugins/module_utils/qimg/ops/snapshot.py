@@ -20,7 +20,7 @@ import time
 from ..errors import ImageNotFound, QimgError, UnsupportedFeature
 from ..formats.qcow2 import snapshot_ops
 from ..formats.qcow2.snapshots import find_snapshot, find_snapshot_by_id_or_name, snapshot_info
-from ..image import open_image, open_single, refuse_pseudo_filename
+from ..image import open_image, refuse_pseudo_filename
 
 
 class SnapshotNotFound(ImageNotFound):
@@ -37,7 +37,7 @@ class SnapshotFailed(QimgError):
 
 def _open(filename, fmt, read_only, force_share=False):
     refuse_pseudo_filename(filename, "Image file name")
-    return open_single(filename, fmt, read_only=read_only, force_share=force_share and read_only)
+    return open_image(filename, fmt, read_only=read_only, force_share=force_share and read_only)
 
 
 def _is_qcow2(dev):
@@ -58,6 +58,11 @@ def list_snapshots(filename, fmt=None, force_share=False):
         return snapshots_of(dev)
     finally:
         dev.close()
+
+
+def open_for_nothing(filename, fmt=None, force_share=False):
+    """qemu-img snapshot without an action: the image is opened read-write (locks, checks) and closed."""
+    _open(filename, fmt, False, force_share).close()
 
 
 def _strerror(err):
