@@ -146,7 +146,8 @@ def active_equals_snapshot(filename, snapshot, fmt=None, force_share=False, chun
         snap = dev.snapshots[index]
         if snap.disk_size != dev.size:
             return False
-        snapshot_ops.validate_snapshot_l1(dev, snap)
+        if snapshot_ops.validate_snapshot_l1(dev, snap):
+            return False
         active = [e & snapshot_ops.L1_OFFSET_MASK for e in dev.l1]
         raw = dev._pread(snap.l1_table_offset, snap.l1_size * 8) if snap.l1_size else b""
         from ..formats.qcow2.entries import decode_table

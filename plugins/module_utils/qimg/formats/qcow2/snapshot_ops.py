@@ -27,6 +27,7 @@ __metaclass__ = type
 
 import array
 import errno
+import os
 import struct
 
 from ...errors import ImageCorrupt, QimgError
@@ -265,14 +266,21 @@ class _Txn(object):
         self.step = img.l2_step
         self.limit = img.file_end_limit()
 
-    def write_new(self, data, what):
-        """Write data to newly allocated clusters (zero-padded to whole clusters); returns the offset."""
-        n = -(-len(data) // self.cs)
-        off = self.rc.alloc(n)
-        pad = n * self.cs - len(data)
+    def reserve(self, nbytes):
+        """Allocate clusters for nbytes (written later with write_at); returns the offset."""
+        return self.rc.alloc(max(1, -(-nbytes // self.cs)))
+
+    def write_at(self, off, data, what):
+        """Write data, zero-padded to whole clusters, to clusters this operation allocated."""
+        pad = -len(data) % self.cs
         data = data + bytes(pad) if pad else data
         self.img.check_metadata_write(off, len(data), what)
         self.img._pwrite(off, data)
+
+    def write_new(self, data, what):
+        """Write data to newly allocated clusters; returns the offset."""
+        off = self.reserve(len(data))
+        self.write_at(off, data, what)
         return off
 
     # --- tables
@@ -288,8 +296,8 @@ class _Txn(object):
     def read_l1(self, offset, size, what):
         if size * 8 > hdr.MAX_L1_BYTES:
             raise ImageCorrupt("%s: %s too large" % (self.img.filename, what))
-        if size and (offset % self.cs or offset == 0 or offset + size * 8 > self.limit):
-            raise ImageCorrupt("%s: %s is not inside the image file" % (self.img.filename, what))
+        if size and offset % self.cs:
+            raise ImageCorrupt("%s: %s offset invalid" % (self.img.filename, what))
         return decode_table(self.img._pread(offset, size * 8)) if size else array.array("Q")
 
     def _descriptors(self, table):
@@ -497,13 +505,14 @@ def _refuse_common(img):
 
 
 def validate_snapshot_l1(img, snap):
-    """QEMU's qcow2_validate_table() for a snapshot's L1 table (one-line message)."""
-    cs = img.cluster_size
+    """QEMU's qcow2_validate_table() for a snapshot's L1 table: (message, errno) or None."""
     if snap.l1_size * 8 > hdr.MAX_L1_BYTES:
-        raise SnapshotOpError("Snapshot L1 table too large", errno.EFBIG)
-    if snap.l1_table_offset % cs or (snap.l1_size and snap.l1_table_offset + snap.l1_size * 8 >
-                                     img.file_end_limit()):
-        raise SnapshotOpError("Snapshot L1 table offset invalid", errno.EINVAL)
+        return "Snapshot L1 table too large", errno.EFBIG
+    if (1 << 63) - 1 - snap.l1_size * 8 < snap.l1_table_offset:
+        return "Snapshot L1 table exceeds the maximum supported size", errno.EINVAL
+    if snap.l1_table_offset % img.cluster_size:
+        return "Snapshot L1 table offset invalid", errno.EINVAL
+    return None
 
 
 def create(img, name, date_sec, date_nsec, vm_clock_nsec=0, icount=0):
@@ -513,6 +522,13 @@ def create(img, name, date_sec, date_nsec, vm_clock_nsec=0, icount=0):
         raise SnapshotOpError("%s: too many snapshots" % img.filename, errno.EFBIG)
     txn = _Txn(img)
     rc, h, cb = txn.rc, img.header, img.cluster_bits
+    # the snapshot's L1 table and the new snapshot table first: where QEMU puts them
+    snap_l1 = txn.reserve(h.l1_size * 8) if h.l1_size else 0
+    snap = new_snapshot(next_snapshot_id(img.snapshots), name, snap_l1, h.l1_size, img.size, date_sec,
+                        date_nsec, vm_clock_nsec, 0, icount)
+    new_list = list(img.snapshots) + [snap]
+    table_raw = encode_snapshot_table(new_list)
+    table_off = txn.reserve(len(table_raw))
     l1 = img.l1
     new_l1 = array.array("Q", l1)
     for i in _nonzero_indexes(l1):
@@ -537,18 +553,15 @@ def create(img, name, date_sec, date_nsec, vm_clock_nsec=0, icount=0):
             rc.add_run(off >> cb, 1, 1)
         new_l1[i] = off
     fields = {}
-    snap_l1 = 0
     if h.l1_size:
         l1_raw = encode_table(new_l1)
-        snap_l1 = txn.write_new(l1_raw, "snapshot L1 table")
+        txn.write_at(snap_l1, l1_raw, "snapshot L1 table")
         if new_l1 != l1:
             fields["l1_table_offset"] = txn.write_new(l1_raw, "L1 table")
             rc.add_bytes(h.l1_table_offset, h.l1_size * 8, -1)
-    snap = new_snapshot(next_snapshot_id(img.snapshots), name, snap_l1, h.l1_size, img.size, date_sec,
-                        date_nsec, vm_clock_nsec, 0, icount)
-    table = list(img.snapshots) + [snap]
-    fields["snapshots_offset"] = txn.write_new(encode_snapshot_table(table), "snapshot table")
-    fields["nb_snapshots"] = len(table)
+    txn.write_at(table_off, table_raw, "snapshot table")
+    fields["snapshots_offset"] = table_off
+    fields["nb_snapshots"] = len(new_list)
     if h.nb_snapshots:
         rc.add_bytes(h.snapshots_offset, _table_bytes(img.snapshots), -1)
     txn.commit(**fields)
@@ -559,7 +572,9 @@ def delete(img, index):
     """Remove snapshot number index (0-based in the table) and free what only it used."""
     _refuse_common(img)
     snap = img.snapshots[index]
-    validate_snapshot_l1(img, snap)
+    bad = validate_snapshot_l1(img, snap)
+    if bad:
+        raise SnapshotOpError(bad[0], bad[1])
     txn = _Txn(img)
     rc, h = txn.rc, img.header
     snap_l1 = txn.read_l1(snap.l1_table_offset, snap.l1_size, "Snapshot L1 table")
@@ -582,9 +597,11 @@ def apply(img, index):
     """Make snapshot number index the active image's content (and virtual size)."""
     _refuse_common(img)
     snap = img.snapshots[index]
-    validate_snapshot_l1(img, snap)
     if img.bitmaps:
         raise SnapshotOpError("Device has active dirty bitmaps", errno.EBUSY)
+    bad = validate_snapshot_l1(img, snap)
+    if bad:
+        raise SnapshotOpError("Failed to load snapshot: %s" % os.strerror(bad[1]), bad[1], bad[0])
     h = img.header
     new_size = snap.disk_size
     if new_size != img.size:
