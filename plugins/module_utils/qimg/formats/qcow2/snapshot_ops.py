@@ -29,6 +29,7 @@ import array
 import errno
 import os
 import struct
+import sys
 
 from ...errors import ImageCorrupt, QimgError
 from . import header as hdr
@@ -40,6 +41,40 @@ L1_OFFSET_MASK = 0x00FFFFFFFFFFFE00
 _CLEAR_TOP_BIT = bytes(b & 0x7F for b in range(256))
 _HEADER_SECTOR = 512
 _TYPECODES = {8: "B", 16: "H", 32: "I", 64: "Q"}
+_LITTLE = sys.byteorder == "little"
+_SERIES = {}
+
+
+def _series(m):
+    """(R, S) with R = sum(1 << 64i) and S = sum(i << 64i) for i < m: a table of m 64-bit entries
+    read as one little-endian integer is e0 * R + step * S exactly when entry i is e0 + i * step."""
+    got = _SERIES.get(m)
+    if got is None:
+        if len(_SERIES) > 16:
+            _SERIES.clear()
+        ones = array.array("Q", [1]) * m
+        idx = array.array("Q", range(m))
+        if not _LITTLE:
+            ones.byteswap()
+            idx.byteswap()
+        got = _SERIES[m] = (int.from_bytes(ones.tobytes(), "little"), int.from_bytes(idx.tobytes(), "little"))
+    return got
+
+
+def _as_int(arr):
+    """A host-order array('Q') as one little-endian integer (entry i in bits 64i..64i+63)."""
+    if not _LITTLE:
+        arr = array.array("Q", arr)
+        arr.byteswap()
+    return int.from_bytes(arr.tobytes(), "little")
+
+
+def _from_int(value, m):
+    arr = array.array("Q")
+    arr.frombytes(value.to_bytes(m * 8, "little"))
+    if not _LITTLE:
+        arr.byteswap()
+    return arr
 
 
 class SnapshotOpError(QimgError):
@@ -88,10 +123,17 @@ class ShadowRefcounts(object):
     def _block(self, t):
         blk = self.blocks.get(t)
         if blk is None:
-            old = self._old_block(t)
             if self.code:
-                blk = array.array(self.code, old) if old is not None else array.array(self.code, [0]) * self.per
+                off = self.old._block_offset(t)
+                blk = array.array(self.code)
+                if off:
+                    blk.frombytes(self.img._pread(off, self.cs))
+                    if _LITTLE and blk.itemsize > 1:
+                        blk.byteswap()
+                else:
+                    blk = array.array(self.code, [0]) * self.per
             else:
+                old = self._old_block(t)
                 blk = list(old) if old is not None else [0] * self.per
             self.blocks[t] = blk
         return blk
@@ -316,7 +358,10 @@ class _Txn(object):
             return False
         if last == 0:
             return True
-        return ents[:last + 1] == array.array("Q", range(e0, e0 + (last + 1) * self.cs, self.cs))
+        if (e0 & OFFSET_MASK) + last * self.cs > OFFSET_MASK:
+            return False
+        ones, idx = _series(last + 1)
+        return _as_int(ents[:last + 1]) == e0 * ones + self.cs * idx
 
     def _check_host(self, host, l2off, idx):
         if host % self.cs:
@@ -392,8 +437,12 @@ class _Txn(object):
                 want0 = (e0 & ~COPIED) | (COPIED if v == 1 else 0)
                 if want0 == e0:
                     return None
+                ones, idx = _series(last + 1)
+                run = _from_int(want0 * ones + cs * idx, last + 1)
+                if step == 1:
+                    return run + table[last + 1:]
                 new = array.array("Q", table)
-                new[0:(last + 1) * step:step] = array.array("Q", range(want0, want0 + (last + 1) * cs, cs))
+                new[0:(last + 1) * step:step] = run
                 return new
         new = None
         for i in range(last + 1):
