@@ -170,3 +170,12 @@ def test_ids_and_duplicates(qemu_img, tmp_path):
     assert S.create_snapshot(str(img), "z")["id"] == "4"
     S.apply_snapshot(str(img), "3")
     assert_check_clean(img)
+
+
+@pytest.mark.parametrize("options", [{"cluster_size": "512", "refcount_bits": "64"}, {"cluster_size": "4k"}],
+                         ids=["512-rb64", "4k"])
+def test_bounded_shadow_memory(qemu_img, qemu_io, tmp_path, monkeypatch, options):
+    """With room for only 8 changed refcount blocks in memory, the others wait in their new clusters."""
+    from qimg.formats.qcow2 import snapshot_ops
+    monkeypatch.setattr(snapshot_ops, "SHADOW_BYTES", 0)
+    test_mixed_sequence_matches_qemu_img(qemu_img, qemu_io, tmp_path, options)

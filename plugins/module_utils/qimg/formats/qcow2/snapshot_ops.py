@@ -26,6 +26,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import array
+import collections
 import errno
 import os
 import struct
@@ -33,7 +34,7 @@ import sys
 
 from ...errors import ImageCorrupt, QimgError
 from . import header as hdr
-from .refcounts import encode_block
+from .refcounts import decode_block, encode_block
 from .entries import COMPRESSED, COPIED, OFFSET_MASK, decode_table, encode_table
 from .snapshots import encode_snapshot_table, new_snapshot, next_snapshot_id, read_snapshots
 
@@ -42,6 +43,7 @@ _CLEAR_TOP_BIT = bytes(b & 0x7F for b in range(256))
 _HEADER_SECTOR = 512
 _TYPECODES = {8: "B", 16: "H", 32: "I", 64: "Q"}
 _LITTLE = sys.byteorder == "little"
+SHADOW_BYTES = 16 * 1024 * 1024  # changed refcount blocks kept in memory (the rest wait in their new clusters)
 _SERIES = {}
 
 
@@ -110,8 +112,12 @@ class ShadowRefcounts(object):
         self.per = self.old.block_entries
         self.max = self.old.max_refcount
         self.code = _typecode(self.old.bits)
-        self.blocks = {}
-        self.dirty = set()
+        self.blocks = collections.OrderedDict()  # t -> new-view block in memory (LRU order)
+        self.dirty = set()      # blocks in memory that differ from their copy on disk
+        self.moved = {}         # t -> offset of the block's new copy
+        self.spilled = set()    # blocks whose new copy is on disk only (memory stays bounded)
+        self.keep = max(8, SHADOW_BYTES // self.cs)
+        self._spilling = False
         self.taken = set()
         self.cursor = 1
 
@@ -122,6 +128,16 @@ class ShadowRefcounts(object):
 
     def _block(self, t):
         blk = self.blocks.get(t)
+        if blk is not None:
+            self.blocks.move_to_end(t)
+            return blk
+        if t in self.spilled:
+            self.spilled.discard(t)
+            blk = decode_block(self.img._pread(self.moved[t], self.cs), self.old.bits)
+            if self.code:
+                blk = array.array(self.code, blk)
+            self.blocks[t] = blk
+            return blk
         if blk is None:
             if self.code:
                 off = self.old._block_offset(t)
@@ -140,7 +156,46 @@ class ShadowRefcounts(object):
 
     def _view(self, t):
         blk = self.blocks.get(t)
-        return blk if blk is not None else self._old_block(t)
+        if blk is not None:
+            return blk
+        if t in self.spilled:
+            return self._block(t)
+        return self._old_block(t)
+
+    def _place(self, t):
+        """Give block t its new cluster (counted in the new view; the old block uncounted)."""
+        self.moved[t] = self.alloc(1)
+        prev = self.old._block_offset(t)
+        if prev:
+            self.add_run(prev >> self.cb, 1, -1)
+
+    def _write_block(self, t):
+        data = encode_block(self.blocks[t], self.old.bits)
+        self.img.check_metadata_write(self.moved[t], len(data), "refcount block")
+        self.img._pwrite(self.moved[t], data)
+        self.dirty.discard(t)
+
+    def _spill(self):
+        """Keep at most self.keep blocks in memory: changed ones go to their new clusters early (they
+        are free in the live image, so that is as safe as writing them at the end)."""
+        if self._spilling:
+            return
+        self._spilling = True
+        try:
+            while len(self.blocks) > self.keep:
+                t = next(iter(self.blocks))
+                if t in self.dirty:
+                    if t not in self.moved:
+                        self._place(t)
+                        if t not in self.blocks:
+                            continue
+                    self._write_block(t)
+                    self.spilled.add(t)
+                elif t in self.moved:
+                    self.spilled.add(t)
+                del self.blocks[t]
+        finally:
+            self._spilling = False
 
     def get(self, c):
         t, i = divmod(c, self.per)
@@ -201,6 +256,8 @@ class ShadowRefcounts(object):
             self.dirty.add(t)
             c += m
             n -= m
+        if len(self.blocks) > self.keep:
+            self._spill()
 
     def add_bytes(self, offset, nbytes, delta):
         if nbytes > 0:
@@ -255,15 +312,13 @@ class ShadowRefcounts(object):
         """Place changed blocks and the table. Returns ([(offset, bytes, what)], table_offset, table_clusters);
         table_offset is None when no block changed."""
         old = self.old
-        moved = {}
+        moved = self.moved
         table_off, table_n, old_table_freed = None, 0, False
+        self._spilling = True  # from here on every block stays in memory until written
         while True:
             pending = sorted(t for t in self.dirty if t not in moved)
             for t in pending:
-                moved[t] = self.alloc(1)
-                prev = old._block_offset(t)
-                if prev:
-                    self.add_run(prev >> self.cb, 1, -1)
+                self._place(t)
             if pending:
                 continue
             if not moved:
@@ -285,8 +340,8 @@ class ShadowRefcounts(object):
             table_off = self.alloc(table_n)
         writes = []
         for t in sorted(moved):
-            blk = self.blocks[t]
-            writes.append((moved[t], encode_block(blk, old.bits), "refcount block"))
+            if t in self.blocks and t in self.dirty:
+                writes.append((moved[t], encode_block(self.blocks[t], old.bits), "refcount block"))
         table = array.array("Q", old.table)
         table.extend([0] * (table_n * self.cs // 8 - len(table)))
         for t, off in moved.items():
@@ -333,7 +388,8 @@ class _Txn(object):
         if off >= self.limit:
             raise ImageCorrupt("%s: L2 table offset %#x is past the end of the image file (%s L1 index: %#x)"
                                % (self.img.filename, off, what, l1_index))
-        return self.img._load_l2(off)
+        cached = self.img.l2_cache.get(off)
+        return cached if cached is not None else decode_table(self.img._pread(off, self.cs))
 
     def read_l1(self, offset, size, what):
         if size * 8 > hdr.MAX_L1_BYTES:
