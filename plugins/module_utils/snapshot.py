@@ -19,7 +19,10 @@ from ansible_collections.qimg.disk.plugins.module_utils.ansible_glue import (
     refuse_in_use,
     snake_case_keys,
 )
-from ansible_collections.qimg.disk.plugins.module_utils.qimg.formats.qcow2.snapshots import next_snapshot_id
+from ansible_collections.qimg.disk.plugins.module_utils.qimg.formats.qcow2.snapshots import (
+    MAX_NAME_BYTES,
+    next_snapshot_id,
+)
 from ansible_collections.qimg.disk.plugins.module_utils.qimg.ops import snapshot as ops_snapshot
 from ansible_collections.qimg.disk.plugins.module_utils.qimg.ops.info import image_info
 
@@ -87,6 +90,9 @@ def run(module):
     params = module.params
     path, name, state = params["path"], params["name"], params["state"]
     result = {"changed": False, "path": path}
+    if len(name.encode("utf-8", "surrogateescape")) > MAX_NAME_BYTES:
+        # QEMU keeps at most 255 bytes of a name: a longer one would never be found again
+        module.fail_json(msg="name is longer than %d bytes" % MAX_NAME_BYTES, **result)
     with qimg_errors(module, **result):
         p = plan(path, name, state)
     result["changed"] = bool(p["actions"])

@@ -133,3 +133,9 @@ def test_qemu_img_agrees(run, image):
                          universal_newlines=True).stdout
     assert " one " in out
     subprocess.run(["qemu-img", "check", image], check=True, stdout=subprocess.DEVNULL)
+
+
+def test_long_name_refused(run, image):
+    result = run.fail(main, {"path": image, "name": "x" * 256})
+    assert result["msg"] == "name is longer than 255 bytes"
+    assert _names(image) == []

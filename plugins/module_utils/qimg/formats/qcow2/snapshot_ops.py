@@ -735,4 +735,3 @@ def apply(img, index):
     fields["l1_table_offset"] = txn.write_new(encode_table(new_l1), "L1 table") if l1_size else 0
     txn.commit(**fields)
     return snap
-
