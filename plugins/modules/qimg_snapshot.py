@@ -87,7 +87,7 @@ EXAMPLES = r"""
 
 RETURN = r"""
 snapshots:
-  description: The image's snapshots after the task, as O(qimg.disk.qimg_info) lists them.
+  description: The image's snapshots after the task, as M(qimg.disk.qimg_info) lists them.
   returned: success
   type: list
   elements: dict
@@ -101,7 +101,7 @@ snapshots:
       vm_clock_nsec: 0
       icount: 0
 virtual_size:
-  description: Virtual size of the image after the task (the other facts of O(qimg.disk.qimg_info) too).
+  description: Virtual size of the image after the task (the other facts of M(qimg.disk.qimg_info) too).
   returned: success
   type: int
   sample: 10737418240
