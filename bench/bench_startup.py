@@ -41,13 +41,13 @@ GiB = 1024 ** 3
 def build_scattered(path, size, data, write=256 * 1024, seed=3):
     """A sparse raw of `size` with `data` bytes written by qemu-io at random 64 KiB-aligned offsets."""
     rnd = random.Random(seed)
-    slots = size // write
-    chosen = sorted(rnd.sample(range(slots), data // write))
+    slot = 2 * write                    # one write per slot, at a random 64 KiB step inside it: no overlaps
+    chosen = sorted(rnd.sample(range(size // slot), data // write))
     subprocess.run(["qemu-img", "create", "-q", "-f", "raw", path, str(size)], check=True)
     cmds = []
-    for i, slot in enumerate(chosen):
-        shift = rnd.randrange(write // (64 * 1024)) * 64 * 1024 if slot + 1 < slots else 0
-        cmds += ["-c", "write -q -P %d %d %d" % (1 + i % 254, slot * write + shift, write)]
+    for i, k in enumerate(chosen):
+        offset = k * slot + rnd.randrange((slot - write) // (64 * 1024) + 1) * 64 * 1024
+        cmds += ["-c", "write -q -P %d %d %d" % (1 + i % 254, offset, write)]
     for k in range(0, len(cmds), 512):
         subprocess.run(["qemu-io", "-f", "raw"] + cmds[k:k + 512] + [path], check=True,
                        stdout=subprocess.DEVNULL)

@@ -126,7 +126,7 @@ def _convert(ctx, sources, out_filename, fmt, out_fmt, base, base_fmt, options, 
 
     # the single place where the sources and the target are named to the engine
     sources = [image_name(name) for name in sources]
-    out_filename = image_name(out_filename)
+    out_filename = image_name(out_filename, "target")
     plan = ops_convert.prepare_convert(
         sources, out_filename, src_fmt=fmt, out_fmt=out_fmt, options=options, compress="c" in flags,
         backing_file=base, backing_fmt=base_fmt, snapshot=snapshot, target_exists="n" in flags,

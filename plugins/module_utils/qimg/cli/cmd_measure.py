@@ -85,7 +85,9 @@ def run(argv, ctx):
             optdict = ops_create.parse_option_string(options)
             typed = ops_create.normalize_options(out_fmt, None, optdict)
         except InvalidArgument as err:
-            raise CommandError([err.message, "Invalid options for file format '%s'" % out_fmt])
+            # qemu: the message, its hint, then its own line
+            raise CommandError(err.message, hint=[h + "\n" for h in err.hint]
+                               + ["%s: Invalid options for file format '%s'\n" % (ctx.prog, out_fmt)])
     else:
         typed = {}
     if size is not None:

@@ -14,7 +14,7 @@ from ..formats.qcow2.create import create_qcow2
 from ..formats.raw import create_raw
 from ..image import FORMATS, full_backing_path, open_image, refuse_pseudo_filename
 from ..locking import ImageLock
-from ..sizes import parse_size
+from ..sizes import parse_size, strtosz
 from ..util import atomic_output
 
 # (name, qemu type, help) in qemu-img's `-o help` order: the format's own options
@@ -113,10 +113,15 @@ def _known_options(fmt):
 
 def _typed(name, typ, value):
     if typ == "size":
-        try:
+        if isinstance(value, int) and not isinstance(value, bool):
             return parse_size(value)
-        except InvalidArgument:
+        try:
+            n = strtosz(str(value))[0]     # qemu's parse_option_size(): hex, fractions, suffixes
+        except OverflowError:
+            raise InvalidArgument("Value '%s' is out of range for parameter '%s'" % (value, name))
+        except ValueError:
             raise InvalidArgument("Parameter '%s' expects a non-negative number below 2^64" % name, hint=_SIZE_HINT)
+        return parse_size(n) if name == "size" else n
     if typ == "bool":
         return _bool(name, value)
     if typ == "num":
@@ -152,6 +157,8 @@ def normalize_options(fmt, size=None, options=None, backing_file=None, backing_f
     """Validate and type the create options. Returns a dict of typed values (only those given)."""
     out = {}
     for name, _value, typed in _given(fmt, size, options, backing_file, backing_fmt):
+        if name == "encryption" and typed is False:
+            continue    # encryption=off: the default, nothing to refuse
         if name in _NOT_YET and fmt == "qcow2":
             raise UnsupportedFeature("%s are not supported yet" % _NOT_YET[name].capitalize())
         if name in _HOST_HINTS:
@@ -185,9 +192,13 @@ def resolved_options(fmt, size=None, options=None, backing_file=None, backing_fm
     if fmt == "raw":
         order = [("size", 0), ("preallocation", None)]
     else:
-        order = [("cluster_size", 65536), ("extended_l2", "off"), ("preallocation", None),
+        # qcow2_create_opts' order (block/qcow2.c): the encryption options first
+        order = [("encryption", None), ("encrypt.format", None), ("encrypt.key-secret", None),
+                 ("encrypt.cipher-alg", None), ("encrypt.cipher-mode", None), ("encrypt.ivgen-alg", None),
+                 ("encrypt.ivgen-hash-alg", None), ("encrypt.hash-alg", None), ("encrypt.iter-time", None),
+                 ("cluster_size", 65536), ("extended_l2", "off"), ("preallocation", None),
                  ("compression_type", "zlib"), ("size", 0), ("compat", None), ("backing_file", None),
-                 ("backing_fmt", None), ("data_file", None), ("data_file_raw", None), ("encryption", None),
+                 ("backing_fmt", None), ("data_file", None), ("data_file_raw", None),
                  ("lazy_refcounts", "off"), ("refcount_bits", 16)]
     pairs = []
     for name, default in order:
@@ -212,7 +223,12 @@ def _backing_size(filename, backing_file, backing_fmt):
         with open_image(path, backing_fmt, read_only=True, force_share=True) as dev:
             return dev.size, dev.format_name
     except QimgError as e:
-        raise QimgError(e.message, hint=e.hint + ["Could not open backing image."])
+        message = e.message
+        # bdrv_img_create() reports an error deeper in the chain without naming the backing file
+        own = "Could not open '%s': Could not open backing file: " % path
+        if message.startswith(own):
+            message = message[len("Could not open '%s': " % path):]
+        raise QimgError(message, hint=e.hint + ["Could not open backing image."])
 
 
 class MissingBackingFormat(InvalidArgument):
@@ -245,11 +261,14 @@ def plan_create(filename, fmt, size=None, options=None, backing_file=None, backi
     optdict = parse_option_string(options) if options is not None else {}
     if size is not None and optdict.get("size") is not None:
         raise InvalidArgument("The image size must be specified only once")
+    if backing_file == "" or (backing_file is None and optdict.get("backing_file") == ""):
+        raise InvalidArgument("Expected backing file name, got empty string")
     backing = backing_file or optdict.get("backing_file")
     if backing and fmt != "raw" and not (backing_fmt or optdict.get("backing_fmt")):
-        probed = None if unsafe else probe_backing(filename, backing, open_backing=False)
+        # bdrv_img_create() opens the backing file first (unless -u): its open error wins
+        detected = None if unsafe else _backing_size(filename, backing, None)[1]
         raise MissingBackingFormat("Backing file specified without backing format",
-                                   hint=["Detected format of %s." % probed[1]] if probed else [])
+                                   hint=["Detected format of %s." % detected] if detected else [])
     pairs = resolved_options(fmt, size, optdict, backing_file, backing_fmt, filename=filename)
     # qemu-img prints "Formatting ..." once it knows the size (given, or read from the backing
     # file unless -u); without one the create fails and nothing is printed.
