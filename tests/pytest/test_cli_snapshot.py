@@ -94,18 +94,31 @@ def test_listing_after_our_create(qemu_img, as_qemu_img, images):
     assert_same_as_qemu_img(qemu_img, as_qemu_img, ["info", "--output=json", "b.qcow2"], str(images))
 
 
+def _hold(path):
+    """qemu-io holding path open for writing, once its lock is seen; None when it exited first (our probe
+    takes a lock for a moment, and qemu-io starting in that moment gives up)."""
+    proc = subprocess.Popen(["qemu-io", "-f", "qcow2", str(path)], stdin=subprocess.PIPE,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(0.1)
+    deadline = time.time() + 10
+    while time.time() < deadline and proc.poll() is None:
+        if run(["qemu-img", "info", str(path)], check=False).returncode:
+            return proc
+        time.sleep(0.05)
+    proc.stdin.close()
+    proc.wait(timeout=10)
+    return None
+
+
 @pytest.fixture
 def busy(images):
     """a.qcow2 held open for writing by qemu-io (as a running VM holds its disk)."""
-    path = images / "a.qcow2"
-    proc = subprocess.Popen(["qemu-io", "-f", "qcow2", str(path)], stdin=subprocess.PIPE,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 10
-    while time.time() < deadline:
-        probe = run(["qemu-img", "info", str(path)], check=False)
-        if probe.returncode:
+    for dummy in range(10):
+        proc = _hold(images / "a.qcow2")
+        if proc is not None:
             break
-        time.sleep(0.05)
+    else:
+        pytest.fail("qemu-io never took the image's write lock")
     try:
         yield images
     finally:
@@ -119,5 +132,5 @@ def busy(images):
                          ids=["list", "list-U", "create", "apply", "delete", "create-U"])
 def test_in_use(qemu_img, as_qemu_img, busy, args):
     before = (busy / "a.qcow2").read_bytes()
-    assert_same_as_qemu_img(qemu_img, as_qemu_img, args, str(busy))
-    assert (busy / "a.qcow2").read_bytes() == before
+    got = assert_same_as_qemu_img(qemu_img, as_qemu_img, args, str(busy))
+    assert (busy / "a.qcow2").read_bytes() == before, got
