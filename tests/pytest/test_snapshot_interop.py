@@ -179,3 +179,37 @@ def test_bounded_shadow_memory(qemu_img, qemu_io, tmp_path, monkeypatch, options
     from qimg.formats.qcow2 import snapshot_ops
     monkeypatch.setattr(snapshot_ops, "SHADOW_BYTES", 0)
     test_mixed_sequence_matches_qemu_img(qemu_img, qemu_io, tmp_path, options)
+
+
+@pytest.mark.parametrize("compat", ["1.1", "0.10"])
+def test_apply_restores_the_virtual_size(qemu_img, qemu_io, tmp_path, compat):
+    """A snapshot taken before a resize: v3 goes back to its size (as QEMU truncates), v2 refuses as
+    QEMU refuses ("Can't resize a v2 image which has snapshots")."""
+    from qimg.errors import QimgError
+    ours = tmp_path / "ours.qcow2"
+    twin = tmp_path / "twin.qcow2"
+    qemu_img_create(ours, "qcow2", SIZE, {"cluster_size": "4k", "compat": compat})
+    io_run(ours, "write -P 1 0 1M")
+    run(["qemu-img", "snapshot", "-c", "small", str(ours)])
+    if compat == "0.10":
+        shutil.copyfile(str(ours), str(twin))
+        # qemu-img cannot resize a v2 image with snapshots either: shrink the header's size by hand
+        with open(str(ours), "r+b") as f:
+            f.seek(24)
+            f.write((SIZE // 2).to_bytes(8, "big"))
+        shutil.copyfile(str(ours), str(twin))
+        want = run(["qemu-img", "snapshot", "-a", "small", str(twin)], check=False)
+        assert want.returncode == 1
+        with pytest.raises(QimgError) as e:
+            _ours("apply", ours, "small")
+        assert want.stderr == "".join("qemu-img: %s\n" % line for line in e.value.lines)
+        return
+    run(["qemu-img", "resize", str(ours), str(2 * SIZE)])
+    io_run(ours, "write -P 2 %d 64k" % (SIZE + 4096), "write -P 3 0 4k")
+    shutil.copyfile(str(ours), str(twin))
+    _ours("apply", ours, "small")
+    _qemu("apply", twin, "small")
+    assert_check_clean(ours)
+    info = json.loads(run(["qemu-img", "info", "--output=json", str(ours)]).stdout)
+    assert info["virtual-size"] == SIZE
+    assert _contents(ours, tmp_path) == _contents(twin, tmp_path)
