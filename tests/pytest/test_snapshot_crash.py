@@ -39,8 +39,10 @@ else:
 SIZE = 8 * 1024 * 1024
 
 
-def _build(path, options, snapshots, compressed=False):
+def _build(path, options, snapshots, compressed=False, extra=None):
     qemu_img_create(path, "qcow2", SIZE, options)
+    if extra == "bitmap":
+        run(["qemu-img", "bitmap", "--add", str(path), "bm"])
     if compressed:
         qemu_io(path, "write -c -P 1 0 1M", "write -c -P 2 3M 256k", "write -P 3 6M 64k")
     else:
@@ -49,6 +51,9 @@ def _build(path, options, snapshots, compressed=False):
         run(["qemu-img", "snapshot", "-c", name, str(path)])
         qemu_io(path, "write -P %d %dk 12k" % (10 + i, 64 * i + 4), "write -z 2M 8k",
                 "write -P %d 7M 4k" % (20 + i))
+    if extra == "resize":
+        run(["qemu-img", "resize", str(path), str(2 * SIZE)])
+        qemu_io(path, "write -P 9 %d 64k" % (SIZE + 8192))
 
 
 def _snapshot_names(path):
@@ -80,16 +85,19 @@ SCENARIOS = [
     ("delete-rb2", {"cluster_size": "4k", "refcount_bits": "2"}, ["s1", "s2"], False, "delete", "s2"),
     ("delete-64k", {}, ["s1", "s2"], False, "delete", "s1"),
     ("create-512", {"cluster_size": "512", "refcount_bits": "64"}, ["s1"], False, "create", "new"),
+    ("create-bitmap", {"cluster_size": "4k"}, ["s1"], False, "create", "new", "bitmap"),
+    ("delete-bitmap", {"cluster_size": "4k"}, ["s1", "s2"], False, "delete", "s2", "bitmap"),
+    ("apply-resized", {"cluster_size": "4k"}, ["s1"], False, "apply", "s1", "resize"),
 ]
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS, ids=[s[0] for s in SCENARIOS])
 def test_kill_at_every_write(qemu_img, qemu_io, tmp_path, scenario):
     need_strace()
-    _sid, options, earlier, compressed, op, arg = scenario
+    _sid, options, earlier, compressed, op, arg = scenario[:6]
     base = tmp_path / "base.qcow2"
     img = tmp_path / "img.qcow2"
-    _build(base, options, earlier, compressed)
+    _build(base, options, earlier, compressed, scenario[6] if len(scenario) > 6 else None)
     before = _state(base, tmp_path)
     argv = [sys.executable, "-c", SCRIPT, os.path.join(ROOT, "plugins", "module_utils"), op, str(img), arg]
 
