@@ -34,6 +34,7 @@ COMMANDS = {
     "info": "cmd_info",
     "map": "cmd_map",
     "measure": "cmd_measure",
+    "snapshot": "cmd_snapshot",
 }
 
 # Names this package re-exports from its modules (the pre-package ``qimg.cli`` API), loaded on

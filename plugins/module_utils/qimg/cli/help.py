@@ -25,6 +25,7 @@ COMMAND_SYNTAX = [
     "map [-f fmt] [--start-offset=offset] [--max-length=len] [--output=ofmt] [-U] filename",
     "measure [--output=ofmt] [-O output_fmt] [-o options] [--size N | [--object objectdef] [--image-opts] [-f fmt] "
     "[-l snapshot_param] filename]",
+    "snapshot [--object objectdef] [--image-opts] [-U] [-q] [-l | -a snapshot | -c snapshot | -d snapshot] filename",
 ]
 
 

@@ -292,6 +292,9 @@ class Qcow2Image(BlockDevice):
         if end > self.file_size:
             self.file_size = end
 
+    def _pread(self, offset, length):
+        return pread_exact(self.fd, offset, length)
+
     def write_header(self):
         self.file.pwrite(0, hdr.header_cluster_bytes(self.header, self.cluster_size))
 
