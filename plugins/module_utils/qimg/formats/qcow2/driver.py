@@ -101,7 +101,9 @@ class Qcow2Image(BlockDevice):
 
     def extend_file(self, size):
         if size > self.file_size:
-            self.file.truncate(size)
+            # refcount blocks are written straight to the node: the file may be longer already
+            if size > self.file.length():
+                self.file.truncate(size)
             self.file_size = size
 
     def sync(self):
