@@ -35,6 +35,8 @@ COMMANDS = {
     "info": "cmd_info",
     "map": "cmd_map",
     "measure": "cmd_measure",
+    "resize": "cmd_resize",
+    "amend": "cmd_amend",
 }
 
 # Names this package re-exports from its modules (the pre-package ``qimg.cli`` API), loaded on

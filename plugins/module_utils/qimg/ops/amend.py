@@ -55,7 +55,7 @@ def _wanted_differs(current, opts):
     return False
 
 
-def amend_image(filename, options, fmt=None, force=False, check_mode=False):
+def amend_image(filename, options, fmt=None, force=False, check_mode=False, on_open=None):
     """Amend an image's options (see docs/engine-api.md).
 
     Returns {"changed", "before", "after"} with the amendable options (compat, lazy_refcounts,
@@ -64,6 +64,8 @@ def amend_image(filename, options, fmt=None, force=False, check_mode=False):
     """
     opts = parse_amend_options(options)
     with open_image(filename, fmt, read_only=check_mode, force_share=check_mode) as dev:
+        if on_open is not None:
+            on_open(dev)
         if dev.format_name != "qcow2":
             raise UnsupportedFeature("Format driver '%s' does not support option amendment" % dev.format_name)
         before = current_options(dev)

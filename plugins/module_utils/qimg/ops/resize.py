@@ -63,7 +63,8 @@ def resize_device(dev, new_size, preallocation=None):
         dev.resize(new_size, prealloc)
 
 
-def resize_image(filename, size, fmt=None, relative=0, shrink=False, preallocation=None, check_mode=False):
+def resize_image(filename, size, fmt=None, relative=0, shrink=False, preallocation=None, check_mode=False,
+                 on_open=None):
     """Resize an image (see docs/engine-api.md).
 
     size: bytes (int) or a size string ("10G"); relative: 0, +1 or -1 (qemu-img's "+N"/"-N").
@@ -75,6 +76,8 @@ def resize_image(filename, size, fmt=None, relative=0, shrink=False, preallocati
     if not isinstance(size, int) or isinstance(size, bool):
         size = parse_size(size)
     with open_image(filename, fmt, read_only=check_mode, force_share=check_mode) as dev:
+        if on_open is not None:
+            on_open(dev)
         old = dev.size
         total = plan_resize(dev, size, relative, shrink, preallocation)
         changed = total != old
