@@ -66,7 +66,7 @@ def run(argv, ctx):
 
     try:
         ops_resize.resize_image(filename, n, fmt=fmt, relative=relative, shrink=shrink, preallocation=prealloc,
-                                on_open=opened)
+                                on_open=opened, strict=True)
     except ops_resize.ShrinkRefused as e:
         ctx.err("%s: %s\n" % (ctx.prog, e.message))
         ctx.warn(e.warning)

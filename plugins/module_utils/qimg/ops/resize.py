@@ -35,8 +35,10 @@ def new_size_for(current, size, relative=0):
     return _int64(size)
 
 
-def plan_resize(dev, size, relative=0, shrink=False, preallocation=None):
-    """Validate a resize of the open device like qemu-img; returns the new size in bytes."""
+def plan_resize(dev, size, relative=0, shrink=False, preallocation=None, strict=False):
+    """Validate a resize of the open device like qemu-img; returns the new size in bytes.
+
+    An unchanged size passes unless strict (qemu-img asks the driver anyway, which may refuse)."""
     prealloc = preallocation or "off"
     total = new_size_for(dev.size, size, relative)
     if total <= 0:
@@ -45,6 +47,8 @@ def plan_resize(dev, size, relative=0, shrink=False, preallocation=None):
         raise InvalidArgument("Preallocation can only be used for growing images")
     if total < dev.size and not shrink:
         raise ShrinkRefused("Use the --shrink option to perform a shrink operation.")
+    if total == dev.size and not strict:
+        return total
     if dev.format_name == "qcow2":
         from ..formats.qcow2.resize import check_resize
         check_resize(dev, total, prealloc)
@@ -64,12 +68,13 @@ def resize_device(dev, new_size, preallocation=None):
 
 
 def resize_image(filename, size, fmt=None, relative=0, shrink=False, preallocation=None, check_mode=False,
-                 on_open=None):
+                 on_open=None, strict=False):
     """Resize an image (see docs/engine-api.md).
 
     size: bytes (int) or a size string ("10G"); relative: 0, +1 or -1 (qemu-img's "+N"/"-N").
     Returns {"old-size", "new-size", "changed"}; check_mode decides without writing.
-    A size equal to the current one changes nothing (qemu-img still says "Image resized.").
+    A size equal to the current one changes nothing (qemu-img still says "Image resized."; with
+    strict, the format's refusals apply to it as in qemu-img).
     """
     if preallocation is not None and preallocation not in PREALLOCATION_MODES:
         raise InvalidArgument("Invalid preallocation mode '%s'" % preallocation)
@@ -79,7 +84,7 @@ def resize_image(filename, size, fmt=None, relative=0, shrink=False, preallocati
         if on_open is not None:
             on_open(dev)
         old = dev.size
-        total = plan_resize(dev, size, relative, shrink, preallocation)
+        total = plan_resize(dev, size, relative, shrink, preallocation, strict)
         changed = total != old
         if changed and not check_mode:
             resize_device(dev, total, preallocation)
