@@ -63,11 +63,16 @@ def _same_content(qemu_img, fmt, a, b):
 
 
 def _snapshot_digest(qemu_img, path, snap, tmp):
-    out = str(tmp) + ".snap.raw"
-    run([qemu_img, "convert", "-l", snap, "-O", "raw", str(path), out])
+    """The snapshot's guest content at its own size: applied to a copy (`convert -l` would read it
+    through the image's current size)."""
+    copy, out = str(tmp) + ".snap.qcow2", str(tmp) + ".snap.raw"
+    shutil.copy(str(path), copy)
+    run([qemu_img, "snapshot", "-a", snap, copy])
+    run([qemu_img, "convert", "-O", "raw", copy, out])
     with open(out, "rb") as f:
         digest = hashlib.sha256(f.read()).hexdigest()
     os.unlink(out)
+    os.unlink(copy)
     return digest
 
 
