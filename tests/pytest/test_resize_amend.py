@@ -82,7 +82,7 @@ WRITES = ["write -P 0xab 0 1M", "write -z 1M 64k", "write -P 0x11 3M 4k"]
 # ------------------------------------------------------------------------------------- interop
 RESIZE_CASES = [
     ("qcow2", "", "8M", {}),
-    ("qcow2", "cluster_size=512", "1G", {}),                     # L1 table and refcount table grow
+    ("qcow2", "cluster_size=512", "64M", {}),                    # L1 table and refcount table grow
     ("qcow2", "", "1M", {"shrink": True}),
     ("qcow2", "cluster_size=4096", "1536", {"shrink": True}),   # unaligned shrink
     ("qcow2", "", "5000192", {"preallocation": "metadata"}),    # unaligned grow
