@@ -39,6 +39,7 @@ def _option_dict(text):
 def run(argv, ctx):
     longopts = {"help": (False, "h"), "object": (True, "object"), "image-opts": (False, "image-opts"),
                 "force": (False, "force")}
+    image_opts = False
     opts, args = getopt(argv, ":ho:f:t:pq", longopts)
     fmt, options, cache, progress, quiet, force = None, None, "writeback", False, False, False
     for opt, arg in opts:
@@ -56,8 +57,10 @@ def run(argv, ctx):
             quiet = True
         elif opt == "force":
             force = True
-        elif opt in ("object", "image-opts"):
-            raise CommandError("--%s is not supported" % opt)
+        elif opt == "image-opts":
+            image_opts = True
+        elif opt == "object":
+            raise CommandError("--object is not supported")
     if options is None:
         raise UsageError("Must specify options (-o)")
     if quiet:
@@ -72,6 +75,9 @@ def run(argv, ctx):
         if len(args) != 1:
             raise CommandError("Expecting one image file name")
         filename = args[0]
+        if image_opts:
+            from .cmd_resize import image_opts_target
+            filename, fmt = image_opts_target(filename, fmt)
         if cache not in CACHE_MODES:
             raise CommandError("Invalid cache option: %s" % cache)
         from ..image import open_image
@@ -82,13 +88,12 @@ def run(argv, ctx):
             ctx.out(_help_text(detected))
             return 0
         meter.print_(0, 0)
-        from .cmd_resize import PROBED_RAW_WARNING
+        from .cmd_resize import report_open
 
         def opened(dev):
-            if fmt is None and dev.format_name == "raw":
-                ctx.err(PROBED_RAW_WARNING % filename)
-        ops_amend.amend_image(filename, _option_dict(options), fmt=fmt, force=force, on_open=opened)
-        meter.print_(100, 0)  # the driver's last status callback, then qemu-img's own
+            report_open(ctx, dev, fmt, filename)
+        ops_amend.amend_image(filename, _option_dict(options), fmt=fmt, force=force, on_open=opened,
+                              progress=lambda percent: meter.print_(percent, 0))
         meter.print_(100, 0)
     finally:
         meter.end()

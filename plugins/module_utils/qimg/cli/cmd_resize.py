@@ -20,6 +20,34 @@ PROBED_RAW_WARNING = ("WARNING: Image format was not specified for '%s' and prob
                       "         Specify the 'raw' format explicitly to remove the restrictions.\n")
 
 
+def report_open(ctx, dev, fmt, filename):
+    """What qemu-img prints while it opens an image for writing: the probed-raw warning, the
+    messages of the repair of a dirty lazy-refcounts image."""
+    if fmt is None and dev.format_name == "raw":
+        ctx.err(PROBED_RAW_WARNING % filename)
+    messages = getattr(dev, "repair_messages", None)
+    if messages:
+        ctx.err("".join(m + "\n" for m in messages))
+
+
+def image_opts_target(text, fmt):
+    """--image-opts: the file and format of a "driver=FMT,file.filename=PATH,..." spec (options
+    of the driver's runtime, e.g. cache sizes, do not change what resize/amend write)."""
+    from .args import split_opt_list
+    spec = {}
+    for item in split_opt_list(text):
+        key, _eq, value = item.partition("=")
+        spec[key] = value
+    if fmt is not None:
+        raise CommandError("--image-opts and --format are mutually exclusive")
+    filename = spec.get("file.filename") or spec.get("file")
+    if not filename and not spec.get("driver"):
+        raise CommandError("Could not open '%s': Must specify either driver or file" % text)
+    if not filename:
+        raise CommandError("Could not open '%s': A block device must be specified for \"file\"" % text)
+    return filename, spec.get("driver")
+
+
 def run(argv, ctx):
     if len(argv) < 3:
         raise UsageError("Not enough arguments")
@@ -28,6 +56,7 @@ def run(argv, ctx):
     size = argv.pop()
     longopts = {"help": (False, "h"), "object": (True, "object"), "image-opts": (False, "image-opts"),
                 "preallocation": (True, "preallocation"), "shrink": (False, "shrink")}
+    image_opts = False
     opts, args = getopt(argv, ":f:hq", longopts)
     fmt, quiet, shrink, prealloc = None, False, False, None
     for opt, arg in opts:
@@ -43,11 +72,15 @@ def run(argv, ctx):
             prealloc = arg
         elif opt == "shrink":
             shrink = True
-        elif opt in ("object", "image-opts"):
-            raise CommandError("--%s is not supported" % opt)
+        elif opt == "image-opts":
+            image_opts = True
+        elif opt == "object":
+            raise CommandError("--object is not supported")
     if len(args) != 1:
         raise UsageError("Expecting image file name and size")
     filename = args[0]
+    if image_opts:
+        filename, fmt = image_opts_target(filename, fmt)
     relative = 0
     if size[:1] == "+":
         relative, size = 1, size[1:]
@@ -61,8 +94,7 @@ def run(argv, ctx):
     from ..ops import resize as ops_resize
 
     def opened(dev):
-        if fmt is None and dev.format_name == "raw":
-            ctx.err(PROBED_RAW_WARNING % filename)
+        report_open(ctx, dev, fmt, filename)
 
     try:
         ops_resize.resize_image(filename, n, fmt=fmt, relative=relative, shrink=shrink, preallocation=prealloc,

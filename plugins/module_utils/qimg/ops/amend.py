@@ -55,7 +55,7 @@ def _wanted_differs(current, opts):
     return False
 
 
-def amend_image(filename, options, fmt=None, force=False, check_mode=False, on_open=None):
+def amend_image(filename, options, fmt=None, force=False, check_mode=False, on_open=None, progress=None):
     """Amend an image's options (see docs/engine-api.md).
 
     Returns {"changed", "before", "after"} with the amendable options (compat, lazy_refcounts,
@@ -80,7 +80,7 @@ def amend_image(filename, options, fmt=None, force=False, check_mode=False, on_o
             if "compat" in opts:
                 after["compat"] = {"v2": "0.10", "v3": "1.1"}.get(opts["compat"], opts["compat"])
             return {"changed": changed, "before": before, "after": after}
-        amend(dev, opts, force=force)
+        amend(dev, opts, force=force, progress=progress)
         dev.flush()
         after = current_options(dev)
     return {"changed": before != after, "before": before, "after": after}

@@ -60,9 +60,38 @@ def current_options(img):
             "size": img.size}
 
 
-def amend(img, opts, force=False):
+class _Progress(object):
+    """QEMU's qcow2_amend_helper_cb(): per-operation (offset, work size) reports folded into one
+    percentage over all the operations of the amend, passed to report(percent)."""
+
+    def __init__(self, report, total_operations):
+        self.report = report
+        self.total = total_operations
+        self.current = self.last = None
+        self.offset_completed = 0
+        self.operations_completed = 0
+        self.last_work = 0
+
+    def __call__(self, operation, offset, work):
+        if self.report is None or not self.total:
+            return
+        if operation != self.last:
+            if self.last is not None:
+                self.offset_completed += self.last_work
+                self.operations_completed += 1
+            self.last = operation
+        self.last_work = work
+        current = self.offset_completed + work
+        projected = current * (self.total - self.operations_completed - 1) // (self.operations_completed + 1)
+        total = current + projected
+        if total:
+            self.report(100.0 * (self.offset_completed + offset) / total)
+
+
+def amend(img, opts, force=False, progress=None):
     """Apply typed amend options (a dict: compat, lazy_refcounts, refcount_bits, size,
-    backing_file, backing_fmt, data_file, data_file_raw, encrypt.*) in QEMU's order."""
+    backing_file, backing_fmt, data_file, data_file_raw, encrypt.*) in QEMU's order.
+    progress(percent), when given, gets QEMU's status reports."""
     h = img.header
     old_version = h.version
     new_version = old_version
@@ -98,13 +127,16 @@ def amend(img, opts, force=False):
                 raise InvalidArgument("data-file-raw cannot be set on existing images")
     img.check_writable()
     img._prepare_write()
+    status = _Progress(progress, (new_version != old_version) + (bits != h.refcount_bits))
     if new_version > old_version:
-        upgrade(img)
+        upgrade(img, lambda off, work: status("upgrade", off, work))
     if bits != h.refcount_bits:
         if new_version < 3 and bits != 16:
             raise InvalidArgument("Refcount widths other than 16 bits require compatibility level 1.1 or above "
                                   "(use compat=1.1 or greater)")
+        status("refcount", 0, 1)
         change_refcount_bits(img, bits)
+        status("refcount", 1, 1)
     if "backing_file" in opts or "backing_fmt" in opts:
         if opts.get("backing_file") != h.backing_file or opts.get("backing_fmt") != h.backing_format:
             raise InvalidArgument("Cannot amend the backing file", hint=["You can use 'qemu-img rebase' instead."])
@@ -122,7 +154,7 @@ def amend(img, opts, force=False):
         check_resize(img, new_size)
         resize(img, new_size)
     if new_version < old_version:
-        downgrade(img)
+        downgrade(img, lambda off, work: status("downgrade", off, work))
 
 
 def _write_header(img):
@@ -134,11 +166,14 @@ def _write_header(img):
 
 
 # ------------------------------------------------------------------------------------ upgrade
-def upgrade(img):
+def upgrade(img, status=None):
+    status = status or (lambda off, work: None)
+    status(0, 2)
     h = img.header
     old_table = None
     if any(len(s.extra) < 16 for s in img.snapshots):
         old_table = _rewrite_snapshot_table(img)
+    status(1, 2)
     h.version = 3
     h.header_length = hdr.HEADER_V3_LENGTH
     h.refcount_order = 4
@@ -147,6 +182,7 @@ def upgrade(img):
     h.extra_header = b""
     h.feature_table = list(hdr.FEATURE_NAMES)
     _write_header(img)
+    status(2, 2)
     if old_table is not None:
         _free_bytes(img, *old_table)
 
@@ -196,7 +232,7 @@ def _free_bytes(img, offset, nbytes):
 
 
 # ---------------------------------------------------------------------------------- downgrade
-def downgrade(img):
+def downgrade(img, status=None):
     h = img.header
     if h.refcount_order != 4:
         raise UnsupportedFeature("compat=0.10 requires refcount_bits=16")
@@ -211,7 +247,7 @@ def downgrade(img):
     if h.incompatible_features & hdr.INCOMPAT_COMPRESSION and _has_compressed_clusters(img):
         raise UnsupportedFeature("Cannot downgrade an image with zstd compression type and existing "
                                  "compressed clusters")
-    expand_zero_clusters(img)
+    expand_zero_clusters(img, status)
     h.version = 2
     h.header_length = hdr.HEADER_V2.size
     h.incompatible_features = h.compatible_features = h.autoclear_features = 0
@@ -244,8 +280,9 @@ def _has_compressed_clusters(img):
 _ODD = bytes(i & 1 for i in range(256))
 
 
-def expand_zero_clusters(img):
-    """Turn every zero-flagged L2 entry (active and snapshot tables) into a v2 one."""
+def expand_zero_clusters(img, status=None):
+    """Turn every zero-flagged L2 entry (active and snapshot tables) into a v2 one; status(visited,
+    total) after each L1 entry, as QEMU reports it."""
     cs = img.cluster_size
     cb = img.cluster_bits
     rc = img.refcounts
@@ -254,16 +291,26 @@ def expand_zero_clusters(img):
     img.l2_cache.clear()
     seen = set()
     zeros = bytes(cs)
-    for l1 in list(_l1_tables(img)):
+    tables = list(_l1_tables(img))
+    total = sum(len(t) for t in tables)
+    visited = [0]
+
+    def step():
+        visited[0] += 1
+        if status is not None:
+            status(visited[0], total)
+    for l1 in tables:
         for i in range(len(l1)):
             l2off = l1[i] & OFFSET_MASK
             if not l2off or l2off in seen:
+                step()
                 continue
             seen.add(l2off)
             if l2off % cs or l2off + cs > img.file_end_limit():
                 raise QimgError("%s: L2 table offset %#x invalid (L1 index: %#x)" % (img.filename, l2off, i))
             raw = img.file.pread(l2off, cs)
             if raw[7::8].translate(_ODD).find(b"\1") < 0:
+                step()
                 continue  # no zero flag in this table
             table = decode_table(raw)
             l2_refs = rc.get(l2off >> cb)
@@ -297,6 +344,7 @@ def expand_zero_clusters(img):
             for c, n in decrefs:
                 rc.add(c, -n)
             rc.flush()
+            step()
     img.l2_cache.clear()
 
 

@@ -79,6 +79,7 @@ class Qcow2Image(BlockDevice):
         """A dirty lazy-refcount image opened for writing gets its refcounts rebuilt first (as QEMU does)."""
         from .check import check as run_check  # imported late: check builds on this module
         result = run_check(self, "all")
+        self.repair_messages = list(result.messages)  # what QEMU prints while it repairs on open
         if result.corruptions or result.check_errors or self.header.incompatible_features & hdr.INCOMPAT_DIRTY:
             raise ImageCorrupt("Could not open '%s': the image is dirty and its refcounts could not be repaired; "
                                "run 'check -r all'" % self.filename)

@@ -256,7 +256,7 @@ def _shrink(img, new_size):
                         table[p + 1] = 0
             img.l2_dirty[l2off] = table
         gc += k
-    img._commit_metadata()
+    _commit_and_punch(img)
     # 3. whole L2 tables past the new end: L1 entries cleared first, refcounts lowered after
     rc = img.refcounts
     drops = []
@@ -282,7 +282,7 @@ def _shrink(img, new_size):
         img.sync()
         for l2off in drops:
             img.pending_decrefs.append((l2off, 1))
-        img._commit_metadata()
+        _commit_and_punch(img)
     img.sync()
     # 4. the file ends after its last used cluster
     last = _last_used_cluster(rc, img.end_cluster())
@@ -295,6 +295,32 @@ def _shrink(img, new_size):
         except (OSError, QimgError):
             pass  # QEMU only warns: "Failed to truncate the tail of the image"
     img.metadata_changed()
+
+
+def _commit_and_punch(img):
+    """Commit the metadata (refcounts lowered last), then deallocate the host clusters that became
+    free in the file, as QEMU's discard of cropped clusters does."""
+    cb = img.cluster_bits
+    candidates = sorted(set(off >> cb for off, _n in img.pending_decrefs))
+    img._commit_metadata()
+    img.sync()
+    rc = img.refcounts
+    run = None
+    for c in candidates + [None]:
+        if c is not None and rc.get(c) == 0 and (c << cb) < img.file_size:
+            if run is not None and run[1] == c:
+                run[1] = c + 1
+                continue
+        elif c is not None:
+            continue
+        if run is not None:
+            try:
+                img.file.punch(run[0] << cb, (run[1] - run[0]) << cb)
+            except (OSError, QimgError):
+                pass
+            run = None
+        if c is not None:
+            run = [c, c + 1]
 
 
 def _last_used_cluster(rc, end_cluster):
