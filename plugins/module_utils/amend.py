@@ -51,8 +51,7 @@ def run(module):
     before = image_metadata(info)
     if before["format"] != "qcow2":
         module.fail_json(msg="Format driver '%s' does not support option amendment" % before["format"], **result)
-    fixed = [d for d in option_differences(before, dict((k, v) for k, v in options.items()
-                                                          if k not in AMENDABLE))]
+    fixed = option_differences(before, dict((k, v) for k, v in options.items() if k not in AMENDABLE))
     if fixed:
         module.fail_json(msg="%s: these options can only be set when an image is created: %s"
                          % (path, "; ".join(fixed)), **result)

@@ -19,6 +19,8 @@ description:
   - The change is crash-safe; new metadata is written beside the old and switched in the header.
 author:
   - qimg developers (@qimg)
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
 attributes:
   check_mode:
     support: full

@@ -19,6 +19,8 @@ description:
     clusters past the new end.
 author:
   - qimg developers (@qimg)
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
 attributes:
   check_mode:
     support: full

@@ -227,7 +227,7 @@ def _cli_cases():
     return cases
 
 
-@pytest.mark.parametrize("args", _cli_cases(), ids=lambda a: " ".join(a))
+@pytest.mark.parametrize("args", _cli_cases(), ids=" ".join)
 def test_cli_same_as_qemu_img(qemu_img, as_qemu_img, tmp_path, args):
     for d in ("q", "o"):
         (tmp_path / d).mkdir()
@@ -305,11 +305,10 @@ hypothesis = pytest.importorskip("hypothesis")
 st = hypothesis.strategies
 
 _write = st.tuples(st.integers(0, 63), st.integers(1, 8), st.integers(1, 255))
-_change = st.one_of(
-    st.tuples(st.just("resize"), st.integers(1, 128)),
-    st.tuples(st.just("amend"), st.sampled_from([{"compat": "0.10"}, {"compat": "1.1"}, {"refcount_bits": "1"},
-                                                   {"refcount_bits": "64"}, {"lazy_refcounts": "on"},
-                                                   {"refcount_bits": "8", "compat": "1.1"}])))
+_AMENDS = [{"compat": "0.10"}, {"compat": "1.1"}, {"refcount_bits": "1"}, {"refcount_bits": "64"},
+           {"lazy_refcounts": "on"}, {"refcount_bits": "8", "compat": "1.1"}]
+_change = st.one_of(st.tuples(st.just("resize"), st.integers(1, 128)),
+                    st.tuples(st.just("amend"), st.sampled_from(_AMENDS)))
 
 
 @hypothesis.settings(max_examples=25, deadline=None,

@@ -27,7 +27,7 @@ import struct
 from ...errors import InvalidArgument, QimgError, UnsupportedFeature
 from ...image import DATA
 from . import header as hdr
-from .entries import ALL_ZERO_BITS, COPIED, OFFSET_MASK, decode_table, encode_table
+from .entries import ALL_ZERO_BITS, COPIED, decode_table, encode_table
 
 SECTOR = 512
 _SIZE_L1 = struct.Struct(">QIIQ")  # size, crypt_method, l1_size, l1_table_offset: bytes 24..47
