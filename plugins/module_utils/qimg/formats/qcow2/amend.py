@@ -126,7 +126,6 @@ def amend(img, opts, force=False, progress=None):
             if value:
                 raise InvalidArgument("data-file-raw cannot be set on existing images")
     img.check_writable()
-    img._prepare_write()
     status = _Progress(progress, (new_version != old_version) + (bits != h.refcount_bits))
     if new_version > old_version:
         upgrade(img, lambda off, work: status("upgrade", off, work))
@@ -144,6 +143,7 @@ def amend(img, opts, force=False, progress=None):
         if lazy and new_version < 3:
             raise InvalidArgument("Lazy refcounts only supported with compatibility level 1.1 and above "
                                   "(use compat=1.1 or greater)")
+        img._prepare_write()
         if lazy:
             h.compatible_features |= hdr.COMPAT_LAZY_REFCOUNTS
         else:
@@ -169,6 +169,7 @@ def _write_header(img):
 def upgrade(img, status=None):
     status = status or (lambda off, work: None)
     status(0, 2)
+    img._prepare_write()
     h = img.header
     old_table = None
     if any(len(s.extra) < 16 for s in img.snapshots):
@@ -247,6 +248,7 @@ def downgrade(img, status=None):
     if h.incompatible_features & hdr.INCOMPAT_COMPRESSION and _has_compressed_clusters(img):
         raise UnsupportedFeature("Cannot downgrade an image with zstd compression type and existing "
                                  "compressed clusters")
+    img._prepare_write()
     expand_zero_clusters(img, status)
     h.version = 2
     h.header_length = hdr.HEADER_V2.size
@@ -355,6 +357,7 @@ def change_refcount_bits(img, new_bits):
     h = img.header
     cs = img.cluster_size
     cb = img.cluster_bits
+    img._prepare_write()
     img._commit_metadata()
     img.sync()
     rc = img.refcounts

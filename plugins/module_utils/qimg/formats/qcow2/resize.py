@@ -118,6 +118,7 @@ def _grow_l1(img, new_l1_size):
     nbytes = new_l1_size * 8
     clusters = _div_up(nbytes, cs)
     img._commit_metadata()
+    _allocate_from_end(img)
     new_off = img.refcounts.alloc(clusters)
     img.refcounts.flush()
     table = array.array("Q", img.l1)
@@ -131,6 +132,13 @@ def _grow_l1(img, new_l1_size):
     img.l1_dirty.clear()
     img.metadata_changed()
     return old
+
+
+def _allocate_from_end(img):
+    """New metadata goes after the last cluster in use: the first-fit scan of every refcount block
+    from the start of a big, full image costs more than the whole resize (holes stay free)."""
+    rc = img.refcounts
+    rc.free_hint = max(rc.free_hint, img.end_cluster())
 
 
 def _prepare_range(img, start, end, preallocation, zeroing):
