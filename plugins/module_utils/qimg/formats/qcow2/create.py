@@ -173,6 +173,7 @@ def create_qcow2(fd, size, preallocation="off", **options):
                 os.posix_fallocate(fd, data_off, n_data * cluster_size)
             elif preallocation == "full" and n_data:
                 write_zero_data(fd, data_off, n_data * cluster_size)
-        pwrite_all(fd, 0, bytes(raw_header))
+        # like QEMU, the whole first cluster: header, extensions, zero padding
+        pwrite_all(fd, 0, bytes(raw_header) + bytes(cluster_size - len(raw_header)))
     except OSError as e:
         raise QimgError("Could not write the image: %s" % e.strerror)
