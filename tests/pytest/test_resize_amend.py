@@ -222,6 +222,7 @@ def _cli_cases():
               "refcount_bits=8,compat=0.10", "compat=0.10,lazy_refcounts=on", "help", "refcount_bits=abc"):
         cases.append(["amend", "-o", o, q])
     cases += [["amend", q], ["amend", "-f", "qcow2", "-o", "help"], ["amend", "-f", "raw", "-o", "help"],
+              ["amend", "-f", "bochs", "-o", "help"], ["amend", "-f", "foo", "-o", "help"],
               ["amend", "-p", "-o", "compat=0.10", q], ["amend", "-o", "compat=0.10", "-t", "foo", q],
               ["amend", "-o", "compat=0.10"], ["amend", "-o", "compat=0.10", "FILE.raw"]]
     return cases
