@@ -9,12 +9,6 @@ __metaclass__ = type
 
 import errno
 import os
-import threading
-
-try:
-    import queue
-except ImportError:  # Python 2 spelling, for sanity tests on old interpreters
-    import Queue as queue  # type: ignore
 
 _ZEROS = {}
 _SHARED_ZEROS = [memoryview(b"")]
@@ -129,18 +123,22 @@ def file_extents(fd, offset, length):
     return out
 
 
-def punch_hole(fd, offset, length):
-    """Deallocate a file range (reads back zeros). Falls back to writing zeros."""
+def punch_hole(fd, offset, length, fallback=True):
+    """Deallocate a file range (reads back zeros). Falls back to writing zeros, unless fallback
+    is False: then returns whether the range was deallocated."""
     try:
         import ctypes
         libc = ctypes.CDLL(None, use_errno=True)  # the C library already loaded (no ldconfig subprocess)
         fallocate = libc.fallocate
         fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
         if fallocate(fd, _PUNCH_HOLE | _KEEP_SIZE, offset, length) == 0:
-            return
+            return True
     except (OSError, AttributeError, ImportError):
         pass
+    if not fallback:
+        return False
     write_zero_data(fd, offset, length)
+    return True
 
 
 def write_zero_data(fd, offset, length):
@@ -152,12 +150,23 @@ def write_zero_data(fd, offset, length):
         length -= n
 
 
+def _queue_module():
+    """queue (and threading), imported when a pipeline needs them: not at every CLI start."""
+    try:
+        import queue
+    except ImportError:  # Python 2 spelling, for sanity tests on old interpreters
+        import Queue as queue  # type: ignore
+    return queue
+
+
 class BufferPool(object):
     """Large buffers reused from step to step of a pipeline: a fresh multi-MiB allocation per step
     costs a page fault per page, a good part of a copy's time. Up to count buffers are made by
     make() on first need; get() then waits for one to be released."""
 
     def __init__(self, count, make):
+        queue = _queue_module()
+        self._empty = queue.Empty
         self.free = queue.Queue()
         self.left_to_make = count
         self.make = make
@@ -170,7 +179,7 @@ class BufferPool(object):
         while not stop.is_set():
             try:
                 return self.free.get(timeout=0.1)
-            except queue.Empty:
+            except self._empty:
                 pass
         return None
 
@@ -188,8 +197,11 @@ class BackgroundWriter(object):
     """
 
     def __init__(self, fd, max_pending=2):
+        """fd: a file descriptor, or a protocol node (its pwritev, e.g. aligned for O_DIRECT)."""
+        import threading
         self.fd = fd
-        self.queue = queue.Queue(maxsize=max_pending)
+        self.write = fd.pwritev if hasattr(fd, "pwritev") else self._pwritev_fd
+        self.queue = _queue_module().Queue(maxsize=max_pending)
         self.error = None
         self.thread = threading.Thread(target=self._run, name="qimg-writer")
         self.thread.daemon = True
@@ -205,9 +217,12 @@ class BackgroundWriter(object):
                 callback()
             elif self.error is None:
                 try:
-                    pwritev_all(self.fd, offset, buffers)
+                    self.write(offset, buffers)
                 except BaseException as e:  # re-raised in the submitting thread
                     self.error = e
+
+    def _pwritev_fd(self, offset, buffers):
+        pwritev_all(self.fd, offset, buffers)
 
     def submit(self, offset, buffers):
         if self.error is not None:

@@ -198,39 +198,44 @@ def full_backing_path(overlay_filename, backing_name):
     return os.path.join(base_dir, backing_name) if base_dir else backing_name
 
 
-def open_format(filename, node, fmt=None, read_only=True, repair=False):
+def open_format(filename, node, fmt=None, read_only=True, repair=False, open_data_file=True, data_file=None):
     """The format driver `fmt` (probed when None) over an open protocol node; on failure the
-    node is left open for the caller to close."""
+    node is left open for the caller to close. qcow2 only: data_file is an opened node for its
+    external data file (else the one its header names is opened, unless open_data_file is False)."""
     from .formats.qcow2 import Qcow2Image
     from .formats.raw import RawImage
     if fmt is None:
         fmt = probe_format(node)
     if fmt == "qcow2":
-        return Qcow2Image(filename, node, read_only, repair=repair)
+        return Qcow2Image(filename, node, read_only, repair=repair, data_file=data_file,
+                          open_data_file=open_data_file)
     return RawImage(filename, node, read_only)
 
 
-def open_single(filename, fmt=None, read_only=True, force_share=False, repair=False):
-    """Open one layer (no backing) on a local file, with QEMU's lock held by its node."""
+def open_single(filename, fmt=None, read_only=True, force_share=False, repair=False, open_data_file=True,
+                cache=None):
+    """Open one layer (no backing) on a local file, with QEMU's lock held by its node.
+    cache: qemu's cache mode for the file (protocols/cache.py; None = writeback)."""
     from .protocols.file import HostFile
     if fmt is not None and fmt not in FORMATS:
         raise InvalidArgument("Could not open '%s': Unknown driver '%s'" % (filename, fmt))
-    node = HostFile(filename, read_only, force_share)
+    node = HostFile(filename, read_only, force_share, cache=cache)
     try:
-        return open_format(filename, node, fmt, read_only, repair)
+        return open_format(filename, node, fmt, read_only, repair, open_data_file)
     except BaseException:
         node.close()
         raise
 
 
 def open_image(filename, fmt=None, read_only=True, force_share=False, open_backing=True,
-               allow_unsafe_backing=False):
+               allow_unsafe_backing=False, open_data_file=True, cache=None):
     """Open an image and (optionally) its backing chain, depth-limited and loop-checked.
 
-    Backing files are always opened read-only and with the caller's force_share.
+    Backing files are always opened read-only and with the caller's force_share; they inherit
+    the cache mode (as QEMU's backing children inherit cache.direct and cache.no-flush).
     """
     refuse_pseudo_filename(filename, "Image file name", allow_unsafe_backing)
-    top = open_single(filename, fmt, read_only, force_share)
+    top = open_single(filename, fmt, read_only, force_share, open_data_file=open_data_file, cache=cache)
     if not open_backing:
         return top
     try:
@@ -261,7 +266,7 @@ def open_image(filename, fmt=None, read_only=True, force_share=False, open_backi
                 raise UnsafeImage("Could not open backing file '%s' of '%s': the backing chain has a loop"
                                   % (path, dev.filename))
             seen.add(key)
-            backing = open_single(path, bfmt, True, force_share)
+            backing = open_single(path, bfmt, True, force_share, open_data_file=open_data_file, cache=cache)
             dev.backing = backing
             dev = backing
         return top

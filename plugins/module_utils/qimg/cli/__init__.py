@@ -20,7 +20,6 @@ __metaclass__ = type
 
 import os
 import sys
-from importlib import import_module
 
 from .errors import CommandError, HelpRequested, UsageError
 from .getopt import getopt
@@ -66,7 +65,17 @@ def __getattr__(name):
         mod, real = _EXPORT_MAP[name]
     except KeyError:
         raise AttributeError("module %r has no attribute %r" % (__name__, name))
-    return getattr(import_module("." + mod, __name__), real)
+    return getattr(_submodule(mod), real)
+
+
+def _typed_message(message):
+    args = sys.modules.get(__name__ + ".args")   # loaded when a command named an image
+    return message if args is None else args.typed_message(message)
+
+
+def _submodule(name):
+    # __import__ rather than importlib.import_module: importlib's package costs a start-up
+    return __import__(name, globals(), None, ["__name__"], 1)
 
 
 def _write(stream, text):
@@ -96,7 +105,7 @@ def _dispatch(argv, ctx):
     if handler is None:
         raise UsageError("Command not found: %s" % args[0])
     if not callable(handler):
-        handler = import_module("." + handler, __name__).run
+        handler = _submodule(handler).run
     return handler(args, ctx)
 class _Context:
     """What a command needs besides argv: the program name, stdout, warnings on stderr."""
@@ -133,10 +142,11 @@ def main(argv=None):
         err("%s: %s\nTry '%s --help' for more information\n" % (prog, exc, prog))
         return 1
     except CommandError as exc:
-        err("".join("%s: %s\n" % (prog, line) for line in exc.lines) + "".join(exc.hint))
+        lines = [_typed_message(exc.lines[0])] + exc.lines[1:]
+        err("".join("%s: %s\n" % (prog, line) for line in lines) + "".join(exc.hint))
         return exc.code
     except QimgError as exc:
-        err("%s: %s\n" % (prog, exc.message) + "".join(h + "\n" for h in exc.hint))
+        err("%s: %s\n" % (prog, _typed_message(exc.message)) + "".join(h + "\n" for h in exc.hint))
         return 1
     except KeyboardInterrupt:
         err("%s: interrupted\n" % prog)

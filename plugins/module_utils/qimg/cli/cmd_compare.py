@@ -7,7 +7,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-from .args import CACHE_MODES
+from .args import CACHE_MODES, image_name
 from .errors import CommandError, HelpRequested, UsageError
 from .getopt import getopt
 from .progress import QemuProgress, compare_progress
@@ -48,6 +48,7 @@ def _compare(ctx, args, fmt1, fmt2, cache, flags, prog):
     from ..image import open_image
     from ..ops import compare as ops_compare
     quiet = "q" in flags
+    args = [image_name(a) for a in args]   # the single place the names reach the engine
 
     def say(text):
         if not quiet:
@@ -58,14 +59,14 @@ def _compare(ctx, args, fmt1, fmt2, cache, flags, prog):
     try:
         for name, fmt in ((args[0], fmt1), (args[1], fmt2)):
             try:
-                devs.append(open_image(name, fmt, read_only=True, force_share="U" in flags))
+                devs.append(open_image(name, fmt, read_only=True, force_share="U" in flags, cache=cache))
             except QimgError as err:
                 raise CommandError(err.message, code=2, hint=[h + "\n" for h in err.hint])
         sizes = [d.size for d in devs]
         prog.print_(0, 100)
         try:
             res = ops_compare.compare_images(args[0], args[1], fmt1=fmt1, fmt2=fmt2, strict="s" in flags,
-                                             force_share="U" in flags)
+                                             force_share="U" in flags, src_cache=cache)
         except QimgError as err:
             raise CommandError(err.message, code=4, hint=[h + "\n" for h in err.hint])
         common = min(sizes)

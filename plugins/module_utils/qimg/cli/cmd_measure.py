@@ -7,7 +7,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-from .args import add_option_list, cvtnum, output_format, snapshot_opts, split_opt_list
+from .args import add_option_list, cvtnum, image_name, output_format, snapshot_opts, split_opt_list
 from .errors import CommandError, HelpRequested
 from .getopt import GetoptError, LetterGetopt
 from .output import format_measure
@@ -68,8 +68,9 @@ def run(argv, ctx):
     if filename is None and size is None:
         raise CommandError("Either --size N or one filename must be specified.")
     if filename is not None:
-        from .cmd_convert import _open_sources
-        _open_sources([filename], fmt, share, snapshot)[0].close()
+        from ..ops.convert import open_sources
+        filename = image_name(filename)   # the single place the image's name reaches the engine
+        open_sources([filename], fmt, share, snapshot)[0].close()
     from ..errors import InvalidArgument
     from ..ops import create as ops_create
     from ..ops import measure as ops_measure
@@ -84,28 +85,16 @@ def run(argv, ctx):
             optdict = ops_create.parse_option_string(options)
             typed = ops_create.normalize_options(out_fmt, None, optdict)
         except InvalidArgument as err:
-            raise CommandError([err.message, "Invalid options for file format '%s'" % out_fmt])
+            # qemu: the message, its hint, then its own line
+            raise CommandError(err.message, hint=[h + "\n" for h in err.hint]
+                               + ["%s: Invalid options for file format '%s'\n" % (ctx.prog, out_fmt)])
     else:
         typed = {}
     if size is not None:
         optdict.pop("size", None)
     if out_fmt == "qcow2":
-        _check_measure_qcow2(typed)
+        ops_measure.check_qcow2_options(typed)
     res = ops_measure.measure(filename=filename, size=size, fmt=fmt, out_fmt=out_fmt, options=optdict,
                               snapshot=snapshot, force_share=share)
     ctx.out(format_measure(res, output))
     return 0
-
-
-def _check_measure_qcow2(optdict):
-    """qcow2_measure()'s option errors, reported without a prefix."""
-    from ..errors import InvalidArgument
-    from ..formats.qcow2.create import plan_header
-    o = optdict
-    try:
-        plan_header(0, cluster_size=o.get("cluster_size", 65536), compat=o.get("compat", "1.1"),
-                    refcount_bits=o.get("refcount_bits", 16), lazy_refcounts=o.get("lazy_refcounts", False),
-                    extended_l2=o.get("extended_l2", False), preallocation=o.get("preallocation", "off"),
-                    compression_type=o.get("compression_type", "zlib"))
-    except InvalidArgument as err:
-        raise CommandError(err.message, hint=err.hint)

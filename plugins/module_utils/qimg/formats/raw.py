@@ -7,11 +7,9 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import os
-
 from ..errors import InvalidArgument, QimgError
 from ..image import DATA, ZERO, BlockDevice, Extent
-from ..fileio import write_zero_data
+from ..protocols.cache import write_zeros
 
 
 class RawImage(BlockDevice):
@@ -96,15 +94,15 @@ class RawImage(BlockDevice):
         self.size = (new_size + 511) // 512 * 512
 
 
-def create_raw(fd, size, preallocation="off"):
-    """Size an empty file descriptor as a raw image with the given preallocation."""
+def create_raw(file, size, preallocation="off"):
+    """Size an empty file (a protocol node) as a raw image with the given preallocation."""
     if preallocation not in ("off", "falloc", "full"):
         raise InvalidArgument("Invalid parameter '%s'" % preallocation)
     try:
-        os.ftruncate(fd, size)
+        file.truncate(size)
         if preallocation == "falloc" and size:
-            os.posix_fallocate(fd, 0, size)
+            file.allocate(0, size)
         elif preallocation == "full" and size:
-            write_zero_data(fd, 0, size)
+            write_zeros(file, 0, size)
     except OSError as e:
         raise QimgError("Could not preallocate image: %s" % e.strerror)

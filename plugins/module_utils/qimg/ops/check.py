@@ -9,7 +9,8 @@ __metaclass__ = type
 
 from ..errors import InvalidArgument, UnsupportedFeature
 from ..formats.qcow2.check import check as qcow2_check
-from ..image import open_single
+from ..image import open_image, open_single
+from ..protocols.cache import cache_mode
 
 EXIT_CLEAN = 0
 EXIT_ERROR = 1
@@ -22,15 +23,27 @@ class CheckNotSupported(UnsupportedFeature):
     """The format has no consistency check (raw): qemu-img exits 63."""
 
 
-def check_image(filename, fmt=None, repair=None, force_share=False):
+def probe_format(filename, fmt=None):
+    """Open the image and its whole chain as qemu-img check does before checking (a missing
+    backing file fails here). Returns {"format": name, "probed-raw": True when the format was
+    probed and is raw (qemu warns before a repair)}."""
+    with open_image(filename, fmt, read_only=True, force_share=True) as dev:
+        return {"format": dev.format_name, "probed-raw": fmt is None and dev.format_name == "raw"}
+
+
+def check_image(filename, fmt=None, repair=None, force_share=False, cache=None):
     """Check an image. Returns a dict in qemu-img's `check --output=json` shape plus
     "messages" (the lines qemu-img prints to stderr), "exit-code" and, after a repair,
-    "repaired": {"leaks": n, "corruptions": n} found in the first pass."""
+    "repaired": {"leaks": n, "corruptions": n} found in the first pass.
+
+    cache: the image's cache mode (qemu-img check's `-T`, default writeback: a repair is synced
+    before this returns)."""
+    mode = cache_mode(cache, source=True)
     if repair not in (None, "leaks", "all"):
         raise InvalidArgument("Unknown option for -r")
     writable = repair is not None
     dev = open_single(filename, fmt, read_only=not writable, force_share=force_share and not writable,
-                      repair=writable)
+                      repair=writable, cache=mode)
     try:
         if dev.format_name != "qcow2":
             raise CheckNotSupported("This image format does not support checks")
