@@ -120,11 +120,17 @@ def amend(img, opts, force=False, progress=None):
                 raise InvalidArgument("Refcount width must be a power of two and may not exceed 64 bits")
             bits = value
         elif name == "data_file":
-            if value:
+            has = getattr(img, "has_data_file", False)
+            if value and not has:
                 raise InvalidArgument("data-file can only be set for images that use an external data file")
+            if has and (value or None) != h.data_file:
+                raise UnsupportedFeature("Amending the data file name is not supported yet")
         elif name == "data_file_raw":
-            if value:
+            raw = getattr(img, "data_file_raw", False)
+            if value and not raw:
                 raise InvalidArgument("data-file-raw cannot be set on existing images")
+            if raw and not value:
+                raise UnsupportedFeature("Clearing data_file_raw is not supported yet")
     img.check_writable()
     status = _Progress(progress, (new_version != old_version) + (bits != h.refcount_bits))
     if new_version > old_version:
@@ -237,6 +243,8 @@ def downgrade(img, status=None):
     h = img.header
     if h.refcount_order != 4:
         raise UnsupportedFeature("compat=0.10 requires refcount_bits=16")
+    if getattr(img, "has_data_file", False):
+        raise UnsupportedFeature("Cannot downgrade an image with a data file")
     for s in img.snapshots:
         if s.vm_state_size > 0xFFFFFFFF or s.disk_size != img.size:
             raise UnsupportedFeature("Internal snapshots prevent downgrade of image")

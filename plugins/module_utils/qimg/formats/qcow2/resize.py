@@ -44,6 +44,8 @@ def check_resize(img, new_size, preallocation="off"):
         raise InvalidArgument("Unsupported preallocation mode '%s'" % preallocation)
     if new_size % SECTOR:
         raise InvalidArgument("The new size must be a multiple of %d" % SECTOR)
+    if getattr(img, "has_data_file", False):
+        raise UnsupportedFeature("Resizing qcow2 images with an external data file is not supported yet")
     if img.snapshots and img.header.version < 3:
         raise UnsupportedFeature("Can't resize a v2 image which has snapshots")
     if img.bitmaps or img.header.bitmaps_ext is not None:
