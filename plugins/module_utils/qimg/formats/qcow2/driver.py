@@ -173,6 +173,7 @@ class Qcow2Image(BlockDevice):
         """A dirty lazy-refcount image opened for writing gets its refcounts rebuilt first (as QEMU does)."""
         from .check import check as run_check  # imported late: check builds on this module
         result = run_check(self, "all")
+        self.repair_messages = list(result.messages)  # what QEMU prints while it repairs on open
         if result.corruptions or result.check_errors or self.header.incompatible_features & hdr.INCOMPAT_DIRTY:
             raise ImageCorrupt("Could not open '%s': the image is dirty and its refcounts could not be repaired; "
                                "run 'check -r all'" % self.filename)
@@ -195,7 +196,9 @@ class Qcow2Image(BlockDevice):
 
     def extend_file(self, size):
         if size > self.file_size:
-            self.file.truncate(size)
+            # refcount blocks are written straight to the node: the file may be longer already
+            if size > self.file.length():
+                self.file.truncate(size)
             self.file_size = size
 
     def sync(self):
@@ -293,7 +296,7 @@ class Qcow2Image(BlockDevice):
             self.file_size = end
 
     def _pread(self, offset, length):
-        return pread_exact(self.fd, offset, length)
+        return self.file.pread(offset, length)
 
     def write_header(self):
         self.file.pwrite(0, hdr.header_cluster_bytes(self.header, self.cluster_size))
