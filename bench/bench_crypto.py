@@ -40,7 +40,7 @@ CHUNK = 2 * MiB
 
 def qemu(cmd):
     for dummy in range(30):
-        p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True)
+        p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, check=False)
         if p.returncode == 0:
             return
         if "Unable to get accurate CPU usage" not in p.stderr:

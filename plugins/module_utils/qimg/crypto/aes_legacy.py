@@ -15,7 +15,6 @@ __metaclass__ = type
 from .ciphers import SectorCipher
 
 
-
 def legacy_key(password):
     if isinstance(password, str):
         password = password.encode("utf-8")

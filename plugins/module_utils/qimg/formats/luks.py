@@ -30,7 +30,7 @@ class LuksImage(BlockDevice):
         self.file = file
         length = file.length()
         try:
-            self.header = luks.read_header(lambda o, n: file.pread(o, n), length)
+            self.header = luks.read_header(file.pread, length)
         except luks.LuksError as e:
             raise ImageCorrupt("Could not open '%s': %s" % (filename, e.message))
         self.payload = self.header.payload_offset
@@ -49,7 +49,7 @@ class LuksImage(BlockDevice):
                 from ..crypto.secrets import SecretError
                 raise SecretError("No secret with id '%s'" % key_secret)
             password = secrets.lookup_passphrase(key_secret)
-            key = self.header.unlock(password, lambda o, n: file.pread(o, n))
+            key = self.header.unlock(password, file.pread)
             self._cipher = self.header.payload_cipher(key)
         except QimgError as e:
             raise type(e)("Could not open '%s': %s" % (filename, e.message), hint=e.hint)
@@ -141,7 +141,7 @@ class LuksImage(BlockDevice):
             if o < 0 or o + len(data) > end:
                 raise ImageCorrupt("%s: key slot write outside the LUKS header" % self.filename)
             self.file.pwrite(o, data)
-        return (lambda o, n: self.file.pread(o, n)), write
+        return self.file.pread, write
 
     def actual_size(self):
         return self.file.allocated_bytes()
