@@ -18,9 +18,7 @@ import pytest
 from conftest import run
 from helpers import qemu_compare, qemu_img_create, qemu_io_script
 
-from qimg.formats.qcow2 import check as qcow2_check_mod
-from qimg.formats.qcow2 import driver as qcow2_driver_mod
-from qimg.formats.qcow2 import refcounts as qcow2_refcounts_mod
+from qimg.protocols import file as host_file_mod
 from qimg.ops.check import CheckNotSupported, check_image
 
 FIGURES = ("check-errors", "corruptions", "leaks", "image-end-offset", "allocated-clusters",
@@ -504,7 +502,7 @@ class Crash(Exception):
 def _count_writes(monkeypatch, limit):
     """Make the engine's pwrite helpers raise Crash after `limit` writes; returns the counter."""
     state = {"n": 0}
-    real = qcow2_check_mod.pwrite_all
+    real = host_file_mod.pwrite_all
 
     def pwrite_all(fd, offset, data):
         if limit is not None and state["n"] >= limit:
@@ -512,8 +510,8 @@ def _count_writes(monkeypatch, limit):
         state["n"] += 1
         real(fd, offset, data)
 
-    for mod in (qcow2_check_mod, qcow2_driver_mod, qcow2_refcounts_mod):
-        monkeypatch.setattr(mod, "pwrite_all", pwrite_all)
+    # every write of an open image goes through its protocol node's pwrite_all
+    monkeypatch.setattr(host_file_mod, "pwrite_all", pwrite_all)
     return state
 
 

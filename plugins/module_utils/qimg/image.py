@@ -24,9 +24,8 @@ __metaclass__ = type
 
 import collections
 import os
-import stat
 
-from .errors import ImageInUse, ImageNotFound, InvalidArgument, ReadOnlyImage, UnsafeImage, UnsupportedFeature
+from .errors import ImageNotFound, InvalidArgument, ReadOnlyImage, UnsafeImage, UnsupportedFeature
 from .fileio import zero_view
 
 # status of a guest range in ONE layer:
@@ -185,9 +184,9 @@ def refuse_pseudo_filename(name, what, allow_unsafe=False):
                           "(only local files are opened)" % (what, name, prefix))
 
 
-def probe_format(fd):
+def probe_format(node):
     """qcow2 by its magic, otherwise raw."""
-    head = os.pread(fd, 4, 0)
+    head = node.pread(0, 4)
     return "qcow2" if head == b"QFI\xfb" else "raw"
 
 
@@ -199,51 +198,28 @@ def full_backing_path(overlay_filename, backing_name):
     return os.path.join(base_dir, backing_name) if base_dir else backing_name
 
 
-def _open_fd(filename, read_only):
-    flags = os.O_RDONLY if read_only else os.O_RDWR
-    flags |= getattr(os, "O_CLOEXEC", 0)
-    if "\0" in filename:
-        raise ImageNotFound("Could not open '%s': file name contains a NUL byte" % filename.replace("\0", "\\0"))
-    try:
-        fd = os.open(filename, flags)
-    except OSError as e:
-        raise ImageNotFound("Could not open '%s': Could not open '%s': %s" % (filename, filename, e.strerror))
-    st = os.fstat(fd)
-    if not stat.S_ISREG(st.st_mode) and not stat.S_ISBLK(st.st_mode):
-        os.close(fd)
-        raise ImageNotFound("Could not open '%s': 'file' driver requires '%s' to be a regular file"
-                            % (filename, filename))
-    return fd
+def open_format(filename, node, fmt=None, read_only=True, repair=False):
+    """The format driver `fmt` (probed when None) over an open protocol node; on failure the
+    node is left open for the caller to close."""
+    from .formats.qcow2 import Qcow2Image
+    from .formats.raw import RawImage
+    if fmt is None:
+        fmt = probe_format(node)
+    if fmt == "qcow2":
+        return Qcow2Image(filename, node, read_only, repair=repair)
+    return RawImage(filename, node, read_only)
 
 
 def open_single(filename, fmt=None, read_only=True, force_share=False, repair=False):
-    """Open one layer (no backing). Returns a BlockDevice with .lock held."""
-    from .formats.qcow2 import Qcow2Image
-    from .formats.raw import RawImage
-    from .locking import ImageLock
+    """Open one layer (no backing) on a local file, with QEMU's lock held by its node."""
+    from .protocols.file import HostFile
     if fmt is not None and fmt not in FORMATS:
         raise InvalidArgument("Could not open '%s': Unknown driver '%s'" % (filename, fmt))
-    fd = _open_fd(filename, read_only)
+    node = HostFile(filename, read_only, force_share)
     try:
-        try:
-            lock = None if force_share and read_only else ImageLock(fd, filename, not read_only)
-        except ImageInUse as e:
-            raise ImageInUse("Could not open '%s': %s" % (filename, e.message), hint=e.hint)
-        try:
-            if fmt is None:
-                fmt = probe_format(fd)
-            if fmt == "qcow2":
-                dev = Qcow2Image(filename, fd, read_only, repair=repair)
-            else:
-                dev = RawImage(filename, fd, read_only)
-        except BaseException:
-            if lock is not None:
-                lock.release()
-            raise
-        dev.lock = lock
-        return dev
+        return open_format(filename, node, fmt, read_only, repair)
     except BaseException:
-        os.close(fd)
+        node.close()
         raise
 
 

@@ -11,36 +11,39 @@ import os
 
 from ..errors import InvalidArgument, QimgError
 from ..image import DATA, ZERO, BlockDevice, Extent
-from ..fileio import file_extents, pread_exact, pread_into, punch_hole, pwrite_all, write_zero_data
+from ..fileio import write_zero_data
 
 
 class RawImage(BlockDevice):
     format_name = "raw"
 
-    def __init__(self, filename, fd, read_only=True):
+    def __init__(self, filename, file, read_only=True):
         super(RawImage, self).__init__(filename, read_only)
-        self.fd = fd
+        self.file = file
         # like QEMU's block layer, a raw image's size is rounded up to whole 512-byte sectors
-        self.size = (os.fstat(fd).st_size + 511) // 512 * 512
-        self.lock = None
+        self.size = (file.length() + 511) // 512 * 512
+
+    @property
+    def fd(self):
+        return self.file.fd
 
     def read(self, offset, length):
         self.check_range(offset, length)
-        return pread_exact(self.fd, offset, length)
+        return self.file.pread(offset, length)
 
     def readinto(self, offset, view):
         self.check_range(offset, len(view))
-        pread_into(self.fd, offset, view)
+        self.file.preadinto(offset, view)
 
     def write(self, offset, data):
         self.check_writable()
         self.check_range(offset, len(data))
-        pwrite_all(self.fd, offset, data)
+        self.file.pwrite(offset, data)
 
     def write_zeroes(self, offset, length):
         self.check_writable()
         self.check_range(offset, length)
-        punch_hole(self.fd, offset, length)
+        self.file.punch(offset, length)
 
     def discard(self, offset, length):
         self.write_zeroes(offset, length)
@@ -48,26 +51,24 @@ class RawImage(BlockDevice):
     def block_status(self, offset, length):
         self.check_range(offset, length)
         return [Extent(s, n, DATA if is_data else ZERO, s)
-                for s, n, is_data in file_extents(self.fd, offset, length)]
+                for s, n, is_data in self.file.extents(offset, length)]
 
     def flush(self):
         if not self.read_only:
-            os.fsync(self.fd)
+            self.file.flush()
 
     def close_self(self):
-        if self.fd is None:
+        if self.file is None:
             return
         try:
             if not self.read_only:
-                os.fsync(self.fd)
+                self.file.flush()
         finally:
-            if self.lock is not None:
-                self.lock.release()
-            os.close(self.fd)
-            self.fd = None
+            self.file.close()
+            self.file = None
 
     def actual_size(self):
-        return os.fstat(self.fd).st_blocks * 512
+        return self.file.allocated_bytes()
 
 
 def create_raw(fd, size, preallocation="off"):

@@ -8,7 +8,6 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 from ..errors import InvalidArgument
-from ..fileio import file_extents
 from ..image import chain_block_status, open_image
 
 CHUNK = 1 << 30  # guest bytes examined per block_status call (keeps memory flat)
@@ -20,7 +19,7 @@ def _host_split(recurse, ext):
     if dev is None or ext.offset is None or not ext.data:
         return [ext]
     out = []
-    for s, n, is_data in file_extents(dev.fd, ext.offset, ext.length):
+    for s, n, is_data in dev.file.extents(ext.offset, ext.length):
         out.append(ext._replace(start=ext.start + (s - ext.offset), length=n, zero=not is_data, offset=s))
     return out
 

@@ -15,7 +15,6 @@ __metaclass__ = type
 import struct
 
 from ...errors import ImageCorrupt
-from ...fileio import pread_exact, pwrite_all
 
 DIR_ENTRY = struct.Struct(">QIIBBHI")  # 24 bytes
 FLAG_IN_USE = 1 << 0
@@ -49,7 +48,7 @@ def read_bitmaps(img):
         raise corrupt("bitmaps_ext: Bitmap directory size is invalid")
     if doff % img.cluster_size or doff + dsize > img.file_size:
         raise corrupt("bitmaps_ext: Invalid bitmap directory offset")
-    raw = pread_exact(img.fd, doff, dsize)
+    raw = img.file.pread(doff, dsize)
     out = []
     pos = 0
     for _index in range(nb):
@@ -95,4 +94,4 @@ def mark_in_use(img, bitmaps):
             continue
         b.flags |= FLAG_IN_USE
         img.check_metadata_write(b.entry_offset + 12, 4, "bitmap directory")
-        pwrite_all(img.fd, b.entry_offset + 12, struct.pack(">I", b.flags))
+        img.file.pwrite(b.entry_offset + 12, struct.pack(">I", b.flags))

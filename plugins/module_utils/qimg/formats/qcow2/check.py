@@ -25,7 +25,6 @@ import array
 import struct
 
 from ...errors import ImageCorrupt
-from ...fileio import pread_exact, pwrite_all
 from . import header as hdr
 from .entries import (COMPRESSED, COPIED, L1E_RESERVED, L2E_RESERVED, OFFSET_MASK, ZERO_FLAG, decode_table,
                       nonzero_entries)
@@ -116,7 +115,7 @@ class _Walker(object):
         if l1_offset % cs or l1_offset + l1_size * 8 > self.img.file_end_limit():
             self.res.error("ERROR l1_table_offset=%x: L1 table is not inside the image" % l1_offset)
             return
-        table = self.img.l1 if active else decode_table(pread_exact(self.img.fd, l1_offset, l1_size * 8))
+        table = self.img.l1 if active else decode_table(self.img.file.pread(l1_offset, l1_size * 8))
         for i in range(l1_size):
             e = table[i]
             if not e & OFFSET_MASK:
@@ -143,7 +142,7 @@ class _Walker(object):
         img = self.img
         cs = self.cs
         step = img.l2_step
-        raw = pread_exact(img.fd, l2off, cs)
+        raw = img.file.pread(l2off, cs)
         res = self.res
         x = 62 - (self.cb - 8)
         entry = 8 * step
@@ -228,7 +227,7 @@ class _Walker(object):
     def bitmap(self, b):
         cs = self.cs
         self.inc(b.table_offset, b.table_size * 8)
-        raw = pread_exact(self.img.fd, b.table_offset, b.table_size * 8)
+        raw = self.img.file.pread(b.table_offset, b.table_size * 8)
         for i in range(b.table_size):
             e = struct.unpack_from(">Q", raw, 8 * i)[0]
             off = e & OFFSET_MASK
@@ -375,9 +374,9 @@ def _zero_past_end(img, walker):
         return  # v2 cannot express zeros over a backing file without allocating
     for l2off, pos in walker.past_end:
         if img.extended_l2:
-            pwrite_all(img.fd, l2off + pos, struct.pack(">QQ", 0, 0xFFFFFFFF << 32))
+            img.file.pwrite(l2off + pos, struct.pack(">QQ", 0, 0xFFFFFFFF << 32))
         else:
-            pwrite_all(img.fd, l2off + pos, struct.pack(">Q", ZERO_FLAG if img.header.version >= 3 else 0))
+            img.file.pwrite(l2off + pos, struct.pack(">Q", ZERO_FLAG if img.header.version >= 3 else 0))
     img.l2_cache.clear()
     img.sync()
 
@@ -444,7 +443,7 @@ def _rebuild_refcounts(img, walker):
             values = [min(v, max_rc) for v in counts[start:start + per_block]]
             values += [0] * (per_block - len(values))
             img.check_metadata_write(block << cb, cs, "refcount block")
-            pwrite_all(img.fd, block << cb, encode_block(values, bits))
+            img.file.pwrite(block << cb, encode_block(values, bits))
             cluster = start + per_block
         if reftable_cluster is not None:
             break
@@ -457,7 +456,7 @@ def _rebuild_refcounts(img, walker):
     raw = bytearray(table_clusters * cs)
     for i, off in enumerate(reftable):
         struct.pack_into(">Q", raw, 8 * i, off)
-    pwrite_all(img.fd, reftable_cluster << cb, bytes(raw))
+    img.file.pwrite(reftable_cluster << cb, bytes(raw))
     end = len(counts) << cb
     if end > img.file_size:
         img.extend_file(end)
@@ -496,10 +495,10 @@ def _copied_pass(img, res, fix):
             count()
             if repair:
                 img.l1[i] = (e | COPIED) if stored == 1 else (e & ~COPIED)
-                pwrite_all(img.fd, img.header.l1_table_offset + 8 * i, struct.pack(">Q", img.l1[i]))
+                img.file.pwrite(img.header.l1_table_offset + 8 * i, struct.pack(">Q", img.l1[i]))
         if l2off + cs > img.file_size:
             continue
-        raw = pread_exact(img.fd, l2off, cs)
+        raw = img.file.pread(l2off, cs)
         table = None
         for pos in nonzero_entries(raw, 8 * step):
             le = struct.unpack_from(">Q", raw, pos)[0]
@@ -517,5 +516,5 @@ def _copied_pass(img, res, fix):
                     struct.pack_into(">Q", table, here, (le | COPIED) if stored == 1 else (le & ~COPIED))
         if table is not None:
             img.check_metadata_write(l2off, cs, "L2 table")
-            pwrite_all(img.fd, l2off, bytes(table))
+            img.file.pwrite(l2off, bytes(table))
     img.l2_cache.clear()

@@ -15,7 +15,6 @@ __metaclass__ = type
 import array
 import bisect
 import collections
-import os
 import struct
 
 from ...errors import ImageCorrupt, ImageNotFound, ReadOnlyImage, UnsupportedFeature
@@ -25,7 +24,7 @@ from .bitmaps import bitmap_info, mark_in_use, read_bitmaps
 from .compress import decompress_cluster
 from .entries import (ALL_SUBCLUSTERS, ALL_ZERO_BITS, COMPRESSED, COPIED, L1E_RESERVED, L2E_RESERVED, OFFSET_MASK,
                       ZERO_FLAG, decode_table, encode_table, nonzero_entries)
-from ...fileio import pread_exact, pread_into, pwrite_all, zero_view
+from ...fileio import zero_view
 from .refcounts import Refcounts
 from .snapshots import read_snapshots, snapshot_info
 
@@ -36,11 +35,11 @@ COMPRESSED_KIND = "compressed"
 class Qcow2Image(BlockDevice):
     format_name = "qcow2"
 
-    def __init__(self, filename, fd, read_only=True, repair=False):
+    def __init__(self, filename, file, read_only=True, repair=False):
         super(Qcow2Image, self).__init__(filename, read_only)
-        self.fd = fd
-        self.file_size = os.fstat(fd).st_size
-        buf = pread_exact(fd, 0, min(self.file_size, 1 << hdr.MAX_CLUSTER_BITS))
+        self.file = file
+        self.file_size = file.length()
+        buf = file.pread(0, min(self.file_size, 1 << hdr.MAX_CLUSTER_BITS))
         self.header = h = hdr.parse_header(buf, self.file_size, filename)
         self.cluster_size = cs = h.cluster_size
         self.cluster_bits = h.cluster_bits
@@ -62,7 +61,7 @@ class Qcow2Image(BlockDevice):
                                "of at least 16384 bytes" % filename)
         if h.incompatible_features & hdr.INCOMPAT_CORRUPT and not repair:
             self.read_only = True  # corrupt images may be read, never written (except by repair)
-        self.l1 = decode_table(pread_exact(fd, h.l1_table_offset, h.l1_size * 8))
+        self.l1 = decode_table(file.pread(h.l1_table_offset, h.l1_size * 8))
         self.l1_dirty = set()
         self.refcounts = Refcounts(self)
         self.snapshots = read_snapshots(self)
@@ -73,7 +72,6 @@ class Qcow2Image(BlockDevice):
         self.prepared_for_write = False
         self.written = False
         self._last_compressed = (None, None)
-        self.lock = None
         if not self.read_only and not repair and h.incompatible_features & hdr.INCOMPAT_DIRTY:
             self._repair_dirty()
 
@@ -86,6 +84,11 @@ class Qcow2Image(BlockDevice):
                                "run 'check -r all'" % self.filename)
 
     # ------------------------------------------------------------------ helpers
+    @property
+    def fd(self):
+        """The local descriptor under the image (None for other protocols, or once closed)."""
+        return None if self.file is None else self.file.fd
+
     def file_end_limit(self):
         return max(self.file_size, self.alloc_end << self.cluster_bits) + self.cluster_size
 
@@ -98,11 +101,11 @@ class Qcow2Image(BlockDevice):
 
     def extend_file(self, size):
         if size > self.file_size:
-            os.ftruncate(self.fd, size)
+            self.file.truncate(size)
             self.file_size = size
 
     def sync(self):
-        os.fsync(self.fd)
+        self.file.flush()
 
     def metadata_changed(self):
         self._regions = None
@@ -168,13 +171,13 @@ class Qcow2Image(BlockDevice):
         self._pwrite(offset, data)
 
     def _pwrite(self, offset, data):
-        pwrite_all(self.fd, offset, data)
+        self.file.pwrite(offset, data)
         end = offset + len(data)
         if end > self.file_size:
             self.file_size = end
 
     def write_header(self):
-        pwrite_all(self.fd, 0, hdr.header_cluster_bytes(self.header, self.cluster_size))
+        self.file.pwrite(0, hdr.header_cluster_bytes(self.header, self.cluster_size))
 
     # ------------------------------------------------------------------ L2 tables
     def _l2_offset(self, l1_index):
@@ -198,7 +201,7 @@ class Qcow2Image(BlockDevice):
         if t is not None:
             self.l2_cache.move_to_end(off)
             return t
-        t = decode_table(pread_exact(self.fd, off, self.cluster_size))
+        t = decode_table(self.file.pread(off, self.cluster_size))
         self.l2_cache[off] = t
         if len(self.l2_cache) * self.cluster_size > L2_CACHE_BYTES:
             old, table = self.l2_cache.popitem(last=False)
@@ -331,7 +334,7 @@ class Qcow2Image(BlockDevice):
         if host >= hdr.HOST_OFFSET_LIMIT or host < self.cluster_size:
             raise ImageCorrupt("%s: compressed cluster offset %#x is invalid" % (self.filename, host))
         nbytes = (sectors + 1) * 512 - (host & 511)
-        data = pread_exact(self.fd, host, min(nbytes, 2 * self.cluster_size + 512))
+        data = self.file.pread(host, min(nbytes, 2 * self.cluster_size + 512))
         out = decompress_cluster(data, self.cluster_size, self.header.compression_type, self.filename)
         self._last_compressed = (e, out)
         return out
@@ -340,7 +343,7 @@ class Qcow2Image(BlockDevice):
         self.check_range(offset, length)
         segments = list(self._segments(offset, length))
         if len(segments) == 1 and segments[0][2] == DATA:  # the common case: one pread, no copy
-            return pread_exact(self.fd, segments[0][3], length)
+            return self.file.pread(segments[0][3], length)
         buf = bytearray(length)
         self._read_segments(offset, memoryview(buf), segments)
         return bytes(buf)
@@ -354,7 +357,7 @@ class Qcow2Image(BlockDevice):
         for start, n, kind, host in segments:
             part = view[start - offset:start - offset + n]
             if kind == DATA:
-                pread_into(self.fd, host, part)
+                self.file.preadinto(host, part)
             elif kind == ZERO:
                 part[:] = zero_view(n)
             elif kind == UNALLOCATED:
@@ -623,17 +626,15 @@ class Qcow2Image(BlockDevice):
             self.sync()
 
     def close_self(self):
-        if self.fd is None:
+        if self.file is None:
             return
         try:
             if self.written and not self.read_only:
                 self._commit_metadata()
                 self.sync()
         finally:
-            if self.lock is not None:
-                self.lock.release()
-            os.close(self.fd)
-            self.fd = None
+            self.file.close()
+            self.file = None
 
     def activate_snapshot(self, snapshot_id=None, name=None):
         """Switch this (read-only) device to an internal snapshot's content, chosen by id and/or name."""
@@ -646,7 +647,7 @@ class Qcow2Image(BlockDevice):
             raise ImageNotFound("Failed to load snapshot: Can't find snapshot")
         if snap.l1_size * 8 > hdr.MAX_L1_BYTES or snap.l1_table_offset + snap.l1_size * 8 > self.file_end_limit():
             raise ImageCorrupt("%s: snapshot '%s' has an invalid L1 table" % (self.filename, snap.name))
-        self.l1 = decode_table(pread_exact(self.fd, snap.l1_table_offset, snap.l1_size * 8))
+        self.l1 = decode_table(self.file.pread(snap.l1_table_offset, snap.l1_size * 8))
         self.size = snap.disk_size
         self.l2_cache.clear()
         self._last_compressed = (None, None)
@@ -654,7 +655,7 @@ class Qcow2Image(BlockDevice):
 
     # ------------------------------------------------------------------ facts
     def actual_size(self):
-        return os.fstat(self.fd).st_blocks * 512
+        return self.file.allocated_bytes()
 
     def metadata_preallocated(self):
         """QEMU's heuristic: far more clusters in use (by refcount) than the file really allocates.

@@ -18,7 +18,6 @@ import collections
 import sys
 
 from ...errors import ImageCorrupt
-from ...fileio import pread_exact, pwrite_all
 
 REFTABLE_OFFSET_MASK = 0xFFFFFFFFFFFFFE00
 _LITTLE = sys.byteorder == "little"
@@ -67,7 +66,7 @@ class Refcounts(object):
 
     def __init__(self, img):
         self.img = img
-        self.fd = img.fd
+        self.file = img.file
         self.cs = img.cluster_size
         self.cluster_bits = img.header.cluster_bits
         self.bits = img.header.refcount_bits
@@ -76,7 +75,7 @@ class Refcounts(object):
         h = img.header
         self.table_offset = h.refcount_table_offset
         self.table_clusters = h.refcount_table_clusters
-        raw = pread_exact(self.fd, self.table_offset, self.table_clusters * self.cs)
+        raw = self.file.pread(self.table_offset, self.table_clusters * self.cs)
         arr = array.array("Q", raw)
         if _LITTLE:
             arr.byteswap()
@@ -109,7 +108,7 @@ class Refcounts(object):
         if blk is not None:
             self.blocks.move_to_end(off)
             return blk
-        blk = decode_block(pread_exact(self.fd, off, self.cs), self.bits)
+        blk = decode_block(self.file.pread(off, self.cs), self.bits)
         self.blocks[off] = blk
         self.cached_entries += len(blk)
         self._evict()
@@ -125,7 +124,7 @@ class Refcounts(object):
 
     def _write_block(self, off, blk):
         self.img.check_metadata_write(off, self.cs, "refcount block")
-        pwrite_all(self.fd, off, encode_block(blk, self.bits))
+        self.file.pwrite(off, encode_block(blk, self.bits))
         self.dirty_blocks.discard(off)
 
     def get(self, cluster):
@@ -163,7 +162,7 @@ class Refcounts(object):
                 arr.byteswap()
             raw = arr.tobytes()
             self.img.check_metadata_write(self.table_offset, len(raw), "refcount table")
-            pwrite_all(self.fd, self.table_offset, raw)
+            self.file.pwrite(self.table_offset, raw)
             self.table_dirty = False
 
     def count_used(self, end_cluster, stop_above):

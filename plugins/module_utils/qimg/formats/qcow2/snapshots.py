@@ -10,7 +10,6 @@ __metaclass__ = type
 import struct
 
 from ...errors import ImageCorrupt
-from ...fileio import pread_exact
 
 SNAPSHOT_HEADER = struct.Struct(">QIHHIIQII")  # 40 bytes
 MAX_EXTRA = 1024
@@ -33,7 +32,7 @@ def read_snapshots(img):
     limit = img.file_size
     total = 0
     for n in range(h.nb_snapshots):
-        raw = pread_exact(img.fd, off, SNAPSHOT_HEADER.size)
+        raw = img.file.pread(off, SNAPSHOT_HEADER.size)
         s = Snapshot()
         (s.l1_table_offset, s.l1_size, id_size, name_size, s.date_sec, s.date_nsec,
          s.vm_clock_nsec, vm_state_size, extra_size) = SNAPSHOT_HEADER.unpack(raw)
@@ -47,7 +46,7 @@ def read_snapshots(img):
         if total > MAX_TABLE_BYTES or off + unpadded > limit:
             raise ImageCorrupt("Could not open '%s': Snapshot table is not inside the image file"
                                % img.filename)
-        body = pread_exact(img.fd, off + SNAPSHOT_HEADER.size, entry_len - SNAPSHOT_HEADER.size)
+        body = img.file.pread(off + SNAPSHOT_HEADER.size, entry_len - SNAPSHOT_HEADER.size)
         extra = body[:extra_size]
         s.extra = extra
         s.vm_state_size = vm_state_size
