@@ -1,0 +1,99 @@
+# -*- coding: utf-8 -*-
+# Copyright: qimg.disk contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Version and help texts; COMMAND_SYNTAX lists one syntax line per command (new commands append)."""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+
+__version__ = "0.1.0"
+
+
+COMMAND_SYNTAX = [
+    "check [--object objectdef] [--image-opts] [-q] [-f fmt] [--output=ofmt] [-r [leaks | all]] [-T src_cache] "
+    "[-U] filename",
+    "compare [--object objectdef] [--image-opts] [-f fmt] [-F fmt] [-T src_cache] [-p] [-q] [-s] [-U] "
+    "filename1 filename2",
+    "convert [--object objectdef] [--image-opts] [--target-image-opts] [--target-is-zero] [--bitmaps] [-U] [-C] [-c] "
+    "[-p] [-q] [-n] [-f fmt] [-t cache] [-T src_cache] [-O output_fmt] [-B backing_file [-F backing_fmt]] [-o options] "
+    "[-l snapshot_param] [-S sparse_size] [-r rate_limit] [-m num_coroutines] [-W] [--salvage] "
+    "filename [filename2 [...]] output_filename",
+    "create [-q] [-f fmt] [-b backing_file [-F backing_fmt]] [-u] [-o options] filename [size]",
+    "info [-f fmt] [--output=ofmt] [--backing-chain] [-U] filename",
+    "map [-f fmt] [--start-offset=offset] [--max-length=len] [--output=ofmt] [-U] filename",
+    "measure [--output=ofmt] [-O output_fmt] [-o options] [--size N | [--object objectdef] [--image-opts] [-f fmt] "
+    "[-l snapshot_param] filename]",
+]
+
+
+def version_text(prog):
+    return ("%s version %s (qimg.disk, pure-Python qemu-img 7.2 compatible)\n"
+            "Copyright (c) qimg.disk contributors\n" % (prog, __version__))
+
+
+def help_text(prog):
+    return version_text(prog) + (
+        "usage: %(prog)s [standard options] command [command options]\n"
+        "Disk image utility (pure Python, qemu-img compatible)\n"
+        "\n"
+        "    '-h', '--help'       display this help and exit\n"
+        "    '-V', '--version'    output version information and exit\n"
+        "\n"
+        "Command syntax:\n"
+        "%(syntax)s"
+        "\n"
+        "Command parameters:\n"
+        "  'filename' is a disk image filename\n"
+        "  'fmt' is the disk image format (raw or qcow2). It is guessed automatically in most cases\n"
+        "  'size' is the disk image size in bytes. Optional suffixes\n"
+        "    'k' or 'K' (kilobyte, 1024), 'M' (megabyte, 1024k), 'G' (gigabyte, 1024M),\n"
+        "    'T' (terabyte, 1024G), 'P' (petabyte, 1024T) and 'E' (exabyte, 1024P)  are\n"
+        "    supported. 'b' is ignored.\n"
+        "  'options' is a comma separated list of format specific options in a\n"
+        "    name=value format. Use -o help for an overview of the options supported by\n"
+        "    the used format\n"
+        "  '-u' allows unsafe backing chains. For image creation, allow creating without\n"
+        "       attempting to open the backing file.\n"
+        "  '-h' with or without a command shows this help\n"
+        "  '-q' use Quiet mode - do not print any output (except errors)\n"
+        "  '--output' takes the format in which the output must be done (human or json)\n"
+        "  'output_filename' is the destination disk image filename\n"
+        "  'output_fmt' is the destination format\n"
+        "  'snapshot_param' is param used for internal snapshot, format\n"
+        "    is 'snapshot.id=[ID],snapshot.name=[NAME]', or\n"
+        "    '[ID_OR_NAME]'\n"
+        "  'cache' and 'src_cache' are accepted for compatibility (none, writeback, writethrough,\n"
+        "    directsync, unsafe); they have no effect\n"
+        "  '-c' indicates that target image must be compressed (qcow format only)\n"
+        "  '-p' show progress of command (only certain commands)\n"
+        "  '-S' indicates the consecutive number of bytes (defaults to 4k) that must\n"
+        "       contain only zeros for qemu-img to create a sparse image during\n"
+        "       conversion. If the number of bytes is 0, the source will not be scanned for\n"
+        "       unallocated or zero sectors, and the destination image will always be\n"
+        "       fully allocated\n"
+        "  '-n' skips the target volume creation (useful if the volume is created\n"
+        "       prior to running qemu-img)\n"
+        "\n"
+        "Parameters to check subcommand:\n"
+        "  '-r' tries to repair any inconsistencies that are found during the check.\n"
+        "       '-r leaks' repairs only cluster leaks, whereas '-r all' fixes all\n"
+        "       kinds of errors, with a higher risk of choosing the wrong fix or\n"
+        "       hiding corruption that has already occurred.\n"
+        "\n"
+        "Parameters to convert subcommand:\n"
+        "  '--progress=json' (qimg extension) prints one JSON object per line on stdout while\n"
+        "       converting: {\"done\": bytes, \"total\": bytes, \"elapsed\": seconds}, the last\n"
+        "       one with done == total; '--progress=human' is '-p'\n"
+        "  '-C' (copy offloading), '-m', '-W', '-r' and '--salvage' are accepted and validated\n"
+        "       like qemu-img's; they have no effect\n"
+        "  '--bitmaps' copies all top-level persistent bitmaps to destination (not supported yet)\n"
+        "\n"
+        "Parameters to compare subcommand:\n"
+        "  '-f' first image format\n"
+        "  '-F' second image format\n"
+        "  '-s' run in Strict mode - fail on different image size or sector allocation\n"
+        "\n"
+        "Supported formats: qcow2 raw\n"
+    ) % {"prog": prog, "syntax": "".join("  %s\n" % s for s in COMMAND_SYNTAX)}
