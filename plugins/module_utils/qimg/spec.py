@@ -665,6 +665,11 @@ class NodeSpec(object):
         self.driver = driver
         self.options = options
         self.children = children
+        self.probed = None      # the format found by probing, once opened (driver None)
+
+    @property
+    def drv(self):
+        return self.driver or self.probed or "raw"
 
     def __repr__(self):
         return "NodeSpec(%r, %r, %r)" % (self.driver, self.options, self.children)
@@ -694,16 +699,16 @@ class NodeSpec(object):
         opts = {}
         for key in ("driver", "filename"):
             if key in self.options and self.options[key] is not None and (key != "filename" or not is_format(
-                    self.driver)):
+                    self.drv)):
                 opts[key] = self.options[key]
         strong = False
-        for s in STRONG.get(self.driver, ()):
+        for s in STRONG.get(self.drv, ()):
             for k, v in self.options.items():
                 if (k == s) or (s.endswith(".") and k.startswith(s)):
                     opts[k] = v
                     strong = True
         if "driver" not in opts:
-            opts["driver"] = self.driver
+            opts["driver"] = self.drv
         for name, child in self.children.items():
             if name == "backing":
                 continue
@@ -715,7 +720,7 @@ class NodeSpec(object):
         return opts, strong or backing_overridden
 
     def exact_filename(self, backing_overridden=False):
-        d = self.driver
+        d = self.drv
         if d == "file":
             return opt_str(self.options["filename"], "filename")
         if d in ("null-co", "null-aio"):
@@ -737,7 +742,7 @@ class NodeSpec(object):
             return ""
         # a format node: its file's name, when that opens the same tree again
         child = self.children.get("file")
-        if child is None or is_format(child.driver):
+        if child is None or child.driver is None or is_format(child.driver):
             return ""
         _, strong = self.full_options(backing_overridden)
         if strong:
@@ -749,6 +754,19 @@ class NodeSpec(object):
         if exact:
             return exact
         return "json:" + compact_json(self.full_options(backing_overridden)[0])
+
+    def dirname(self):
+        """bdrv_dirname(): the directory relative backing names are resolved in, or None."""
+        import os.path
+        if self.drv == "nbd":
+            return None
+        child = self.primary_child()
+        if child is not None:
+            return child.dirname()
+        exact = self.exact_filename()
+        if exact and "://" not in exact:
+            return os.path.dirname(exact)
+        return None
 
     def primary_child(self):
         for name in ("file", "image"):

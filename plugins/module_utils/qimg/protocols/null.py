@@ -32,6 +32,9 @@ class NullNode(ProtocolNode):
         # block status: OFFSET_VALID, plus ZERO when read-zeroes is on
         return [(offset, n, not self.read_zeroes)] if n else []
 
+    def allocated_bytes(self):
+        return 0
+
     def pwritev(self, offset, buffers):
         self.check_writable()
 
