@@ -237,6 +237,13 @@ def open_single(filename, fmt=None, read_only=True, force_share=False, repair=Fa
         raise
 
 
+def open_layer(filename, fmt=None, read_only=True, force_share=False, repair=False):
+    """One layer (no backing chain) of whatever open_image accepts."""
+    if getattr(filename, "image_opts", False) or isinstance(filename, dict) or is_pseudo_filename(filename):
+        return open_spec(filename, fmt, read_only, force_share, getattr(filename, "image_opts", False))
+    return open_single(filename, fmt, read_only, force_share, repair)
+
+
 def open_image(filename, fmt=None, read_only=True, force_share=False, open_backing=True,
                allow_unsafe_backing=False, image_opts=False):
     """Open an image and (optionally) its backing chain, depth-limited and loop-checked.
@@ -247,10 +254,13 @@ def open_image(filename, fmt=None, read_only=True, force_share=False, open_backi
     Backing files are always opened read-only and with the caller's force_share; a backing name
     read from an image may not use json: or a protocol unless allow_unsafe_backing.
     """
+    image_opts = image_opts or getattr(filename, "image_opts", False)
     if image_opts or isinstance(filename, dict) or is_pseudo_filename(filename):
         top = open_spec(filename, fmt, read_only, force_share, image_opts)
     else:
         top = open_single(filename, fmt, read_only, force_share)
+        if getattr(filename, "secrets", None) is not None:
+            top.secrets = filename.secrets
     if not open_backing:
         return top
     try:
@@ -575,7 +585,10 @@ def open_spec(name, fmt=None, read_only=True, force_share=False, image_opts=Fals
             if fmt:
                 crumpled["driver"] = fmt
         tree = S.build_tree(crumpled)
-        return _open_top(tree, read_only, force_share)
+        tree.secrets = getattr(name, "secrets", None)
+        dev = _open_top(tree, read_only, force_share)
+        dev.secrets = tree.secrets
+        return dev
     except S.SpecError as e:
         raise InvalidArgument("Could not open '%s': %s" % (label, e.message), hint=e.hint)
     except QimgError as e:

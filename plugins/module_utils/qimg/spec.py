@@ -15,6 +15,7 @@ as QEMU keeps them; the typed accessors below read them the way QemuOpts does.
   image_spec(name, ...)       a name or option string from the user -> crumpled dict
   build_tree(spec, ...)       validates a crumpled dict against our drivers -> NodeSpec tree
   NodeSpec.filename()         bdrv_refresh_filename(): what `qemu-img info` prints as image:
+  ImageName(text, ...)        a command-line name carrying --image-opts / --object along
 
 A backing file name read from an image is not a user's choice: the opener refuses json: and
 protocol names there unless the caller opts in (allow_unsafe_backing).
@@ -1063,56 +1064,17 @@ def spec_tree(name, fmt=None, image_opts=False):
     return spec, build_tree(spec)
 
 
-# ---------------------------------------------------------------------------- --object
-class ObjectRegistry(object):
-    """`--object secret,id=ID,data=...|file=...[,format=raw|base64]` objects (a small store the
-    crypto code can adopt: secrets are looked up by id)."""
+# ---------------------------------------------------------------------------- names from a command line
+class ImageName(str):
+    """A name as a command line gave it, with what came with it: image_opts (the text is an
+    --image-opts string) and secrets (the --object secrets, a crypto.secrets.SecretStore, for the
+    drivers: encrypt.key-secret names one). The ops pass it to open_image unchanged."""
 
-    def __init__(self):
-        self.objects = {}
+    image_opts = False
+    secrets = None
 
-    def add(self, text):
-        opts = parse_image_opts(text, implied="qom-type")
-        qom_type = opts.pop("qom-type", None)
-        if not qom_type:
-            raise SpecError("Parameter 'qom-type' is missing")
-        oid = opts.pop("id", None)
-        if not oid:
-            raise SpecError("Parameter 'id' is missing")
-        if oid in self.objects:
-            raise SpecError("attempt to add duplicate property '%s' to object (type 'container')" % oid)
-        if qom_type != "secret":
-            raise SpecError("invalid object type: %s" % qom_type)
-        for k in opts:
-            if k not in ("data", "file", "format", "keyid", "iv"):
-                raise SpecError("Property '%s.%s' not found" % (qom_type, k))
-        if ("data" in opts) == ("file" in opts):
-            raise SpecError("Either 'data' or 'file' must be provided" if "data" not in opts
-                            else "'data' and 'file' are mutually exclusive")
-        if "keyid" in opts or "iv" in opts:
-            raise UnsupportedFeature("encrypted secrets (keyid/iv) are not supported")
-        fmt = opts.get("format", "raw")
-        if fmt not in ("raw", "base64"):
-            raise SpecError("Invalid parameter '%s'" % fmt)
-        if "file" in opts:
-            try:
-                with open(opts["file"], "rb") as f:
-                    data = f.read(1 << 20)
-            except (IOError, OSError) as e:
-                raise SpecError("Unable to read %s: %s" % (opts["file"], e.strerror))
-        else:
-            data = opts["data"].encode("utf-8", "surrogateescape")
-        if fmt == "base64":
-            import base64
-            import binascii
-            try:
-                data = base64.b64decode(data, validate=True)
-            except (binascii.Error, ValueError):
-                raise SpecError("Invalid base64 data")
-        self.objects[oid] = {"qom-type": qom_type, "id": oid, "data": data}
-
-    def secret(self, oid):
-        obj = self.objects.get(oid)
-        if obj is None:
-            raise SpecError("No secret with id '%s'" % oid)
-        return obj["data"]
+    def __new__(cls, text, image_opts=False, secrets=None):
+        obj = str.__new__(cls, text)
+        obj.image_opts = image_opts
+        obj.secrets = secrets
+        return obj

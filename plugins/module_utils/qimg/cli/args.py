@@ -172,3 +172,19 @@ def snapshot_opts(text):
 
 
 CACHE_MODES = ("none", "off", "writeback", "writethrough", "directsync", "unsafe")
+
+
+def image_arg(name, fmt=None, image_opts=False, objects=()):
+    """A command-line image name -> what the ops take: the name itself, or (with --image-opts or
+    --object) a spec.ImageName carrying them; json: and protocol names need nothing (the opener
+    reads them). qemu-img's checks of the combination come first."""
+    if image_opts and fmt:
+        raise CommandError("--image-opts and --format are mutually exclusive")
+    if not image_opts and not objects:
+        return name
+    from ..spec import ImageName
+    secrets = None
+    if objects:
+        from ..crypto.secrets import store_from_objects
+        secrets = store_from_objects(objects)
+    return ImageName(name, image_opts=image_opts, secrets=secrets)

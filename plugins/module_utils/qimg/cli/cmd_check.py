@@ -7,7 +7,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-from .args import CACHE_MODES, output_format
+from .args import CACHE_MODES, image_arg, output_format
 from .errors import CommandError, HelpRequested, UsageError
 from .getopt import iter_getopt
 from .output import format_check
@@ -25,6 +25,7 @@ def run(argv, ctx):
     longopts = {"help": (False, "h"), "format": (True, "f"), "repair": (True, "r"), "output": (True, "output"),
                 "object": (True, "object"), "image-opts": (False, "image-opts"), "force-share": (False, "U")}
     fmt, output, cache, repair, quiet, share = None, None, "writeback", None, False, False
+    objects, image_opts = [], False
     args = []
     for opt, arg in iter_getopt(argv, ":hf:r:T:qU", longopts):
         if opt is None:
@@ -45,11 +46,13 @@ def run(argv, ctx):
             quiet = True
         elif opt == "U":
             share = True
-        elif opt in ("object", "image-opts"):
-            raise CommandError("--%s is not supported" % opt)
+        elif opt == "object":
+            objects.append(arg)
+        elif opt == "image-opts":
+            image_opts = True
     if len(args) != 1:
         raise UsageError("Expecting one image file name")
-    filename = args[0]
+    filename = image_arg(args[0], fmt, image_opts, objects)
     output = output_format(output)
     if cache not in CACHE_MODES:
         raise CommandError("Invalid source cache option: %s" % cache)

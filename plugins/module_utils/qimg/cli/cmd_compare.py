@@ -7,7 +7,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-from .args import CACHE_MODES
+from .args import CACHE_MODES, image_arg
 from .errors import CommandError, HelpRequested, UsageError
 from .getopt import getopt
 from .progress import QemuProgress, compare_progress
@@ -20,6 +20,7 @@ def run(argv, ctx):
     fmt1 = fmt2 = None
     cache = "writeback"
     flags = set()
+    objects, image_opts = [], False
     for opt, arg in opts:
         if opt == "h":
             raise HelpRequested()
@@ -29,13 +30,16 @@ def run(argv, ctx):
             fmt2 = arg
         elif opt == "T":
             cache = arg
-        elif opt in ("object", "image-opts"):
-            raise CommandError("--%s is not supported" % opt)
+        elif opt == "object":
+            objects.append(arg)
+        elif opt == "image-opts":
+            image_opts = True
         else:
             flags.add(opt)
     quiet = "q" in flags
     if len(args) != 2:
         raise UsageError("Expecting two image file names")
+    args = [image_arg(args[0], fmt1, image_opts, objects), image_arg(args[1], fmt2, image_opts, objects)]
     prog = QemuProgress("p" in flags and not quiet, 2.0, ctx.out)
     try:
         return _compare(ctx, args, fmt1, fmt2, cache, flags, prog)

@@ -7,7 +7,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-from .args import CACHE_MODES, add_option_list, cvtnum, snapshot_opts, split_opt_list
+from .args import CACHE_MODES, add_option_list, cvtnum, image_arg, snapshot_opts, split_opt_list
 from .errors import CommandError, HelpRequested
 from .getopt import getopt
 from .output import format_option_help
@@ -59,6 +59,7 @@ def run(argv, ctx):
     cache, src_cache, min_sparse, explicit_sparse = "unsafe", "writeback", 4096, False
     flags = set()
     progress = None
+    objects = []
     for opt, arg in opts:
         if opt == "h":
             raise HelpRequested()
@@ -98,6 +99,8 @@ def run(argv, ctx):
                 raise CommandError("Invalid number of coroutines. Allowed number of coroutines is between 1 and 16")
         elif opt == "r":
             cvtnum("rate limit", arg, ctx.warn)
+        elif opt == "object":
+            objects.append(arg)
         else:
             flags.add(opt)      # C c q n W U object image-opts target-image-opts salvage target-is-zero bitmaps ...
     out_fmt = out_fmt or "raw"
@@ -113,7 +116,7 @@ def run(argv, ctx):
     for failed, message in checks:
         if failed:
             raise CommandError(message)
-    for name in ("object", "image-opts", "target-image-opts"):
+    for name in ("target-image-opts",):
         if name in flags:
             raise CommandError("--%s is not supported" % name)
     out_filename = args[-1] if len(args) >= 2 else None
@@ -133,7 +136,8 @@ def run(argv, ctx):
     prog.print_(0, 100)
     ok = False
     try:
-        code = _convert(ctx, args[:-1], out_filename, fmt, out_fmt, base, base_fmt, options, snapshot, cache,
+        sources = [image_arg(name, fmt, "image-opts" in flags, objects) for name in args[:-1]]
+        code = _convert(ctx, sources, out_filename, fmt, out_fmt, base, base_fmt, options, snapshot, cache,
                         min_sparse, flags, (progress, prog))
         ok = code == 0
         return code

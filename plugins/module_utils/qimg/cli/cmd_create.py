@@ -7,7 +7,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-from .args import add_option_list, cvtnum, split_opt_list
+from .args import add_option_list, cvtnum, image_arg, split_opt_list
 from .errors import CommandError, HelpRequested, UsageError
 from .getopt import getopt
 from .output import format_option_help, format_formatting_line
@@ -16,6 +16,7 @@ from .output import format_option_help, format_formatting_line
 def run(argv, ctx):
     opts, args = getopt(argv, ":F:b:f:ho:qu", {"help": (False, "h"), "object": (True, "object")})
     fmt, base_fmt, base, options, quiet, unsafe = "raw", None, None, None, False, False
+    objects = []
     for opt, arg in opts:
         if opt == "h":
             raise HelpRequested()
@@ -32,8 +33,8 @@ def run(argv, ctx):
         elif opt == "u":
             unsafe = True
         elif opt == "object":
-            raise CommandError("--object is not supported")
-    filename = args[0] if args else None
+            objects.append(arg)
+    filename = image_arg(args[0], None, False, objects) if args else None
     if options is not None and any(i in ("help", "?") for i in split_opt_list(options)):
         from ..ops import create as ops_create
         if fmt not in ops_create.CREATE_OPTIONS:

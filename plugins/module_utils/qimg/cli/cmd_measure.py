@@ -7,7 +7,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-from .args import add_option_list, cvtnum, output_format, snapshot_opts, split_opt_list
+from .args import add_option_list, cvtnum, image_arg, output_format, snapshot_opts, split_opt_list
 from .errors import CommandError, HelpRequested
 from .getopt import GetoptError, LetterGetopt
 from .output import format_measure
@@ -37,6 +37,7 @@ def _measure_getopt(argv, ctx):
 def run(argv, ctx):
     opts, args = _measure_getopt(argv, ctx)
     fmt, out_fmt, options, snapshot, size, output = None, "raw", None, None, None, None
+    objects, image_opts = [], False
     share = False
     for opt, arg in opts:
         if opt == "h":
@@ -55,13 +56,15 @@ def run(argv, ctx):
             output = output_format(arg)
         elif opt == "size":
             size = cvtnum("image size", arg, ctx.warn)
-        elif opt in ("object", "image-opts"):
-            raise CommandError("--%s is not supported" % opt)
+        elif opt == "object":
+            objects.append(arg)
+        elif opt == "image-opts":
+            image_opts = True
     output = output or "human"
     if len(args) > 1:
         raise CommandError("At most one filename argument is allowed.")
-    filename = args[0] if args else None
-    if filename is None and (fmt is not None or snapshot is not None):
+    filename = image_arg(args[0], fmt, image_opts, objects) if args else None
+    if filename is None and (fmt is not None or snapshot is not None or image_opts):
         raise CommandError("--image-opts, -f, and -l require a filename argument.")
     if filename is not None and size is not None:
         raise CommandError("--size N cannot be used together with a filename.")

@@ -9,7 +9,7 @@ __metaclass__ = type
 
 from ..errors import InvalidArgument, UnsupportedFeature
 from ..formats.qcow2.check import check as qcow2_check
-from ..image import open_single
+from ..image import open_layer
 
 EXIT_CLEAN = 0
 EXIT_ERROR = 1
@@ -29,7 +29,7 @@ def check_image(filename, fmt=None, repair=None, force_share=False):
     if repair not in (None, "leaks", "all"):
         raise InvalidArgument("Unknown option for -r")
     writable = repair is not None
-    dev = open_single(filename, fmt, read_only=not writable, force_share=force_share and not writable,
+    dev = open_layer(filename, fmt, read_only=not writable, force_share=force_share and not writable,
                       repair=writable)
     try:
         if dev.format_name != "qcow2":
