@@ -29,8 +29,13 @@ class NullNode(ProtocolNode):
         view[:] = zero_view(len(view))
 
     def extents(self, offset, n):
-        # block status: OFFSET_VALID, plus ZERO when read-zeroes is on
+        # for a format on top: data unless known to read zeros (QEMU: not allocated at all)
         return [(offset, n, not self.read_zeroes)] if n else []
+
+    def block_status(self, offset, n):
+        """NBD-style flags (1 hole, 2 zero): QEMU's null block status is OFFSET_VALID, plus ZERO
+        with read-zeroes; without DATA, so a null node on top maps as not present."""
+        return [(offset, n, 3 if self.read_zeroes else 1)] if n else []
 
     def allocated_bytes(self):
         return 0
