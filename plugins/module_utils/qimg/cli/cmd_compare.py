@@ -71,6 +71,12 @@ def _compare(ctx, args, fmt1, fmt2, cache, flags, prog):
             res = ops_compare.compare_images(args[0], args[1], fmt1=fmt1, fmt2=fmt2, strict="s" in flags,
                                              force_share="U" in flags)
         except QimgError as err:
+            if sizes[0] != sizes[1] and (getattr(err, "offset", None) or 0) >= min(sizes):
+                # the error was in the larger image's tail, after qemu-img's warning (on stdout, which
+                # qemu-img flushes at exit: after the error)
+                ctx.err("%s: %s\n" % (ctx.prog, err.message))
+                say("Warning: Image size mismatch!\n")
+                return 4
             raise CommandError(err.message, code=4, hint=[h + "\n" for h in err.hint])
         common = min(sizes)
         result, offset = res["result"], res.get("offset")

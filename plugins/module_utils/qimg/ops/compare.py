@@ -19,6 +19,7 @@ try:
 except ImportError:  # Python 2 spelling, for sanity tests on old interpreters
     import Queue as queue  # type: ignore
 
+from ..errors import BlockIOError
 from ..fileio import BufferPool, zero_view
 from ..image import chain_block_status, open_image
 
@@ -53,7 +54,12 @@ def _first_diff(a, b, lo, hi):
 
 def _status(dev, pos, n):
     """[(start, end, present, zero)] for the chain in [pos, pos+n)."""
-    return [(e.start, e.start + e.length, e.present, e.zero) for e in chain_block_status(dev, pos, n)]
+    try:
+        return [(e.start, e.start + e.length, e.present, e.zero) for e in chain_block_status(dev, pos, n)]
+    except BlockIOError as e:
+        if e.message.startswith("Error while reading"):
+            raise
+        raise BlockIOError(e.errno, pos, "Error while reading offset %d of %s: %s" % (pos, dev.filename, e.message))
 
 
 def _fill(dev, zero, buf, pos, p, q):
@@ -61,7 +67,12 @@ def _fill(dev, zero, buf, pos, p, q):
     if zero:
         view[:] = zero_view(q - p)
     else:
-        dev.readinto(p, view)
+        try:
+            dev.readinto(p, view)
+        except BlockIOError as e:
+            if e.message.startswith("Error while reading"):
+                raise
+            raise BlockIOError(e.errno, p, "Error while reading offset %d of %s: %s" % (p, dev.filename, e.message))
 
 
 def _chunks(dev1, dev2, start, end, strict, pool, stop):
@@ -161,7 +172,11 @@ def _tail_nonzero(dev, start, end):
         for e in chain_block_status(dev, pos, n):
             if e.zero:
                 continue
-            data = dev.read(e.start, e.length)
+            try:
+                data = dev.read(e.start, e.length)
+            except BlockIOError as err:
+                raise BlockIOError(err.errno, e.start, "Error while reading offset %d of %s: %s"
+                                   % (e.start, dev.filename, err.message))
             d = _first_diff(data, zero_view(len(data)), 0, len(data))
             if d is not None:
                 return e.start + d

@@ -38,6 +38,7 @@ class Qcow2Image(BlockDevice):
     def __init__(self, filename, file, read_only=True, repair=False):
         super(Qcow2Image, self).__init__(filename, read_only)
         self.file = file
+        self._debug_event = getattr(file, "debug_event", None)  # blkdebug below: data reads are events
         self.file_size = file.length()
         buf = file.pread(0, min(self.file_size, 1 << hdr.MAX_CLUSTER_BITS))
         self.header = h = hdr.parse_header(buf, self.file_size, filename)
@@ -343,6 +344,8 @@ class Qcow2Image(BlockDevice):
         self.check_range(offset, length)
         segments = list(self._segments(offset, length))
         if len(segments) == 1 and segments[0][2] == DATA:  # the common case: one pread, no copy
+            if self._debug_event is not None:
+                self._debug_event("read_aio")
             return self.file.pread(segments[0][3], length)
         buf = bytearray(length)
         self._read_segments(offset, memoryview(buf), segments)
@@ -357,6 +360,8 @@ class Qcow2Image(BlockDevice):
         for start, n, kind, host in segments:
             part = view[start - offset:start - offset + n]
             if kind == DATA:
+                if self._debug_event is not None:
+                    self._debug_event("read_aio")  # blkdebug's event for a data read (BLKDBG_READ_AIO)
                 self.file.preadinto(host, part)
             elif kind == ZERO:
                 part[:] = zero_view(n)
