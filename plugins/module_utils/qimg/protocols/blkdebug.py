@@ -144,7 +144,7 @@ class BlkdebugNode(ProtocolNode):
         return self.child.extents(offset, n)
 
     def allocated_bytes(self):
-        return self.child.allocated_bytes()
+        return None  # QEMU: a protocol driver without the callback, "disk size: unavailable"
 
     def pwritev(self, offset, buffers):
         self.check_writable()
@@ -239,7 +239,7 @@ class BlkdebugDevice(BlockDevice):
         self.child.flush()
 
     def actual_size(self):
-        return self.child.actual_size()
+        return None  # as QEMU: blkdebug cannot tell ("disk size: unavailable")
 
     def close_self(self):
         if self.child is not None:
