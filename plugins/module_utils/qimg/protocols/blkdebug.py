@@ -241,6 +241,11 @@ class BlkdebugDevice(BlockDevice):
     def actual_size(self):
         return None  # as QEMU: blkdebug cannot tell ("disk size: unavailable")
 
+    def info_fields(self):
+        # bdrv_get_info() of a filter is its child's: the cluster size shows through
+        extra = self.child.info_fields() if self.child is not None else {}
+        return dict((k, v) for k, v in extra.items() if k == "cluster-size")
+
     def close_self(self):
         if self.child is not None:
             child, self.child = self.child, None
