@@ -81,5 +81,9 @@ def create_raw(fd, size, preallocation="off"):
             os.posix_fallocate(fd, 0, size)
         elif preallocation == "full" and size:
             write_zero_data(fd, 0, size)
+        if preallocation != "full" and size:
+            # QEMU's file driver allocates the first block of a file it grows from 0 (for its alignment
+            # probing): `qemu-img map` of a new raw image shows that block as data
+            os.pwrite(fd, bytes(min(size, 512 if size < 4096 else 4096)), 0)
     except OSError as e:
         raise QimgError("Could not preallocate image: %s" % e.strerror)

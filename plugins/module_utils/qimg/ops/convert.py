@@ -238,6 +238,9 @@ class _Progress(object):
 
 def _write_raw(fd, chunks, total, fully_allocated, progress):
     os.ftruncate(fd, total)
+    if total and not fully_allocated:
+        # as QEMU's file driver, which allocates the first block of a file it creates
+        os.pwrite(fd, bytes(min(total, 512 if total < 4096 else 4096)), 0)
     io = BackgroundWriter(fd)
     try:
         for pos, n, pieces, release in chunks:
