@@ -38,3 +38,17 @@ attributes:
   platform:
     platforms: posix
 """
+
+    # The option of every module that opens an image with its backing chain.
+    UNSAFE_BACKING = r"""
+options:
+  allow_unsafe_backing:
+    description:
+      - Open backing files whose names, as stored in the images read, use QEMU's C(json:) syntax
+        or a protocol prefix (such as C(nbd:), C(file:) or C(http:)).
+      - By default such a backing file name is refused and the task fails, because the name comes
+        from whoever wrote the image and could make the module open something other than a local
+        file. Set it to V(true) only for images you trust.
+    type: bool
+    default: false
+"""

@@ -3,9 +3,25 @@
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Glue between the qimg engine and Ansible modules.
 
-This is the one place that turns an engine failure (``QimgError``) into ``fail_json``,
-and it holds the helpers every module shares: qemu-img's dashed fact names turned into
-snake_case, and the image metadata that modules compare, diff and return.
+This is the one place that turns an engine failure (``QimgError``) into ``fail_json``
+(``qimg_errors``), and it holds the helpers every module backend shares:
+
+- facts: qemu-img's dashed fact names turned into snake_case (``image_facts``), and the image
+  metadata that modules compare, diff and return (``image_metadata``, ``read_image``);
+- the options of a new image (``target_options``, ``engine_options``) and the differences between
+  an existing image and the request (``image_differences``), with the metadata a new image will
+  have (``predicted_metadata``, for check mode and the diff);
+- the idempotence ladder: ``unchanged`` (nothing to do), ``plan_change`` (changed, the diff and the
+  check-mode stop), ``check_not_in_use`` / ``refuse_in_use`` (never change an image another
+  process has open for writing); for whole-file outputs ``replace_existing`` (an existing file
+  that differs: fail without force), ``keep_owner`` and ``finish_file`` (file attributes and
+  facts); for in-place changes ``change_in_place`` (the whole ladder around one action).
+
+A module backend (``module_utils/<command>.py``) takes the AnsibleModule and returns the result
+dict; the module's ``main()`` builds the AnsibleModule, calls the backend inside ``qimg_errors``
+and exits with the result. A backend fails either with ``module.fail_json`` (a bad argument) or
+by raising a QimgError; ``TaskError`` is the QimgError a backend raises for a failure in its own
+words, carrying the result keys to report with it.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -17,6 +33,7 @@ import os
 import stat
 
 from ansible_collections.qimg.disk.plugins.module_utils.qimg.errors import ImageInUse, QimgError
+from ansible_collections.qimg.disk.plugins.module_utils.qimg.image import open_image
 from ansible_collections.qimg.disk.plugins.module_utils.qimg.ops.info import image_info
 from ansible_collections.qimg.disk.plugins.module_utils.qimg.sizes import parse_size
 
@@ -108,8 +125,20 @@ def ordered(meta):
     return out
 
 
+class TaskError(QimgError):
+    """A failure a module backend reports in its own words (often an engine error in context).
+
+    result: keys added to the failure result (they override those given to ``qimg_errors``).
+    """
+
+    def __init__(self, message, result=None):
+        super(TaskError, self).__init__(message)
+        self.result = dict(result or {})
+
+
 def fail_on_error(module, err, **kwargs):
     """Report one engine failure: its one-line message is the task's msg."""
+    kwargs.update(getattr(err, "result", None) or {})
     module.fail_json(msg=str(err), **kwargs)
 
 
@@ -117,12 +146,36 @@ def fail_on_error(module, err, **kwargs):
 def qimg_errors(module, **kwargs):
     """Run engine calls; any QimgError ends the module with fail_json(msg=str(err)).
 
-    Extra keyword arguments are added to the failure result (for example ``path``).
+    Extra keyword arguments are added to the failure result (for example ``path``); a
+    ``TaskError`` adds its own result keys.
     """
     try:
         yield
     except QimgError as err:
         fail_on_error(module, err, **kwargs)
+
+
+def in_context(context, err, result=None):
+    """A TaskError ``<context>: <engine message>``."""
+    return TaskError("%s: %s" % (context, err), result)
+
+
+# ---------------------------------------------------------------- reading images
+
+def read_image(path, fmt=None, allow_unsafe_backing=False):
+    """(info, metadata) of an existing image, read with locks waived (as to compare it)."""
+    info = image_info(path, fmt=fmt, force_share=True, allow_unsafe_backing=allow_unsafe_backing)
+    return info, image_metadata(info)
+
+
+def open_chain(path, fmt=None, allow_unsafe_backing=False):
+    """Open an image with its whole backing chain and close it again; returns its format.
+
+    Fails (QimgError) like qemu-img when a backing file is missing, unreadable or refused.
+    """
+    with open_image(path, fmt, read_only=True, force_share=True,
+                    allow_unsafe_backing=allow_unsafe_backing) as dev:
+        return dev.format_name
 
 
 # ---------------------------------------------------------------- target image options
@@ -227,18 +280,25 @@ def predicted_qcow2_options(options):
     return meta
 
 
-def refuse_in_use(module, path, action, result):
-    """Fail when another process (a running VM, qemu-nbd) holds a write lock on path.
+def check_not_in_use(path, action, result=None):
+    """Raise TaskError when another process (a running VM, qemu-nbd) holds a write lock on path.
 
-    Metadata is compared with locks waived, but an image is never replaced under a process
-    that has it open for writing: that process would keep the old file.
+    Metadata is compared with locks waived, but an image is never replaced or changed under a
+    process that has it open for writing: that process would keep the old file (or see its
+    metadata change under it). result: the keys to report with the failure.
     """
     try:
         image_info(path, force_share=False)
     except ImageInUse as err:
-        module.fail_json(msg="refusing to %s %s: %s" % (action, path, err), **result)
+        raise in_context("refusing to %s %s" % (action, path), err, result)
     except QimgError:
         pass  # not an image we can read: nobody can be using it as one
+
+
+def refuse_in_use(module, path, action, result):
+    """check_not_in_use, failing the task itself (callable inside or outside qimg_errors)."""
+    with qimg_errors(module):
+        check_not_in_use(path, action, result)
 
 
 def keep_owner(path, old_stat):
@@ -270,3 +330,121 @@ def resolve_snapshot(filename, fmt, snapshot):
     if any(s.get("name") == snapshot for s in snapshots):
         return "snapshot.name=%s" % snapshot
     return snapshot
+
+
+# ---------------------------------------------------------------- desired versus current
+
+def image_differences(current, fmt, options, backing_file=None, backing_format=None, size=None,
+                      size_key=None):
+    """['<what> <current> != <requested>'] between an image's metadata and a request.
+
+    fmt, options (typed, from target_options), backing_file and backing_format as requested;
+    the qcow2 options are compared only when both are qcow2 and only those given, the backing
+    format only when given. size: the requested virtual size, compared when not None, with
+    size_key(current virtual size) when size_key is given (e.g. rounding to sectors).
+    """
+    diffs = []
+    if current.get("format") != fmt:
+        diffs.append("format %s != %s" % (current.get("format"), fmt))
+    if size is not None:
+        have = current.get("virtual_size")
+        if (size_key(have) if size_key is not None else have) != size:
+            diffs.append("virtual size %s != %s" % (have, size))
+    if current.get("format") == fmt == "qcow2":
+        diffs.extend(option_differences(current, options))
+    if current.get("backing_file") != backing_file:
+        diffs.append("backing file %s != %s" % (show_value(current.get("backing_file")),
+                                                show_value(backing_file)))
+    elif backing_format is not None and current.get("backing_format") != backing_format:
+        diffs.append("backing format %s != %s" % (show_value(current.get("backing_format")),
+                                                  show_value(backing_format)))
+    return diffs
+
+
+def predicted_metadata(fmt, virtual_size, options, backing_file=None, backing_format=None):
+    """The metadata a new image will have (check mode and the diff's ``after``)."""
+    meta = {"state": "present", "format": fmt, "virtual_size": virtual_size}
+    if fmt == "qcow2":
+        meta.update(predicted_qcow2_options(options))
+    meta["backing_file"] = backing_file
+    meta["backing_format"] = backing_format
+    return ordered(meta)
+
+
+# ---------------------------------------------------------------- the idempotence ladder
+# A state-changing backend: read the current state (``before``), compare it with the request,
+# then either ``unchanged`` or ``plan_change`` (which stops in check mode), act, read the state
+# again for the diff's ``after`` and the facts.
+
+def unchanged(result, before):
+    """Nothing to do: changed stays false, the diff shows before == after."""
+    result.pop("differences", None)
+    result["changed"] = False
+    result["diff"] = {"before": before, "after": dict(before)}
+    return result
+
+
+def plan_change(module, result, before, after):
+    """A change is due: changed, and the diff from before to the predicted after.
+
+    Returns False in check mode (the backend stops there and returns the plan), True when the
+    backend is to act.
+    """
+    result["changed"] = True
+    result["diff"] = {"before": before, "after": after}
+    return not module.check_mode
+
+
+def replace_existing(result, path, before, force, action):
+    """The decision for an existing file against a request (differences in result["differences"]).
+
+    Returns False when nothing differs (``unchanged`` is applied). A difference fails the task
+    without force, listing every difference; with force the file is to be replaced (True), unless
+    another process has it open for writing.
+    """
+    if not result.get("differences"):
+        unchanged(result, before)
+        return False
+    if not force:
+        raise TaskError("%s differs from the requested image and force is false: %s"
+                        % (path, "; ".join(result["differences"])), result)
+    check_not_in_use(path, action, result)
+    return True
+
+
+def change_in_place(module, result, path, before, after, action, act, state_of=image_metadata, fmt=None,
+                    allow_unsafe_backing=False):
+    """The whole ladder of an in-place change (snapshot, resize, amend, bitmap ...).
+
+    before: the image's current state as the module compares it, ``state_of(info)`` for the
+    image_info dict it read (image_metadata by default; a module with more state, such as the
+    snapshot list, passes its own function). after: the state the task asks for, in the same shape.
+    Equal: nothing to do. Otherwise: refuse an image another process has open for writing, record
+    the change and the predicted diff, stop in check mode, else call act() and read the image again
+    (the diff's after becomes ``state_of`` of what is there now, and the facts are added).
+    Returns the image_info dict read after act(), or None when act() did not run.
+    """
+    if before == after:
+        unchanged(result, before)
+        return None
+    check_not_in_use(path, action, result)
+    if not plan_change(module, result, before, after):
+        return None
+    act()
+    info = image_info(path, fmt=fmt, force_share=True, allow_unsafe_backing=allow_unsafe_backing)
+    result["diff"]["after"] = state_of(info)
+    result.update(image_facts(info))
+    return info
+
+
+def finish_file(module, result, path, info, changed):
+    """Apply the file attributes (mode, owner ...) of the task to path and add the image facts.
+
+    changed: whether the image itself changed; the attributes may change it too. Returns result.
+    """
+    file_args = module.load_file_common_arguments(module.params, path=path)
+    result["changed"] = module.set_fs_attributes_if_different(file_args, changed,
+                                                              diff=result.get("diff"))
+    if info is not None:
+        result.update(image_facts(info))
+    return result

@@ -27,6 +27,7 @@ description:
 author:
   - qimg developers (@qimg)
 extends_documentation_fragment:
+  - qimg.disk.image.unsafe_backing
   - qimg.disk.image
   - ansible.builtin.action_common_attributes
 attributes:
@@ -224,51 +225,8 @@ corrupt_flag:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.qimg.disk.plugins.module_utils.ansible_glue import qimg_errors, snake_key
-from ansible_collections.qimg.disk.plugins.module_utils.qimg.errors import QimgError
-from ansible_collections.qimg.disk.plugins.module_utils.qimg.ops.check import CheckNotSupported, check_image
-from ansible_collections.qimg.disk.plugins.module_utils.qimg.ops.info import image_info
-
-FIGURES = ("check-errors", "corruptions", "leaks", "corruptions-fixed", "leaks-fixed", "total-clusters",
-           "allocated-clusters", "fragmented-clusters", "compressed-clusters", "image-end-offset")
-COPIED_MESSAGE = "ERROR OFLAG_COPIED"
-
-
-def header_flags(path, fmt):
-    """(dirty, corrupt) bits of the image header; (False, False) when they cannot be read."""
-    try:
-        info = image_info(path, fmt=fmt, force_share=True)
-    except QimgError:
-        return False, False
-    data = (info.get("format-specific") or {}).get("data") or {}
-    return bool(info.get("dirty-flag")), bool(data.get("corrupt"))
-
-
-def figures(report):
-    """The result keys from a check_image report: every figure, 0 when qemu omits it."""
-    out = dict((snake_key(key), int(report.get(key) or 0)) for key in FIGURES)
-    out["filename"] = report.get("filename")
-    out["format"] = report.get("format")
-    out["messages"] = list(report.get("messages") or [])
-    return out
-
-
-def status_of(result):
-    if result["check_errors"] or result["corruptions"]:
-        return "corrupt"
-    if result["leaks"]:
-        return "leaks"
-    return "clean"
-
-
-def would_fix(result, repair, dirty, corrupt_bit):
-    """Whether a repair would change the image (check mode), from a read-only check."""
-    if repair == "all":
-        return bool(result["leaks"] or result["corruptions"] or dirty or corrupt_bit)
-    # -r leaks: leaked clusters, and COPIED flags when they are the only corruptions
-    copied = len([m for m in result["messages"] if m.startswith(COPIED_MESSAGE)])
-    only_copied = copied and result["corruptions"] == copied and not result["check_errors"]
-    return bool(result["leaks"] or only_copied)
+from ansible_collections.qimg.disk.plugins.module_utils.ansible_glue import qimg_errors
+from ansible_collections.qimg.disk.plugins.module_utils.check import run_check
 
 
 def main():
@@ -279,37 +237,12 @@ def main():
             repair=dict(type="str", choices=["none", "leaks", "all"], default="none"),
             force_share=dict(type="bool", default=False),
             fail_on_corruption=dict(type="bool", default=True),
+            allow_unsafe_backing=dict(type="bool", default=False),
         ),
         supports_check_mode=True,
     )
-    params = module.params
-    path = params["path"]
-    repair = None if params["repair"] == "none" else params["repair"]
-    writes = repair is not None and not module.check_mode
-
-    before = header_flags(path, params["format"])
     with qimg_errors(module, changed=False):
-        try:
-            report = check_image(path, fmt=params["format"], repair=repair if writes else None,
-                                 force_share=params["force_share"] and not writes)
-        except CheckNotSupported as err:
-            # qemu-img exits 63: a raw image has no metadata to check
-            module.fail_json(msg="%s: %s" % (path, err), changed=False, format=params["format"] or "raw")
-    result = figures(report)
-    if writes:
-        after = header_flags(path, params["format"])
-        result["changed"] = bool(result["leaks_fixed"] or result["corruptions_fixed"] or after != before)
-    else:
-        after = before
-        result["changed"] = bool(repair and would_fix(result, repair, *before))
-    result["dirty_flag"], result["corrupt_flag"] = after
-    result["status"] = status_of(result)
-
-    if result["status"] == "corrupt" and params["fail_on_corruption"]:
-        if not (module.check_mode and repair == "all"):
-            module.fail_json(msg="%s is corrupt: %d corruptions, %d check errors%s"
-                             % (path, result["corruptions"], result["check_errors"],
-                                "" if repair == "all" else "; repair it with repair=all"), **result)
+        result = run_check(module)
     module.exit_json(**result)
 
 

@@ -22,6 +22,7 @@ description:
 author:
   - qimg developers (@qimg)
 extends_documentation_fragment:
+  - qimg.disk.image.unsafe_backing
   - qimg.disk.image.info_module
   - ansible.builtin.action_common_attributes
 requirements:
@@ -121,7 +122,7 @@ size_mismatch:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.qimg.disk.plugins.module_utils.ansible_glue import qimg_errors
-from ansible_collections.qimg.disk.plugins.module_utils.qimg.ops.compare import IDENTICAL, compare_images
+from ansible_collections.qimg.disk.plugins.module_utils.compare import run_compare
 
 
 def main():
@@ -133,16 +134,13 @@ def main():
             format2=dict(type="str", choices=["raw", "qcow2"]),
             strict=dict(type="bool", default=False),
             force_share=dict(type="bool", default=False),
+            allow_unsafe_backing=dict(type="bool", default=False),
         ),
         supports_check_mode=True,
     )
-    params = module.params
     with qimg_errors(module):
-        found = compare_images(params["path1"], params["path2"], fmt1=params["format1"],
-                               fmt2=params["format2"], strict=params["strict"],
-                               force_share=params["force_share"])
-    module.exit_json(changed=False, identical=found["result"] == IDENTICAL, result=found["result"],
-                     offset=found["offset"], size_mismatch=found["size-mismatch"])
+        result = run_compare(module)
+    module.exit_json(**result)
 
 
 if __name__ == "__main__":

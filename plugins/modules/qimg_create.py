@@ -23,6 +23,7 @@ description:
 author:
   - qimg developers (@qimg)
 extends_documentation_fragment:
+  - qimg.disk.image.unsafe_backing
   - qimg.disk.image
   - ansible.builtin.files
   - ansible.builtin.action_common_attributes
@@ -259,238 +260,10 @@ format_specific:
                "refcount_bits": 16, "corrupt": false, "extended_l2": false}
 """
 
-import os
-import stat
-
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.qimg.disk.plugins.module_utils.ansible_glue import (
-    image_options_spec,
-    COMPARED_OPTIONS,
-    COMPAT_NAMES,
-    QCOW2_CREATE_DEFAULTS,
-    QCOW2_ONLY_OPTIONS as QCOW2_ONLY,
-    engine_options,
-    image_facts,
-    image_metadata,
-    ordered,
-    qimg_errors,
-    refuse_in_use,
-    show_value,
-)
-from ansible_collections.qimg.disk.plugins.module_utils.qimg.errors import QimgError
-from ansible_collections.qimg.disk.plugins.module_utils.qimg.ops.create import create_image
-from ansible_collections.qimg.disk.plugins.module_utils.qimg.ops.info import image_info
-from ansible_collections.qimg.disk.plugins.module_utils.qimg.sizes import parse_size
-
-SECTOR = 512
-
-
-def round_up(value, align=SECTOR):
-    if value is None:
-        return None
-    return (value + align - 1) // align * align
-
-
-class ImageRequest(object):
-    """What the task asks for, validated and normalised."""
-
-    def __init__(self, module):
-        params = module.params
-        self.module = module
-        self.path = params["path"]
-        self.format = params["format"]
-        self.backing_file = params["backing_file"]
-        self.backing_format = params["backing_format"]
-        self.options = dict((k, v) for k, v in (params["options"] or {}).items() if v is not None)
-        self.size = None
-        self.cluster_size = None
-
-        with qimg_errors(module, path=self.path):
-            if params["size"] is not None:
-                self.size = parse_size(params["size"])
-            if "cluster_size" in self.options:
-                self.cluster_size = parse_size(self.options["cluster_size"])
-        if "compat" in self.options:
-            compat = COMPAT_NAMES.get(str(self.options["compat"]).strip())
-            if compat is None:
-                module.fail_json(msg="options.compat must be one of 0.10, 1.1, v2, v3, got: %s"
-                                 % self.options["compat"], path=self.path)
-            self.options["compat"] = compat
-
-        if self.format == "raw":
-            bad = [name for name in QCOW2_ONLY if name in self.options]
-            if bad:
-                module.fail_json(msg="option(s) not supported by format raw: %s" % ", ".join(bad),
-                                 path=self.path)
-            if self.options.get("preallocation") == "metadata":
-                module.fail_json(msg="preallocation=metadata is not supported by format raw",
-                                 path=self.path)
-            if self.backing_file is not None:
-                module.fail_json(msg="format raw does not support a backing file", path=self.path)
-        if self.backing_format is not None and self.backing_file is None:
-            module.fail_json(msg="backing_format needs backing_file", path=self.path)
-        if self.size is None and self.backing_file is None and params["state"] == "present":
-            module.fail_json(msg="size is required when state is present and backing_file is not given",
-                             path=self.path)
-
-    def engine_options(self):
-        """The -o options to pass to create_image."""
-        out = engine_options(self.options)
-        if "cluster_size" in out:
-            out["cluster_size"] = str(self.cluster_size)
-        return out
-
-    def differences(self, current):
-        """List of 'what current != requested' for an existing image's metadata."""
-        diffs = []
-        if current.get("format") != self.format:
-            diffs.append("format %s != %s" % (current.get("format"), self.format))
-            # Other fields of a different format compare meaninglessly; size still matters.
-        if self.size is not None and round_up(current.get("virtual_size")) != round_up(self.size):
-            diffs.append("virtual size %s != %s" % (current.get("virtual_size"), round_up(self.size)))
-        if current.get("format") == self.format == "qcow2":
-            for name in COMPARED_OPTIONS:
-                if name not in self.options:
-                    continue
-                wanted = self.cluster_size if name == "cluster_size" else self.options[name]
-                have = current.get(name)
-                if have != wanted:
-                    diffs.append("%s %s != %s" % (name, show_value(have), show_value(wanted)))
-        if current.get("backing_file") != self.backing_file:
-            diffs.append("backing file %s != %s" % (show_value(current.get("backing_file")),
-                                                    show_value(self.backing_file)))
-        elif self.backing_format is not None and current.get("backing_format") != self.backing_format:
-            diffs.append("backing format %s != %s" % (show_value(current.get("backing_format")),
-                                                      show_value(self.backing_format)))
-        return diffs
-
-    def predicted_metadata(self):
-        """Metadata the new image will have (for check mode and the diff)."""
-        meta = {"state": "present", "format": self.format, "virtual_size": round_up(self.size)}
-        if self.size is None and self.backing_file is not None:
-            meta["virtual_size"] = self._backing_size()
-        if self.format == "qcow2":
-            for name, default in QCOW2_CREATE_DEFAULTS.items():
-                meta[name] = default
-            for name in COMPARED_OPTIONS:
-                if name in self.options:
-                    meta[name] = self.cluster_size if name == "cluster_size" else self.options[name]
-        meta["backing_file"] = self.backing_file
-        meta["backing_format"] = self.backing_format
-        return ordered(meta)
-
-    def _backing_size(self):
-        backing = self.backing_file
-        if not os.path.isabs(backing):
-            backing = os.path.join(os.path.dirname(os.path.abspath(self.path)), backing)
-        try:
-            info = image_info(backing, fmt=self.backing_format, force_share=True)
-        except QimgError:
-            return None
-        return info.get("virtual-size")
-
-
-def read_existing(module, path):
-    """(info, metadata) of the existing image at path; fails the task on engine errors."""
-    with qimg_errors(module, path=path):
-        info = image_info(path, force_share=True)
-    return info, image_metadata(info)
-
-
-def state_absent(module, result):
-    path = module.params["path"]
-    if not os.path.lexists(path):
-        result["diff"] = {"before": {"state": "absent"}, "after": {"state": "absent"}}
-        module.exit_json(**result)
-    if os.path.isdir(path) and not os.path.islink(path):
-        module.fail_json(msg="%s is a directory, not an image file" % path, path=path)
-    try:
-        before = image_metadata(image_info(path, force_share=True))
-    except QimgError:
-        before = {"state": "present"}
-    refuse_in_use(module, path, "remove", result)
-    result["changed"] = True
-    result["diff"] = {"before": before, "after": {"state": "absent"}}
-    if not module.check_mode:
-        try:
-            os.unlink(path)
-        except OSError as err:
-            module.fail_json(msg="could not remove %s: %s" % (path, err), path=path)
-    module.exit_json(**result)
-
-
-def state_present(module, result):
-    request = ImageRequest(module)
-    path = request.path
-    exists = os.path.lexists(path)
-    info = None
-    if exists:
-        if os.path.isdir(path):
-            module.fail_json(msg="%s is a directory, not an image file" % path, path=path)
-        if module.params["force"]:
-            try:
-                info = image_info(path, force_share=True)
-            except QimgError as err:
-                # An unreadable file is recreated with force; report why.
-                result["differences"] = ["unreadable image: %s" % err]
-                before = {"state": "present"}
-            else:
-                before = image_metadata(info)
-                result["differences"] = request.differences(before)
-        else:
-            info, before = read_existing(module, path)
-            result["differences"] = request.differences(before)
-        if not result["differences"]:
-            result.pop("differences")
-            result["diff"] = {"before": before, "after": dict(before)}
-            _finish(module, result, info, changed=False)
-        if not module.params["force"]:
-            module.fail_json(
-                msg="%s differs from the requested image and force is false: %s"
-                    % (path, "; ".join(result["differences"])),
-                **result)
-        refuse_in_use(module, path, "re-create", result)
-    else:
-        before = {"state": "absent"}
-
-    result["changed"] = True
-    result["diff"] = {"before": before, "after": request.predicted_metadata()}
-    if module.check_mode:
-        # Attributes of a file that does not exist yet cannot be compared; report the plan only.
-        module.exit_json(**result)
-
-    old_stat = os.stat(path) if exists and not os.path.islink(path) else None
-    with qimg_errors(module, path=path):
-        create_image(path, request.format, size=request.size, options=request.engine_options(),
-                     backing_file=request.backing_file, backing_fmt=request.backing_format,
-                     overwrite=exists)
-        info = image_info(path, force_share=True)
-    if old_stat is not None:
-        keep_attributes(path, old_stat)
-    result["diff"]["after"] = image_metadata(info)
-    _finish(module, result, info, changed=True)
-
-
-def keep_attributes(path, old_stat):
-    """A re-created image keeps the replaced file's mode and owner (file options still apply after)."""
-    try:
-        os.chmod(path, stat.S_IMODE(old_stat.st_mode))
-        st = os.stat(path)
-        if (st.st_uid, st.st_gid) != (old_stat.st_uid, old_stat.st_gid):
-            os.chown(path, old_stat.st_uid, old_stat.st_gid)
-    except OSError:
-        pass  # not permitted: the new file keeps its own attributes
-
-
-def _finish(module, result, info, changed):
-    """Apply file attributes, add the image facts and exit."""
-    file_args = module.load_file_common_arguments(module.params)
-    result["changed"] = module.set_fs_attributes_if_different(file_args, changed,
-                                                              diff=result.get("diff"))
-    if info is not None:
-        result.update(image_facts(info))
-    module.exit_json(**result)
+from ansible_collections.qimg.disk.plugins.module_utils.ansible_glue import image_options_spec, qimg_errors
+from ansible_collections.qimg.disk.plugins.module_utils.create import run_create
 
 
 def main():
@@ -504,15 +277,14 @@ def main():
             backing_format=dict(type="str", choices=["raw", "qcow2"]),
             state=dict(type="str", choices=["present", "absent"], default="present"),
             force=dict(type="bool", default=False),
+            allow_unsafe_backing=dict(type="bool", default=False),
         ),
         add_file_common_args=True,
         supports_check_mode=True,
     )
-    result = dict(changed=False, path=module.params["path"])
-    if module.params["state"] == "absent":
-        state_absent(module, result)
-    else:
-        state_present(module, result)
+    with qimg_errors(module, path=module.params["path"]):
+        result = run_create(module)
+    module.exit_json(**result)
 
 
 if __name__ == "__main__":

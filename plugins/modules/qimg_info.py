@@ -20,6 +20,7 @@ description:
 author:
   - qimg developers (@qimg)
 extends_documentation_fragment:
+  - qimg.disk.image.unsafe_backing
   - qimg.disk.image
   - qimg.disk.image.info_module
   - ansible.builtin.action_common_attributes
@@ -152,11 +153,8 @@ format_specific:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.qimg.disk.plugins.module_utils.ansible_glue import (
-    image_facts,
-    qimg_errors,
-)
-from ansible_collections.qimg.disk.plugins.module_utils.qimg.ops.info import image_info
+from ansible_collections.qimg.disk.plugins.module_utils.ansible_glue import qimg_errors
+from ansible_collections.qimg.disk.plugins.module_utils.info import run_info
 
 
 def main():
@@ -166,21 +164,12 @@ def main():
             format=dict(type="str", choices=["raw", "qcow2"]),
             backing_chain=dict(type="bool", default=False),
             force_share=dict(type="bool", default=False),
+            allow_unsafe_backing=dict(type="bool", default=False),
         ),
         supports_check_mode=True,
     )
-    params = module.params
     with qimg_errors(module):
-        info = image_info(params["path"], fmt=params["format"],
-                          backing_chain=params["backing_chain"],
-                          force_share=params["force_share"])
-    result = dict(changed=False)
-    if params["backing_chain"]:
-        images = [image_facts(one) for one in info]
-        result.update(images[0])
-        result["images"] = images
-    else:
-        result.update(image_facts(info))
+        result = run_info(module)
     module.exit_json(**result)
 
 

@@ -20,6 +20,7 @@ description:
 author:
   - qimg developers (@qimg)
 extends_documentation_fragment:
+  - qimg.disk.image.unsafe_backing
   - qimg.disk.image.info_module
   - ansible.builtin.action_common_attributes
 requirements:
@@ -151,15 +152,8 @@ bitmaps:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.qimg.disk.plugins.module_utils.ansible_glue import (
-    image_options_spec,
-    engine_options,
-    qimg_errors,
-    resolve_snapshot,
-    snake_case_keys,
-    target_options,
-)
-from ansible_collections.qimg.disk.plugins.module_utils.qimg.ops.measure import measure
+from ansible_collections.qimg.disk.plugins.module_utils.ansible_glue import image_options_spec, qimg_errors
+from ansible_collections.qimg.disk.plugins.module_utils.measure import run_measure
 
 
 def main():
@@ -172,23 +166,15 @@ def main():
             options=image_options_spec(),
             snapshot=dict(type="str"),
             force_share=dict(type="bool", default=False),
+            allow_unsafe_backing=dict(type="bool", default=False),
         ),
         mutually_exclusive=[("path", "size")],
         required_one_of=[("path", "size")],
         required_by={"snapshot": "path", "format": "path"},
         supports_check_mode=True,
     )
-    params = module.params
-    options = target_options(module, params["target_format"], params["options"])
-    snapshot = params["snapshot"]
-    if snapshot is not None:
-        snapshot = resolve_snapshot(params["path"], params["format"], snapshot)
     with qimg_errors(module):
-        figures = measure(filename=params["path"], size=params["size"], fmt=params["format"],
-                          out_fmt=params["target_format"], options=engine_options(options),
-                          snapshot=snapshot, force_share=params["force_share"])
-    result = dict(changed=False)
-    result.update(snake_case_keys(figures))
+        result = run_measure(module)
     module.exit_json(**result)
 
 

@@ -554,3 +554,23 @@ def test_qimg_error_one_line(monkeypatch, capsys):
     monkeypatch.setitem(cli.COMMANDS, "info", corrupt)
     assert cli.main(["/usr/bin/qimg", "info", "x"]) == 1
     assert capsys.readouterr().err == "qimg: x: bad L1 table\n"
+
+
+def test_info_start_up_imports_only_what_it_needs(tmp_path, qemu_img):
+    """`info` is start-up bound: no pipeline (threading, queue), creator, importlib or other command."""
+    import subprocess
+    import sys
+    img = str(tmp_path / "s.qcow2")
+    run([qemu_img, "create", "-q", "-f", "qcow2", img, "1M"])
+    code = ("import sys; sys.argv = ['qimg', 'info', %r]; sys.path.insert(0, %r); import qimg.cli; "
+            "rc = qimg.cli.main(sys.argv); print(' '.join(sorted(sys.modules)), file=sys.stderr); sys.exit(rc)"
+            % (img, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(__file__))), "plugins",
+                                 "module_utils")))
+    proc = subprocess.run([sys.executable, "-S", "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          universal_newlines=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    loaded = set(proc.stderr.split())
+    assert "qimg.cli.cmd_info" in loaded
+    for name in ("threading", "queue", "importlib", "json", "re", "qimg.formats.qcow2.create",
+                 "qimg.cli.cmd_convert", "qimg.cli.progress", "qimg.cli.help", "qimg.ops.create"):
+        assert name not in loaded

@@ -9,12 +9,6 @@ __metaclass__ = type
 
 import errno
 import os
-import threading
-
-try:
-    import queue
-except ImportError:  # Python 2 spelling, for sanity tests on old interpreters
-    import Queue as queue  # type: ignore
 
 _ZEROS = {}
 _SHARED_ZEROS = [memoryview(b"")]
@@ -152,12 +146,23 @@ def write_zero_data(fd, offset, length):
         length -= n
 
 
+def _queue_module():
+    """queue (and threading), imported when a pipeline needs them: not at every CLI start."""
+    try:
+        import queue
+    except ImportError:  # Python 2 spelling, for sanity tests on old interpreters
+        import Queue as queue  # type: ignore
+    return queue
+
+
 class BufferPool(object):
     """Large buffers reused from step to step of a pipeline: a fresh multi-MiB allocation per step
     costs a page fault per page, a good part of a copy's time. Up to count buffers are made by
     make() on first need; get() then waits for one to be released."""
 
     def __init__(self, count, make):
+        queue = _queue_module()
+        self._empty = queue.Empty
         self.free = queue.Queue()
         self.left_to_make = count
         self.make = make
@@ -170,7 +175,7 @@ class BufferPool(object):
         while not stop.is_set():
             try:
                 return self.free.get(timeout=0.1)
-            except queue.Empty:
+            except self._empty:
                 pass
         return None
 
@@ -188,8 +193,9 @@ class BackgroundWriter(object):
     """
 
     def __init__(self, fd, max_pending=2):
+        import threading
         self.fd = fd
-        self.queue = queue.Queue(maxsize=max_pending)
+        self.queue = _queue_module().Queue(maxsize=max_pending)
         self.error = None
         self.thread = threading.Thread(target=self._run, name="qimg-writer")
         self.thread.daemon = True

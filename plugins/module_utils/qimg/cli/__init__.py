@@ -20,7 +20,6 @@ __metaclass__ = type
 
 import os
 import sys
-from importlib import import_module
 
 from .errors import CommandError, HelpRequested, UsageError
 from .getopt import getopt
@@ -64,7 +63,12 @@ def __getattr__(name):
         mod, real = _EXPORT_MAP[name]
     except KeyError:
         raise AttributeError("module %r has no attribute %r" % (__name__, name))
-    return getattr(import_module("." + mod, __name__), real)
+    return getattr(_submodule(mod), real)
+
+
+def _submodule(name):
+    # __import__ rather than importlib.import_module: importlib's package costs a start-up
+    return __import__(name, globals(), None, ["__name__"], 1)
 
 
 def _write(stream, text):
@@ -94,7 +98,7 @@ def _dispatch(argv, ctx):
     if handler is None:
         raise UsageError("Command not found: %s" % args[0])
     if not callable(handler):
-        handler = import_module("." + handler, __name__).run
+        handler = _submodule(handler).run
     return handler(args, ctx)
 class _Context:
     """What a command needs besides argv: the program name, stdout, warnings on stderr."""

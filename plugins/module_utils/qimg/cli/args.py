@@ -171,20 +171,25 @@ def snapshot_opts(text):
     return text
 
 
-CACHE_MODES = ("none", "off", "writeback", "writethrough", "directsync", "unsafe")
+def image_name(text, fmt=None, image_opts=False, objects=()):
+    """A command-line image name as the engine's opener takes it.
 
-
-def image_arg(name, fmt=None, image_opts=False, objects=()):
-    """A command-line image name -> what the ops take: the name itself, or (with --image-opts or
-    --object) a spec.ImageName carrying them; json: and protocol names need nothing (the opener
-    reads them). qemu-img's checks of the combination come first."""
+    The one place a filename typed by the user becomes an image spec: the name itself, or (with
+    --image-opts or --object) a spec.ImageName carrying them; json: and protocol names need
+    nothing more (the opener reads them). Names read from images never pass through here.
+    qemu-img's check of the combination comes first.
+    """
     if image_opts and fmt:
         raise CommandError("--image-opts and --format are mutually exclusive")
     if not image_opts and not objects:
-        return name
+        return text
     from ..spec import ImageName
     secrets = None
     if objects:
         from ..crypto.secrets import store_from_objects
         secrets = store_from_objects(objects)
-    return ImageName(name, image_opts=image_opts, secrets=secrets)
+    return ImageName(text, image_opts=image_opts, secrets=secrets)
+
+
+CACHE_MODES = ("none", "off", "writeback", "writethrough", "directsync", "unsafe")
+

@@ -7,7 +7,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-from .args import CACHE_MODES, image_arg, output_format
+from .args import CACHE_MODES, image_name, output_format
 from .errors import CommandError, HelpRequested, UsageError
 from .getopt import iter_getopt
 from .output import format_check
@@ -52,16 +52,15 @@ def run(argv, ctx):
             image_opts = True
     if len(args) != 1:
         raise UsageError("Expecting one image file name")
-    filename = image_arg(args[0], fmt, image_opts, objects)
+    filename = args[0]
     output = output_format(output)
     if cache not in CACHE_MODES:
         raise CommandError("Invalid source cache option: %s" % cache)
-    from ..image import open_image
     from ..ops import check as ops_check
+    filename = image_name(filename, fmt, image_opts, objects)   # the single place the image's name reaches the engine
     # qemu-img opens the whole chain first: a missing backing file fails the check
-    with open_image(filename, fmt, read_only=True, force_share=True) as dev:
-        probed_raw = fmt is None and dev.format_name == "raw"
-    if repair is not None and probed_raw:
+    probed = ops_check.probe_format(filename, fmt)
+    if repair is not None and probed["probed-raw"]:
         ctx.err(PROBED_RAW_WARNING % filename)
     try:
         res = ops_check.check_image(filename, fmt=fmt, repair=repair, force_share=share)

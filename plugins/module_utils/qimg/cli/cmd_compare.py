@@ -7,7 +7,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-from .args import CACHE_MODES, image_arg
+from .args import CACHE_MODES, image_name
 from .errors import CommandError, HelpRequested, UsageError
 from .getopt import getopt
 from .progress import QemuProgress, compare_progress
@@ -39,19 +39,20 @@ def run(argv, ctx):
     quiet = "q" in flags
     if len(args) != 2:
         raise UsageError("Expecting two image file names")
-    args = [image_arg(args[0], fmt1, image_opts, objects), image_arg(args[1], fmt2, image_opts, objects)]
     prog = QemuProgress("p" in flags and not quiet, 2.0, ctx.out)
     try:
-        return _compare(ctx, args, fmt1, fmt2, cache, flags, prog)
+        return _compare(ctx, args, fmt1, fmt2, cache, flags, prog, objects, image_opts)
     finally:
         prog.end()
 
 
-def _compare(ctx, args, fmt1, fmt2, cache, flags, prog):
+def _compare(ctx, args, fmt1, fmt2, cache, flags, prog, objects=(), image_opts=False):
     from ..errors import QimgError
     from ..image import open_image
     from ..ops import compare as ops_compare
     quiet = "q" in flags
+    # the single place the names reach the engine
+    args = [image_name(a, f, image_opts, objects) for a, f in zip(args, (fmt1, fmt2))]
 
     def say(text):
         if not quiet:

@@ -7,7 +7,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-from .args import image_arg, output_format
+from .args import image_name, output_format
 from .errors import CommandError, HelpRequested, UsageError
 from .getopt import getopt
 from .output import format_info
@@ -39,6 +39,6 @@ def run(argv, ctx):
         raise UsageError("Expecting one image file name")
     output = output_format(output)
     from ..ops import info as ops_info
-    data = ops_info.image_info(image_arg(args[0], fmt, image_opts, objects), fmt=fmt, backing_chain=chain, force_share=share)
+    data = ops_info.image_info(image_name(args[0], fmt, image_opts, objects), fmt=fmt, backing_chain=chain, force_share=share)
     ctx.out(format_info(data, output))
     return 0

@@ -7,7 +7,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-from .args import cvtnum, image_arg, output_format
+from .args import cvtnum, image_name, output_format
 from .errors import CommandError, HelpRequested, UsageError
 from .getopt import getopt
 from .output import write_map
@@ -41,7 +41,7 @@ def run(argv, ctx):
         raise UsageError("Expecting one image file name")
     output = output_format(output)
     from ..ops import map as ops_map
-    entries = ops_map.iter_map(image_arg(args[0], fmt, image_opts, objects), fmt=fmt, start_offset=start, max_length=max_length,
+    entries = ops_map.iter_map(image_name(args[0], fmt, image_opts, objects), fmt=fmt, start_offset=start, max_length=max_length,
                                force_share=share)
     error = write_map(ctx.out, entries, output, start)
     if error:

@@ -7,7 +7,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-from .args import add_option_list, cvtnum, image_arg, output_format, snapshot_opts, split_opt_list
+from .args import add_option_list, cvtnum, image_name, output_format, snapshot_opts, split_opt_list
 from .errors import CommandError, HelpRequested
 from .getopt import GetoptError, LetterGetopt
 from .output import format_measure
@@ -63,7 +63,7 @@ def run(argv, ctx):
     output = output or "human"
     if len(args) > 1:
         raise CommandError("At most one filename argument is allowed.")
-    filename = image_arg(args[0], fmt, image_opts, objects) if args else None
+    filename = args[0] if args else None
     if filename is None and (fmt is not None or snapshot is not None or image_opts):
         raise CommandError("--image-opts, -f, and -l require a filename argument.")
     if filename is not None and size is not None:
@@ -71,8 +71,9 @@ def run(argv, ctx):
     if filename is None and size is None:
         raise CommandError("Either --size N or one filename must be specified.")
     if filename is not None:
-        from .cmd_convert import _open_sources
-        _open_sources([filename], fmt, share, snapshot)[0].close()
+        from ..ops.convert import open_sources
+        filename = image_name(filename, fmt, image_opts, objects)   # the single place the image's name reaches the engine
+        open_sources([filename], fmt, share, snapshot)[0].close()
     from ..errors import InvalidArgument
     from ..ops import create as ops_create
     from ..ops import measure as ops_measure
@@ -93,22 +94,8 @@ def run(argv, ctx):
     if size is not None:
         optdict.pop("size", None)
     if out_fmt == "qcow2":
-        _check_measure_qcow2(typed)
+        ops_measure.check_qcow2_options(typed)
     res = ops_measure.measure(filename=filename, size=size, fmt=fmt, out_fmt=out_fmt, options=optdict,
                               snapshot=snapshot, force_share=share)
     ctx.out(format_measure(res, output))
     return 0
-
-
-def _check_measure_qcow2(optdict):
-    """qcow2_measure()'s option errors, reported without a prefix."""
-    from ..errors import InvalidArgument
-    from ..formats.qcow2.create import plan_header
-    o = optdict
-    try:
-        plan_header(0, cluster_size=o.get("cluster_size", 65536), compat=o.get("compat", "1.1"),
-                    refcount_bits=o.get("refcount_bits", 16), lazy_refcounts=o.get("lazy_refcounts", False),
-                    extended_l2=o.get("extended_l2", False), preallocation=o.get("preallocation", "off"),
-                    compression_type=o.get("compression_type", "zlib"))
-    except InvalidArgument as err:
-        raise CommandError(err.message, hint=err.hint)

@@ -9,7 +9,7 @@ __metaclass__ = type
 
 from ..errors import InvalidArgument, UnsupportedFeature
 from ..formats.qcow2.check import check as qcow2_check
-from ..image import open_layer
+from ..image import open_image, open_layer
 
 EXIT_CLEAN = 0
 EXIT_ERROR = 1
@@ -20,6 +20,14 @@ EXIT_UNSUPPORTED = 63
 
 class CheckNotSupported(UnsupportedFeature):
     """The format has no consistency check (raw): qemu-img exits 63."""
+
+
+def probe_format(filename, fmt=None):
+    """Open the image and its whole chain as qemu-img check does before checking (a missing
+    backing file fails here). Returns {"format": name, "probed-raw": True when the format was
+    probed and is raw (qemu warns before a repair)}."""
+    with open_image(filename, fmt, read_only=True, force_share=True) as dev:
+        return {"format": dev.format_name, "probed-raw": fmt is None and dev.format_name == "raw"}
 
 
 def check_image(filename, fmt=None, repair=None, force_share=False):

@@ -184,14 +184,17 @@ def _tail_nonzero(dev, start, end):
     return None
 
 
-def compare_images(filename1, filename2, fmt1=None, fmt2=None, strict=False, force_share=False):
+def compare_images(filename1, filename2, fmt1=None, fmt2=None, strict=False, force_share=False,
+                   allow_unsafe_backing=False):
     """Returns {"result": IDENTICAL|CONTENT_MISMATCH|SIZE_MISMATCH|STATUS_MISMATCH,
     "offset": first differing offset or None, "size-mismatch": bool}.
 
     "size-mismatch" is true when the sizes differ (qemu-img then warns "Warning: Image size
     mismatch!" before it compares); the larger image's tail must read as zeros."""
-    with open_image(filename1, fmt1, read_only=True, force_share=force_share) as dev1:
-        with open_image(filename2, fmt2, read_only=True, force_share=force_share) as dev2:
+    with open_image(filename1, fmt1, read_only=True, force_share=force_share,
+                    allow_unsafe_backing=allow_unsafe_backing) as dev1:
+        with open_image(filename2, fmt2, read_only=True, force_share=force_share,
+                        allow_unsafe_backing=allow_unsafe_backing) as dev2:
             size_mismatch = dev1.size != dev2.size
             if size_mismatch and strict:
                 return {"result": SIZE_MISMATCH, "offset": None, "size-mismatch": True}

@@ -37,11 +37,12 @@ COMPRESS_BATCH = 32      # clusters handed to one compression task
 POOL_BUFFERS = 6         # chunk buffers: one being read, two queued, the rest being written
 
 
-def _open_sources(filenames, fmt, snapshot, force_share):
+def _open_sources(filenames, fmt, snapshot, force_share, allow_unsafe_backing=False):
     devs = []
     try:
         for name in filenames:
-            dev = open_image(name, fmt, read_only=True, force_share=force_share)
+            dev = open_image(name, fmt, read_only=True, force_share=force_share,
+                             allow_unsafe_backing=allow_unsafe_backing)
             devs.append(dev)
             if snapshot:
                 activate_snapshot(dev, snapshot)
@@ -384,7 +385,8 @@ def _write_into(dev, chunks, target_is_zero, progress):
 
 def convert(sources, dest, src_fmt=None, out_fmt="raw", options=None, compress=False,
             sparse_size=4096, snapshot=None, backing_file=None, backing_fmt=None,
-            target_exists=False, target_is_zero=False, progress=None, force_share=False):
+            target_exists=False, target_is_zero=False, progress=None, force_share=False,
+            allow_unsafe_backing=False):
     """Convert sources (concatenated) into dest. Returns {"virtual-size": n}."""
     if not sources:
         raise InvalidArgument("Expecting at least one source image")
@@ -402,7 +404,7 @@ def convert(sources, dest, src_fmt=None, out_fmt="raw", options=None, compress=F
         raise UnsupportedFeature("zstd compression needs the zstandard or pyzstd Python package")
     if target_exists and target_is_zero is None:
         target_is_zero = False
-    devs = _open_sources(sources, src_fmt, snapshot, force_share)
+    devs = _open_sources(sources, src_fmt, snapshot, force_share, allow_unsafe_backing)
     total = sum(d.size for d in devs)
     chunks = _chunks(devs, total, sparse_size)  # (its reading thread starts on the first chunk)
     try:
@@ -433,7 +435,8 @@ def convert(sources, dest, src_fmt=None, out_fmt="raw", options=None, compress=F
         backing = None
         if backing_file:
             path = full_backing_path(dest, backing_file)
-            backing = open_image(path, backing_fmt, read_only=True, force_share=True)
+            backing = open_image(path, backing_fmt, read_only=True, force_share=True,
+                                 allow_unsafe_backing=allow_unsafe_backing)
             backing_fmt = backing_fmt or backing.format_name
         try:
             create_opts = dict(cluster_size=opts.get("cluster_size", 65536), compat=opts.get("compat", "1.1"),
@@ -461,5 +464,131 @@ def convert(sources, dest, src_fmt=None, out_fmt="raw", options=None, compress=F
         return {"virtual-size": total}
     finally:
         chunks.close()  # stops the reading thread before its sources close
+        for dev in devs:
+            dev.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# What qemu-img convert checks before it writes anything, in its order (the CLI and the modules
+# call this first; convert() repeats the checks it needs itself).
+
+CACHE_MODES = ("none", "off", "writeback", "writethrough", "directsync", "unsafe")
+
+
+def open_sources(filenames, fmt=None, force_share=False, snapshot=None):
+    """Open the sources read-only as qemu-img convert does before creating the target, the
+    internal snapshot (``-l`` text) activated in the first one. The caller closes them."""
+    devs = []
+    try:
+        for name in filenames:
+            devs.append(open_image(name, fmt, read_only=True, force_share=force_share))
+        if snapshot is not None:
+            if len(filenames) > 1 and not snapshot.startswith("snapshot."):
+                raise InvalidArgument("No support for concatenating multiple snapshot")
+            snap_id, snap_name = parse_snapshot_param(snapshot)
+            dev = devs[0]
+            if not hasattr(dev, "activate_snapshot"):
+                raise ImageNotFound("Failed to load snapshot: Can't find snapshot")
+            if snap_id is None:
+                try:
+                    dev.activate_snapshot(snapshot_id=snap_name)
+                except ImageNotFound:
+                    dev.activate_snapshot(snapshot_id=None, name=snap_name)
+            else:
+                dev.activate_snapshot(snapshot_id=snap_id, name=snap_name)
+        return devs
+    except BaseException:
+        for dev in devs:
+            dev.close()
+        raise
+
+
+def check_qcow2_target(dest, size, typed, backing_file, backing_fmt):
+    """qcow2 create errors convert reports as "DEST: error while converting qcow2: MESSAGE"."""
+    from ..formats.qcow2.create import plan_header
+    o = typed
+    try:
+        plan_header(size, cluster_size=o.get("cluster_size", 65536), compat=o.get("compat", "1.1"),
+                    refcount_bits=o.get("refcount_bits", 16), lazy_refcounts=o.get("lazy_refcounts", False),
+                    extended_l2=o.get("extended_l2", False), preallocation=o.get("preallocation", "off"),
+                    compression_type=o.get("compression_type", "zlib"), backing_file=backing_file,
+                    backing_fmt=backing_fmt)
+    except InvalidArgument as err:
+        raise InvalidArgument("%s: error while converting qcow2: %s" % (dest, err.message), hint=err.hint)
+
+
+def check_backing(dest, backing_file, backing_fmt):
+    """The target's backing file must open (qemu-img convert opens the new target with it)."""
+    from ..errors import QimgError
+    try:
+        with open_image(full_backing_path(dest, backing_file), backing_fmt, read_only=True, force_share=True):
+            pass
+    except QimgError as err:
+        message = err.message
+        twice = "Could not open '%s': " % backing_file
+        if message.startswith(twice + twice):
+            message = message[len(twice):]
+        raise type(err)("Could not open '%s': Could not open backing file: %s" % (dest, message), hint=err.hint)
+
+
+def prepare_convert(sources, dest, src_fmt=None, out_fmt="raw", options=None, compress=False,
+                    backing_file=None, backing_fmt=None, snapshot=None, target_exists=False,
+                    target_is_zero=False, bitmaps=False, cache="unsafe", force_share=False, inspect=None):
+    """Run qemu-img convert's checks in its order, with the sources open; nothing is written.
+
+    ``options`` is the ``-o`` text. Returns {"options": dict for convert(), "typed": typed target
+    options, "skip": message or None}: with "skip" set qemu-img prints the message and exits 0
+    without converting. ``inspect(devs)``, when given, is called with the open sources (progress
+    planning, with the typed target options). Raises QimgError subclasses with qemu-img's messages.
+    """
+    from .create import CREATE_OPTIONS, parse_option_string
+    devs = open_sources(sources, src_fmt, force_share, snapshot)
+    try:
+        total = sum((d.size + 511) // 512 * 512 for d in devs)
+        optdict, typed = {}, {}
+        if not target_exists:
+            if out_fmt not in CREATE_OPTIONS:
+                raise InvalidArgument("Unknown file format '%s'" % out_fmt)
+            optdict = parse_option_string(options) if options is not None else {}
+            optdict.pop("size", None)       # qemu-img sets the size from the sources
+            typed = normalize_options(out_fmt, None, optdict)
+            if out_fmt == "raw" and backing_file:
+                raise InvalidArgument("Backing file not supported for file format 'raw'")
+            if out_fmt == "raw" and backing_fmt:
+                raise InvalidArgument("Backing file format not supported for file format 'raw'")
+        plan = {"options": optdict, "typed": typed, "skip": None}
+        backing = backing_file or optdict.get("backing_file")
+        if target_is_zero and backing:
+            # qemu-img 7.2 reports this and exits 0 without converting
+            plan["skip"] = "Cannot use --target-is-zero when the destination image has a backing file"
+            return plan
+        if len(sources) > 1 and backing:
+            raise InvalidArgument("Having a backing file for the target makes no sense when concatenating "
+                                  "multiple input images")
+        if not target_exists and backing and not (backing_fmt or optdict.get("backing_fmt")):
+            raise InvalidArgument("Use of backing file requires explicit backing format")
+        if compress:
+            if not target_exists and out_fmt != "qcow2":
+                raise InvalidArgument("Compression not supported for this file format")
+            if optdict.get("preallocation", "off") != "off":
+                raise InvalidArgument("Compression and preallocation not supported at the same time")
+        if bitmaps and len(sources) > 1:
+            raise InvalidArgument("Copying bitmaps only possible with single source")
+        if bitmaps and devs[0].format_name != "qcow2":
+            raise UnsupportedFeature("Source lacks bitmap support")
+        if not target_exists and out_fmt == "qcow2":
+            check_qcow2_target(dest, total, typed, backing, backing_fmt)
+        if cache not in CACHE_MODES:
+            raise InvalidArgument("Invalid cache option: %s" % cache)
+        if backing and not target_exists:
+            check_backing(dest, backing, backing_fmt or optdict.get("backing_fmt"))
+        if bitmaps:
+            if target_exists or out_fmt != "qcow2":
+                raise UnsupportedFeature("Format driver '%s' does not support bitmaps" % out_fmt)
+            raise UnsupportedFeature("--bitmaps is not supported yet")
+        if inspect is not None:
+            inspect(devs, typed)
+        return plan
+    finally:
         for dev in devs:
             dev.close()

@@ -10,7 +10,7 @@ __metaclass__ = type
 import os
 
 from ..errors import ImageExists, ImageNotFound, InvalidArgument, QimgError, UnsupportedFeature
-from ..formats.qcow2 import create_qcow2
+from ..formats.qcow2.create import create_qcow2
 from ..formats.raw import create_raw
 from ..image import FORMATS, full_backing_path, open_image, refuse_pseudo_filename
 from ..locking import ImageLock
@@ -152,6 +152,8 @@ def normalize_options(fmt, size=None, options=None, backing_file=None, backing_f
     """Validate and type the create options. Returns a dict of typed values (only those given)."""
     out = {}
     for name, _value, typed in _given(fmt, size, options, backing_file, backing_fmt):
+        if name == "encryption" and typed is False:
+            continue    # encryption=off: the default, nothing to refuse
         if name in _NOT_YET and fmt == "qcow2":
             raise UnsupportedFeature("%s are not supported yet" % _NOT_YET[name].capitalize())
         if name in _HOST_HINTS:
@@ -185,9 +187,13 @@ def resolved_options(fmt, size=None, options=None, backing_file=None, backing_fm
     if fmt == "raw":
         order = [("size", 0), ("preallocation", None)]
     else:
-        order = [("cluster_size", 65536), ("extended_l2", "off"), ("preallocation", None),
+        # qcow2_create_opts' order (block/qcow2.c): the encryption options first
+        order = [("encryption", None), ("encrypt.format", None), ("encrypt.key-secret", None),
+                 ("encrypt.cipher-alg", None), ("encrypt.cipher-mode", None), ("encrypt.ivgen-alg", None),
+                 ("encrypt.ivgen-hash-alg", None), ("encrypt.hash-alg", None), ("encrypt.iter-time", None),
+                 ("cluster_size", 65536), ("extended_l2", "off"), ("preallocation", None),
                  ("compression_type", "zlib"), ("size", 0), ("compat", None), ("backing_file", None),
-                 ("backing_fmt", None), ("data_file", None), ("data_file_raw", None), ("encryption", None),
+                 ("backing_fmt", None), ("data_file", None), ("data_file_raw", None),
                  ("lazy_refcounts", "off"), ("refcount_bits", 16)]
     pairs = []
     for name, default in order:
@@ -202,17 +208,68 @@ def resolved_options(fmt, size=None, options=None, backing_file=None, backing_fm
     return pairs
 
 
-def _backing_size(filename, backing_file, backing_fmt):
+def _backing_size(filename, backing_file, backing_fmt, allow_unsafe_backing=False):
     refuse_pseudo_filename(backing_file, "Backing file name")
     path = full_backing_path(filename, backing_file)
     if not os.path.lexists(path):
         raise ImageNotFound("Could not open '%s': No such file or directory" % path,
                             hint=["Could not open backing image."])
     try:
-        with open_image(path, backing_fmt, read_only=True, force_share=True) as dev:
+        with open_image(path, backing_fmt, read_only=True, force_share=True,
+                        allow_unsafe_backing=allow_unsafe_backing) as dev:
             return dev.size, dev.format_name
     except QimgError as e:
         raise QimgError(e.message, hint=e.hint + ["Could not open backing image."])
+
+
+class MissingBackingFormat(InvalidArgument):
+    """qemu-img 7.2 refuses to probe a new image's backing file; its hint names what it detected
+    (printed without a newline, as qemu does: ``hint_newline`` is False)."""
+
+    hint_newline = False
+
+
+def probe_backing(filename, backing_file, backing_fmt=None, open_backing=True):
+    """The backing file qemu-img create would open: (virtual size, format), or None when it cannot
+    be opened (create itself reports that error later)."""
+    try:
+        with open_image(full_backing_path(filename, backing_file), backing_fmt, read_only=True,
+                        force_share=True, open_backing=open_backing) as dev:
+            return dev.size, dev.format_name
+    except QimgError:
+        return None
+
+
+def plan_create(filename, fmt, size=None, options=None, backing_file=None, backing_fmt=None, unsafe=False):
+    """qemu-img create's checks before it writes, in its order, and its "Formatting" line.
+
+    ``options`` is the ``-o`` text. Returns {"options": dict for create_image(), "pairs": the
+    (name, value) pairs of the "Formatting ..." line or None when qemu-img prints none (no size
+    known yet), "types": {option: qemu type}}. Raises QimgError subclasses.
+    """
+    if fmt not in CREATE_OPTIONS:
+        raise InvalidArgument("Unknown file format '%s'" % fmt)
+    optdict = parse_option_string(options) if options is not None else {}
+    if size is not None and optdict.get("size") is not None:
+        raise InvalidArgument("The image size must be specified only once")
+    if backing_file == "" or (backing_file is None and optdict.get("backing_file") == ""):
+        raise InvalidArgument("Expected backing file name, got empty string")
+    backing = backing_file or optdict.get("backing_file")
+    if backing and fmt != "raw" and not (backing_fmt or optdict.get("backing_fmt")):
+        probed = None if unsafe else probe_backing(filename, backing, open_backing=False)
+        raise MissingBackingFormat("Backing file specified without backing format",
+                                   hint=["Detected format of %s." % probed[1]] if probed else [])
+    pairs = resolved_options(fmt, size, optdict, backing_file, backing_fmt, filename=filename)
+    # qemu-img prints "Formatting ..." once it knows the size (given, or read from the backing
+    # file unless -u); without one the create fails and nothing is printed.
+    line_size = size if size is not None else optdict.get("size")
+    if line_size is None and backing and not unsafe:
+        probed = probe_backing(filename, backing, backing_fmt or optdict.get("backing_fmt"))
+        if probed is not None:
+            line_size = probed[0]
+            pairs = resolved_options(fmt, line_size, optdict, backing_file, backing_fmt, filename=filename)
+    types = dict((n, t) for n, t, _h in CREATE_OPTIONS[fmt])
+    return {"options": optdict, "pairs": pairs if line_size is not None else None, "types": types}
 
 
 def refuse_if_in_use(filename):
@@ -228,7 +285,7 @@ def refuse_if_in_use(filename):
 
 
 def create_image(filename, fmt, size=None, options=None, backing_file=None, backing_fmt=None,
-                 unsafe=False, overwrite=True):
+                 unsafe=False, overwrite=True, allow_unsafe_backing=False):
     """Create a raw or qcow2 image (see docs/engine-api.md)."""
     o = normalize_options(fmt, size, options, backing_file, backing_fmt)
     backing_file = o.get("backing_file")
@@ -247,7 +304,7 @@ def create_image(filename, fmt, size=None, options=None, backing_file=None, back
     if backing_file:
         refuse_pseudo_filename(backing_file, "Backing file name")
         if not unsafe:
-            bsize, bfmt = _backing_size(filename, backing_file, backing_fmt)
+            bsize, bfmt = _backing_size(filename, backing_file, backing_fmt, allow_unsafe_backing)
             if size is None:
                 size = bsize
             if backing_fmt is None:

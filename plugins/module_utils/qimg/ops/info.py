@@ -35,10 +35,11 @@ def device_info(dev):
     return d
 
 
-def image_info(filename, fmt=None, backing_chain=False, force_share=False):
+def image_info(filename, fmt=None, backing_chain=False, force_share=False, allow_unsafe_backing=False):
     """Facts of an image; with backing_chain a list, top first."""
     # like qemu-img, a missing backing file does not stop `info` unless the chain is asked for
-    with open_image(filename, fmt, read_only=True, force_share=force_share, open_backing=backing_chain) as dev:
+    with open_image(filename, fmt, read_only=True, force_share=force_share, open_backing=backing_chain,
+                    allow_unsafe_backing=allow_unsafe_backing) as dev:
         if not backing_chain:
             return device_info(dev)
         return [device_info(layer) for layer in dev.chain()]

@@ -84,8 +84,18 @@ def _bitmaps_size(dev, cluster_size):
     return total + _round_up(dir_size, cluster_size)
 
 
+def check_qcow2_options(typed):
+    """qcow2_measure()'s option errors (typed options as normalize_options() returns them)."""
+    from ..formats.qcow2.create import plan_header
+    o = typed
+    plan_header(0, cluster_size=o.get("cluster_size", 65536), compat=o.get("compat", "1.1"),
+                refcount_bits=o.get("refcount_bits", 16), lazy_refcounts=o.get("lazy_refcounts", False),
+                extended_l2=o.get("extended_l2", False), preallocation=o.get("preallocation", "off"),
+                compression_type=o.get("compression_type", "zlib"))
+
+
 def measure(filename=None, size=None, fmt=None, out_fmt="raw", options=None, snapshot=None,
-            force_share=False):
+            force_share=False, allow_unsafe_backing=False):
     """{"required": n, "fully-allocated": n[, "bitmaps": n]} like `qemu-img measure --output=json`."""
     if (filename is None) == (size is None):
         raise InvalidArgument("Either --size N or one filename must be specified.")
@@ -94,7 +104,8 @@ def measure(filename=None, size=None, fmt=None, out_fmt="raw", options=None, sna
         raise InvalidArgument("Unknown file format '%s'" % out_fmt)
     dev = None
     if filename is not None:
-        dev = open_image(filename, fmt, read_only=True, force_share=force_share)
+        dev = open_image(filename, fmt, read_only=True, force_share=force_share,
+                         allow_unsafe_backing=allow_unsafe_backing)
     try:
         if dev is not None and snapshot:
             activate_snapshot(dev, snapshot)

@@ -93,3 +93,110 @@ def test_qimg_errors_lets_other_errors_through():
     with pytest.raises(ValueError):
         with ansible_glue.qimg_errors(module):
             raise ValueError("bug")
+
+
+def test_task_error_adds_its_result_keys():
+    module = FakeModule()
+    with pytest.raises(FakeModule.Failed) as exc:
+        with ansible_glue.qimg_errors(module, path="/x", changed=False):
+            raise ansible_glue.TaskError("it differs", {"differences": ["a"], "changed": True})
+    assert exc.value.args[0] == {"msg": "it differs", "path": "/x", "changed": True, "differences": ["a"]}
+
+
+def test_in_context_keeps_the_engine_message_on_one_line():
+    err = ansible_glue.in_context("cannot read /x to compare it", ImageCorrupt("bad\nheader"))
+    assert isinstance(err, ansible_glue.TaskError)
+    assert str(err) == "cannot read /x to compare it: bad header"
+
+
+def test_image_differences():
+    current = ansible_glue.image_metadata(QCOW2_INFO)
+    assert ansible_glue.image_differences(current, "qcow2", {}, "base.qcow2") == []
+    assert ansible_glue.image_differences(current, "qcow2", {"cluster_size": 4096, "compat": "0.10"},
+                                          "base.qcow2", "raw", size=2048) == [
+        "virtual size 1024 != 2048", "cluster_size 65536 != 4096", "compat 1.1 != 0.10",
+        "backing format qcow2 != raw"]
+    # qcow2 options are not compared across formats; the backing file always is
+    assert ansible_glue.image_differences(current, "raw", {"cluster_size": 4096}) == [
+        "format qcow2 != raw", "backing file base.qcow2 != none"]
+    # size_key normalises the current size before the comparison (not in the message)
+    assert ansible_glue.image_differences(current, "qcow2", {}, "base.qcow2", size=1536,
+                                          size_key=lambda n: 1536) == []
+
+
+def test_predicted_metadata():
+    meta = ansible_glue.predicted_metadata("qcow2", 4096, {"cluster_size": 4096}, "b.qcow2", "qcow2")
+    assert meta == ansible_glue.ordered(dict(ansible_glue.QCOW2_CREATE_DEFAULTS, state="present", format="qcow2",
+                                             virtual_size=4096, cluster_size=4096, backing_file="b.qcow2",
+                                             backing_format="qcow2"))
+    assert list(meta)[:3] == ["state", "format", "virtual_size"]
+    assert ansible_glue.predicted_metadata("raw", 512, {}) == {
+        "state": "present", "format": "raw", "virtual_size": 512, "backing_file": None, "backing_format": None}
+
+
+class LadderModule(FakeModule):
+    def __init__(self, check_mode):
+        self.check_mode = check_mode
+
+
+def test_ladder_unchanged_and_plan_change():
+    before = {"state": "present", "format": "raw"}
+    result = ansible_glue.unchanged({"changed": True, "differences": []}, before)
+    assert result == {"changed": False, "diff": {"before": before, "after": before}}
+    for check_mode in (True, False):
+        result = {}
+        act = ansible_glue.plan_change(LadderModule(check_mode), result, before, {"state": "absent"})
+        assert act is not check_mode
+        assert result == {"changed": True, "diff": {"before": before, "after": {"state": "absent"}}}
+
+
+def test_replace_existing(tmp_path):
+    path = str(tmp_path / "missing.img")
+    before = {"state": "present"}
+    result = {"changed": False, "differences": []}
+    assert ansible_glue.replace_existing(result, path, before, False, "replace") is False
+    assert result["diff"] == {"before": before, "after": before} and "differences" not in result
+    result = {"changed": False, "differences": ["format raw != qcow2", "virtual size 1 != 2"]}
+    with pytest.raises(ansible_glue.TaskError) as exc:
+        ansible_glue.replace_existing(result, path, before, False, "replace")
+    assert str(exc.value) == ("%s differs from the requested image and force is false: "
+                              "format raw != qcow2; virtual size 1 != 2" % path)
+    assert exc.value.result["differences"] == result["differences"]
+    # with force: replaced (nobody holds a missing file open)
+    assert ansible_glue.replace_existing(result, path, before, True, "replace") is True
+
+
+def test_change_in_place_ladder(tmp_path):
+    from ansible_collections.qimg.disk.plugins.module_utils.qimg.ops.create import create_image
+    path = str(tmp_path / "disk.qcow2")
+    create_image(path, "qcow2", size="1M")
+    calls = []
+
+    def grow():
+        calls.append(1)
+        create_image(path, "qcow2", size="2M")
+
+    def ladder(check_mode):
+        result = {"changed": False}
+        before = ansible_glue.read_image(path)[1]
+        after = dict(before, virtual_size=2 << 20)
+        info = ansible_glue.change_in_place(LadderModule(check_mode), result, path, before, after, "resize",
+                                            grow)
+        return result, info
+
+    # check mode: changed, predicted diff, nothing done
+    result, info = ladder(True)
+    assert info is None and calls == []
+    assert result["changed"] is True and result["diff"]["after"]["virtual_size"] == 2 << 20
+    assert result["diff"]["before"]["virtual_size"] == 1 << 20
+    # real run: acted, the diff's after and the facts read back from the image
+    result, info = ladder(False)
+    assert calls == [1] and info["virtual-size"] == 2 << 20
+    assert result["changed"] is True and result["virtual_size"] == 2 << 20
+    assert result["diff"]["after"] == ansible_glue.image_metadata(info)
+    # again (check mode and real): nothing to do
+    for check_mode in (True, False):
+        result, info = ladder(check_mode)
+        assert result == {"changed": False, "diff": {"before": result["diff"]["before"],
+                                                     "after": result["diff"]["before"]}}
+    assert calls == [1]

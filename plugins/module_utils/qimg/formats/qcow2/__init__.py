@@ -7,6 +7,13 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-from .create import create_qcow2  # noqa: F401
 from .driver import Qcow2Image  # noqa: F401
 from .header import MAGIC  # noqa: F401
+
+
+def __getattr__(name):
+    # create_qcow2 on first use: opening an image (every CLI start) does not need the creator
+    if name == "create_qcow2":
+        from .create import create_qcow2
+        return create_qcow2
+    raise AttributeError("module %r has no attribute %r" % (__name__, name))

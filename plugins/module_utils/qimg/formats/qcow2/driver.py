@@ -75,6 +75,11 @@ class Qcow2Image(BlockDevice):
         self._last_compressed = (None, None)
         if not self.read_only and not repair and h.incompatible_features & hdr.INCOMPAT_DIRTY:
             self._repair_dirty()
+        if not self.read_only and h.autoclear_features & ~hdr.AUTOCLEAR_KNOWN:
+            # as QEMU does on every read-write open: autoclear bits a writer does not know go first
+            h.autoclear_features &= hdr.AUTOCLEAR_KNOWN
+            self.write_header()
+            self.sync()
 
     def _repair_dirty(self):
         """A dirty lazy-refcount image opened for writing gets its refcounts rebuilt first (as QEMU does)."""

@@ -172,13 +172,7 @@ def parse_header(buf, file_size, filename):
     if h.crypt_method not in (0, 1, 2):
         raise corrupt("Unsupported encryption method: %d" % h.crypt_method)
     # Tables: alignment and bounds before anything is read or allocated.
-    if h.l1_size > MAX_L1_BYTES // 8:
-        raise corrupt("Active L1 table too large")
-    l2_entries = cs // (16 if h.incompatible_features & INCOMPAT_EXTL2 else 8)
-    needed_l1 = -(-h.size // (cs * l2_entries))
-    if h.l1_size < needed_l1:
-        raise corrupt("L1 table is too small")
-    _check_table(h.l1_table_offset, h.l1_size * 8, cs, file_size, corrupt, "Active L1 table")
+    # (in qcow2_do_open()'s order: refcount table, snapshot table, L1 table, then the size)
     if h.refcount_table_clusters == 0 and file_size > 0:
         raise corrupt("Image does not contain a reference count table")
     if h.refcount_table_clusters > MAX_REFTABLE_BYTES // cs:
@@ -191,6 +185,15 @@ def parse_header(buf, file_size, filename):
         _check_table(h.snapshots_offset, h.nb_snapshots * 40, cs, file_size, corrupt, "Snapshot table")
     elif h.snapshots_offset % cs:
         raise corrupt("Snapshot table offset invalid")
+    if h.l1_size > MAX_L1_BYTES // 8:
+        raise corrupt("Active L1 table too large")
+    _check_table(h.l1_table_offset, h.l1_size * 8, cs, file_size, corrupt, "Active L1 table")
+    l2_entries = cs // (16 if h.incompatible_features & INCOMPAT_EXTL2 else 8)
+    needed_l1 = -(-h.size // (cs * l2_entries))
+    if needed_l1 > 0x7FFFFFFF:
+        raise corrupt("Image is too big")
+    if h.l1_size < needed_l1:
+        raise corrupt("L1 table is too small")
     # Backing file name: inside the first cluster, after the header.
     if h.backing_file_offset:
         if h.backing_file_size > MAX_BACKING_NAME or h.backing_file_size == 0:
@@ -205,10 +208,17 @@ def parse_header(buf, file_size, filename):
     _parse_extensions(h, buf, corrupt)
     unknown = getattr(h, "unknown_incompat", 0)
     if unknown:
+        # QEMU names the bits its image's feature table names, in table order (up to the first
+        # unnamed entry), then the rest as one mask
         names = []
-        for bit in range(64):
-            if unknown & (1 << bit):
-                names.append(h.feature_name(0, bit) or "Unknown incompatible feature: %x" % (1 << bit))
+        for kind, bit, name in h.feature_table:
+            if not name:
+                break
+            if kind == 0 and bit < 64 and unknown & (1 << bit):
+                names.append(name)
+                unknown &= ~(1 << bit)
+        if unknown:
+            names.append("Unknown incompatible feature: %x" % unknown)
         raise UnsupportedFeature("Could not open '%s': Unsupported qcow2 feature(s): %s"
                                  % (filename, ", ".join(names)))
     if h.incompatible_features & INCOMPAT_COMPRESSION and h.compression_type == COMPRESSION_ZLIB:
@@ -254,8 +264,10 @@ def _parse_extensions(h, buf, corrupt):
                 raise corrupt("Backing format name too long")
             h.backing_format = _decode(data.split(b"\0", 1)[0])
         elif ext_type == EXT_FEATURE_TABLE:
-            for i in range(0, len(data) - 47, 48):
-                name = data[i + 2:i + 48].split(b"\0", 1)[0].decode("utf-8", "replace")
+            # a short last entry reads as zero-padded, as QEMU reads it
+            table = data + bytes(-len(data) % 48)
+            for i in range(0, len(table), 48):
+                name = table[i + 2:i + 48].split(b"\0", 1)[0].decode("utf-8", "replace")
                 h.feature_table.append((data[i], data[i + 1], name))
         elif ext_type == EXT_BITMAPS:
             if ext_len != BITMAPS_EXT.size:
