@@ -627,9 +627,7 @@ def _open_node(ns, read_only, force_share):
     if d is None or is_format(d):
         return _open_format_node(ns, read_only, force_share)
     if d == "file":
-        from .protocols.file import HostFile
-        locking = ns.str("locking", "auto") != "off"
-        return HostFile(ns.str("filename"), read_only, force_share, lock=locking)
+        return _open_host_file(ns, read_only, force_share)
     if d in ("null-co", "null-aio"):
         from .protocols.null import NullNode
         return NullNode(ns.filename(), ns.size("size", 1 << 30), ns.bool("read-zeroes"), read_only, driver=d)
@@ -655,6 +653,60 @@ def _open_node(ns, read_only, force_share):
             child.close()
             raise
     raise SpecError("Unknown driver '%s'" % d)
+
+
+def _file_cache_mode(ns):
+    """The qemu cache mode named by a file node's cache.direct / cache.no-flush, or None (default)."""
+    if "cache.direct" not in ns.options and "cache.no-flush" not in ns.options:
+        return None
+    direct, no_flush = ns.bool("cache.direct"), ns.bool("cache.no-flush")
+    if direct and no_flush:
+        raise UnsupportedFeature("cache.direct=on together with cache.no-flush=on is not supported")
+    return "none" if direct else ("unsafe" if no_flush else "writeback")
+
+
+def _open_host_file(ns, read_only, force_share):
+    from .protocols.file import HostFile
+    locking = ns.str("locking", "auto") != "off"
+    mode = _file_cache_mode(ns)
+    if mode is None:
+        return HostFile(ns.str("filename"), read_only, force_share, lock=locking)
+    try:
+        node = HostFile(ns.str("filename"), read_only, force_share, lock=locking, cache=mode)
+    except TypeError:
+        raise UnsupportedFeature("cache.direct/cache.no-flush are not supported by this build")
+    if getattr(node, "direct", None) is not None:
+        node = DirectExtents(node, getattr(node.direct, "align", 4096))
+    return node
+
+
+class DirectExtents(object):
+    """A file opened with O_DIRECT reports data in whole request-alignment blocks: a data extent
+    that ends in a partial block at EOF is rounded up (file-posix's block status)."""
+
+    def __init__(self, node, align):
+        self.__dict__["_node"] = node
+        self.__dict__["_align"] = align
+
+    def __getattr__(self, name):
+        return getattr(self._node, name)
+
+    def __setattr__(self, name, value):
+        setattr(self._node, name, value)
+
+    def extents(self, offset, n):
+        out = []
+        end = offset + n
+        for s, k, is_data in self._node.extents(offset, n):
+            if out and out[-1][0] + out[-1][1] > s:
+                cut = out[-1][0] + out[-1][1] - s
+                s, k = s + cut, k - cut
+                if k <= 0:
+                    continue
+            if is_data and (s + k) % self._align:
+                k = min(end, (s + k + self._align - 1) // self._align * self._align) - s
+            out.append((s, k, is_data))
+        return out
 
 
 def _blkdebug_limits(ns):
