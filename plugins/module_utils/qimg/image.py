@@ -657,9 +657,13 @@ def _open_node(ns, read_only, force_share):
 
 def _file_cache_mode(ns):
     """The qemu cache mode named by a file node's cache.direct / cache.no-flush, or None (default)."""
-    if "cache.direct" not in ns.options and "cache.no-flush" not in ns.options:
+    from .spec import opt_bool
+    values = dict(ns.inherited)
+    values.update((k, v) for k, v in ns.options.items() if k in ("cache.direct", "cache.no-flush"))
+    if not values:
         return None
-    direct, no_flush = ns.bool("cache.direct"), ns.bool("cache.no-flush")
+    direct = opt_bool(values.get("cache.direct", False), "cache.direct")
+    no_flush = opt_bool(values.get("cache.no-flush", False), "cache.no-flush")
     if direct and no_flush:
         raise UnsupportedFeature("cache.direct=on together with cache.no-flush=on is not supported")
     return "none" if direct else ("unsafe" if no_flush else "writeback")
@@ -667,8 +671,11 @@ def _file_cache_mode(ns):
 
 def _open_host_file(ns, read_only, force_share):
     from .protocols.file import HostFile
+    from .spec import SpecError
     locking = ns.str("locking", "auto") != "off"
     mode = _file_cache_mode(ns)
+    if ns.str("aio") == "native" and mode != "none":
+        raise SpecError("aio=native was specified, but it requires cache.direct=on, which was not specified.")
     if mode is None:
         return HostFile(ns.str("filename"), read_only, force_share, lock=locking)
     try:

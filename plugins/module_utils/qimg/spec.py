@@ -667,6 +667,7 @@ class NodeSpec(object):
         self.options = options
         self.children = children
         self.probed = None      # the format found by probing, once opened (driver None)
+        self.inherited = {}     # cache.* options a parent passes down (bdrv_inherited_options)
 
     @property
     def drv(self):
@@ -909,7 +910,20 @@ def build_tree(spec, protocol=False, depth=0):
         children["image"] = build_tree({"filename": _as_text(x)}, protocol=True, depth=depth + 1)
     node = NodeSpec(driver, own, children)
     _validate_values(node)
+    _inherit(node)
     return node
+
+
+def _inherit(node):
+    """cache.direct / cache.no-flush reach the children that do not set them (QEMU's inheritance)."""
+    for child in node.children.values():
+        if child is None:
+            continue
+        for key in ("cache.direct", "cache.no-flush"):
+            value = node.options.get(key, node.inherited.get(key))
+            if value is not None and key not in child.options:
+                child.inherited[key] = value
+        _inherit(child)
 
 
 def _probe_node(spec, file_spec, depth):
@@ -929,7 +943,9 @@ def _probe_node(spec, file_spec, depth):
             raise SpecError("Cannot find device='%s' nor node-name='%s'" % (text, text))
         else:
             children[name] = build_tree(child, protocol=name in ("file", "image"), depth=depth + 1)
-    return NodeSpec(None, own, children)
+    node = NodeSpec(None, own, children)
+    _inherit(node)
+    return node
 
 
 _BLKDEBUG_EVENTS = (
@@ -965,8 +981,6 @@ def _validate_values(node):
         locking = node.str("locking", "auto")
         if locking not in ("on", "off", "auto"):
             raise SpecError("invalid parameter value: %s" % locking)
-        if aio == "native" and not node.bool("cache.direct"):
-            raise SpecError("aio=native was specified, but it requires cache.direct=on, which was not specified.")
         if "pr-manager" in node.options:
             raise UnsupportedFeature("The 'file' driver's option 'pr-manager' is not supported")
         node.bool("drop-cache", True)
