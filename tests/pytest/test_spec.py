@@ -275,3 +275,21 @@ def test_cache_direct_on_a_file_node(qemu_img, tmp_path):
     assert ours.returncode == theirs.returncode
     if theirs.returncode == 0:
         assert json.loads(ours.stdout) == json.loads(theirs.stdout)
+
+
+def test_quorum_like_qemu_img(qemu_img, images):
+    """iotest 110: qcow2 over quorum: a json: name, and no directory for relative backing names."""
+    import shutil
+    shutil.copy(str(images / "o.qcow2"), str(images / "o2.qcow2"))
+    name = ("json:{'driver':'qcow2','file':{'driver':'quorum','vote-threshold':1,'children':["
+            "{'driver':'file','filename':'o.qcow2'},{'driver':'file','filename':'o2.qcow2'}]}}")
+    theirs = subprocess.run(["qemu-img", "info", name], cwd=str(images), stdout=subprocess.PIPE,
+                            universal_newlines=True, check=True)
+    ours = qimg("info", name, cwd=str(images), check=False)
+    assert ours.returncode == 0, ours.stderr
+    assert _info_lines(ours) == _info_lines(theirs)
+    assert "(cannot determine actual path)" in ours.stdout
+    for bad, message in [("'vote-threshold':3", "threshold may not exceed children count"),
+                         ("'vote-threshold':0", "Parameter 'vote-threshold' expects a value >= 1")]:
+        proc = qimg("info", name.replace("'vote-threshold':1", bad), cwd=str(images), check=False)
+        assert proc.returncode == 1 and message in proc.stderr

@@ -638,6 +638,19 @@ def _open_node(ns, read_only, force_share):
     if d == "ssh":
         from .protocols.ssh import open_ssh
         open_ssh(ns)
+    if d == "quorum":
+        from .protocols.quorum import QuorumNode
+        opened = []
+        try:
+            for i in range(len(ns.children)):
+                child = _open_node(ns.children["children.%d" % i], read_only, force_share)
+                opened.append(DeviceNode(child) if isinstance(child, BlockDevice) else child)
+            return QuorumNode(ns.filename(), opened, ns.number("vote-threshold"), ns.str("read-pattern", "quorum"),
+                              read_only)
+        except BaseException:
+            for child in opened:
+                child.close()
+            raise
     if d == "blkdebug":
         from .protocols.blkdebug import BlkdebugDevice, BlkdebugNode, Rules
         rules = Rules.from_spec(ns)

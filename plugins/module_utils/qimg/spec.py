@@ -32,7 +32,7 @@ MAX_SPEC_LENGTH = 1 << 20  # characters in one json:/--image-opts text
 MAX_LIST_ITEMS = 4096
 
 FORMAT_DRIVERS = ("raw", "qcow2")
-PROTOCOL_DRIVERS = ("file", "null-co", "null-aio", "nbd", "blkdebug", "ssh")
+PROTOCOL_DRIVERS = ("file", "null-co", "null-aio", "nbd", "blkdebug", "ssh", "quorum")
 SIZE_HINT = ("Optional suffix k, M, G, T, P or E means kilo-, mega-, giga-, tera-, peta-",
              "and exabytes, respectively.")
 
@@ -636,18 +636,21 @@ _OPTIONS = {
     "nbd": ("filename", "host", "port", "path", "export", "tls-creds", "tls-hostname", "x-dirty-bitmap",
             "reconnect-delay", "open-timeout"),
     "ssh": ("filename", "host", "port", "path", "user", "host_key_check"),
+    "quorum": ("vote-threshold", "blkverify", "rewrite-corrupted", "read-pattern"),
 }
 _OPTIONS["null-aio"] = _OPTIONS["null-co"]
 _PREFIX_OPTIONS = {"qcow2": ("overlap-check.",), "blkdebug": ("inject-error.", "set-state.", "take-child-perms.",
                                                              "unshare-child-perms."),
                    "nbd": ("server.",), "ssh": ("server.", "host-key-check.")}
-_CHILDREN = {"raw": ("file",), "qcow2": ("file", "backing", "data-file"), "blkdebug": ("image",)}
+_CHILDREN = {"raw": ("file",), "qcow2": ("file", "backing", "data-file"), "blkdebug": ("image",),
+             "quorum": ("children",)}
 STRONG = {"raw": ("offset", "size"), "qcow2": ("encrypt.key-secret",), "null-co": ("size", "read-zeroes"),
           "null-aio": ("size", "read-zeroes"),
           "blkdebug": ("config", "inject-error.", "set-state.", "align", "max-transfer", "opt-write-zero",
                        "max-write-zero", "opt-discard", "max-discard"),
           "nbd": ("path", "host", "port", "export", "tls-creds", "tls-hostname", "server."),
-          "ssh": ("host", "port", "path", "user", "host_key_check", "server.")}
+          "ssh": ("host", "port", "path", "user", "host_key_check", "server."),
+          "quorum": ("vote-threshold", "blkverify", "rewrite-corrupted", "read-pattern")}
 
 
 def is_format(driver):
@@ -714,7 +717,10 @@ class NodeSpec(object):
         for name, child in self.children.items():
             if name == "backing":
                 continue
-            if child is not None:
+            if name.startswith("children."):
+                # quorum_gather_child_options(): the children as one list
+                opts.setdefault("children", []).append(child.full_options()[0])
+            elif child is not None:
                 opts[name] = child.full_options()[0]
         if backing_overridden:
             child = self.children.get("backing")
@@ -740,7 +746,7 @@ class NodeSpec(object):
                    for k in self.options):
                 return ""
             return "blkdebug:%s:%s" % (_as_text(self.options.get("config", "")), inner)
-        if d == "ssh":
+        if d in ("ssh", "quorum"):
             return ""
         # a format node: its file's name, when that opens the same tree again
         child = self.children.get("file")
@@ -760,7 +766,7 @@ class NodeSpec(object):
     def dirname(self):
         """bdrv_dirname(): the directory relative backing names are resolved in, or None."""
         import os.path
-        if self.drv == "nbd":
+        if self.drv in ("nbd", "quorum"):
             return None
         child = self.primary_child()
         if child is not None:
@@ -885,6 +891,8 @@ def build_tree(spec, protocol=False, depth=0):
     own, kids = _split(spec, driver)
     _check_options(driver, own)
     children = {}
+    if driver == "quorum":
+        kids = _quorum_children(kids.get("children"))
     for name, child in kids.items():
         if child == "" and name == "backing":
             child = None  # QEMU: deprecated spelling of null
@@ -898,7 +906,8 @@ def build_tree(spec, protocol=False, depth=0):
                 raise SpecError("Block format '%s' does not support the option 'backing'" % driver)
             text = _as_text(child) if not isinstance(child, list) else "list"
             raise SpecError("Cannot find device='%s' nor node-name='%s'" % (text, text))
-        children[name] = build_tree(child, protocol=name in ("file", "image"), depth=depth + 1)
+        children[name] = build_tree(child, protocol=name in ("file", "image") or name.startswith("children."),
+                                    depth=depth + 1)
     if driver == "file" and "filename" not in own:
         raise SpecError("The 'file' block driver requires a file name")
     if is_format(driver) and "file" not in children:
@@ -924,6 +933,20 @@ def _inherit(node):
             if value is not None and key not in child.options:
                 child.inherited[key] = value
         _inherit(child)
+
+
+def _quorum_children(value):
+    if value is None:
+        raise SpecError("Number of provided children must be 1 or more")
+    if isinstance(value, dict):
+        value = [value[k] for k in sorted(value)] if all(k.isdigit() for k in value) else None
+    if not isinstance(value, list):
+        raise SpecError("Option children is not a valid array")
+    if not value:
+        raise SpecError("Number of provided children must be 1 or more")
+    if len(value) > 32:
+        raise SpecError("Too many children")
+    return dict(("children.%d" % i, v) for i, v in enumerate(value))
 
 
 def _probe_node(spec, file_spec, depth):
@@ -1010,6 +1033,21 @@ def _validate_values(node):
             node.str(key)
         node.number("reconnect-delay")
         node.number("open-timeout")
+    elif d == "quorum":
+        n = len(node.children)
+        threshold = node.number("vote-threshold", 0) if "vote-threshold" in node.options else None
+        if threshold is None:
+            raise SpecError("Parameter 'vote-threshold' is missing")
+        if threshold < 1:
+            raise SpecError("Parameter 'vote-threshold' expects a value >= 1")
+        if threshold > n:
+            raise SpecError("threshold may not exceed children count")
+        if node.str("read-pattern", "quorum") not in ("quorum", "fifo"):
+            raise SpecError("Please set read-pattern as fifo or quorum")
+        if node.bool("blkverify") and (n != 2 or threshold != 2):
+            raise SpecError("blkverify=on can only be set if there are exactly two files and vote-threshold is 2")
+        if node.bool("rewrite-corrupted"):
+            raise UnsupportedFeature("quorum's rewrite-corrupted=on is not supported")
     elif d == "ssh":
         port = node.options.get("port", (node.sub("server") or {}).get("port"))
         if port is not None:
