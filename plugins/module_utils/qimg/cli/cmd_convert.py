@@ -116,6 +116,13 @@ def run(argv, ctx):
         prog.end()
 
 
+def _salvage_warning(ctx, flags):
+    """--salvage: where the engine's warnings go (nowhere with -q); None without --salvage."""
+    if "salvage" not in flags:
+        return None
+    return (lambda message: None) if "q" in flags else ctx.warn
+
+
 def _convert(ctx, sources, out_filename, fmt, out_fmt, base, base_fmt, options, snapshot, cache, min_sparse, flags,
              progress, objects=()):
     from ..errors import QimgError
@@ -143,7 +150,7 @@ def _convert(ctx, sources, out_filename, fmt, out_fmt, base, base_fmt, options, 
                             compress="c" in flags, sparse_size=min_sparse, snapshot=snapshot,
                             backing_file=base, backing_fmt=base_fmt, target_exists="n" in flags,
                             target_is_zero="target-is-zero" in flags, progress=printer.get("report"),
-                            force_share="U" in flags)
+                            force_share="U" in flags, salvage=_salvage_warning(ctx, flags))
     except QimgError as err:
         if err.message == "Output image is too small":
             raise CommandError("output file is smaller than input file")

@@ -23,11 +23,11 @@ try:
 except ImportError:  # Python 2 spelling, for sanity tests on old interpreters
     import Queue as queue  # type: ignore
 
-from ..errors import ImageNotFound, InvalidArgument, UnsupportedFeature
+from ..errors import BlockIOError, ImageNotFound, InvalidArgument, UnsupportedFeature
 from ..formats.qcow2.compress import compress_cluster, zstd_available
 from ..formats.qcow2.writer import Qcow2StreamWriter
 from ..fileio import BackgroundWriter, BufferPool, zero_view
-from ..image import chain_block_status, full_backing_path, open_image
+from ..image import ChainExtent, chain_block_status, full_backing_path, open_image
 from ..util import atomic_output
 from .create import normalize_options
 
@@ -85,15 +85,58 @@ def parse_snapshot_param(text):
     return (snap_id, snap_name)
 
 
-def _source_status(devs, start, length):
-    """[(offset, length, zero, dev, dev_offset)] over the concatenated sources, merged zero runs."""
+def _salvage_status(dev, start, length, warn):
+    """chain_block_status() for --salvage (qemu-img's convert_iteration_sectors): a failing query
+    is retried on a quarter of the range down to one sector, which is then taken as data."""
+    out = []
+    pos, end = start, start + length
+    while pos < end:
+        n = end - pos
+        while True:
+            try:
+                exts = chain_block_status(dev, pos, n)
+                break
+            except BlockIOError as e:
+                if n > 512:
+                    n = ((n + 511) // 512 + 3) // 4 * 512
+                    continue
+                warn("error while reading block status at offset %d: %s" % (pos, e.message))
+                exts = [ChainExtent(pos, min(512, end - pos), 0, True, False, True, None, None)]
+                break
+        out.extend(exts)
+        pos = exts[-1].start + exts[-1].length if exts else end
+    return out
+
+
+def _salvage_readinto(dev, offset, view, warn):
+    """dev.readinto() for --salvage (convert_co_read): a failing read is redone sector by sector,
+    and the sectors that still fail read as zeros, each with qemu-img's warning."""
+    try:
+        dev.readinto(offset, view)
+        return
+    except BlockIOError:
+        pass
+    for i in range(0, len(view), 512):
+        part = view[i:i + 512]
+        try:
+            dev.readinto(offset + i, part)
+        except BlockIOError as e:
+            warn("error while reading offset %d: %s" % (offset + i, e.message))
+            part[:] = zero_view(len(part))
+
+
+def _source_status(devs, start, length, salvage=None):
+    """[(offset, length, zero, dev, dev_offset)] over the concatenated sources, merged zero runs.
+    salvage: the warning callback of --salvage (None: errors propagate)."""
     out = []
     base = 0
     end = start + length
     for dev in devs:
         lo, hi = max(start, base), min(end, base + dev.size)
         if lo < hi:
-            for ext in chain_block_status(dev, lo - base, hi - lo):
+            exts = chain_block_status(dev, lo - base, hi - lo) if salvage is None else \
+                _salvage_status(dev, lo - base, hi - lo, salvage)
+            for ext in exts:
                 if ext.zero and out and out[-1][2] and out[-1][0] + out[-1][1] == base + ext.start:
                     last = out[-1]
                     out[-1] = (last[0], last[1] + ext.length, True, None, None)
@@ -103,7 +146,7 @@ def _source_status(devs, start, length):
     return out
 
 
-def _read_pieces(status, start, end, sparse_size, buf):
+def _read_pieces(status, start, end, sparse_size, buf, salvage=None):
     """Pieces (offset, length, data-or-None) of [start, end): data extents are read into buf (at
     their offset from start) and passed on as views of it, zero runs are None."""
     view = memoryview(buf)
@@ -115,7 +158,10 @@ def _read_pieces(status, start, end, sparse_size, buf):
         if zero:
             pieces.append((s, e - s, None))
         else:
-            dev.readinto(dev_off + (s - off), view[s - start:e - start])
+            if salvage is None:
+                dev.readinto(dev_off + (s - off), view[s - start:e - start])
+            else:
+                _salvage_readinto(dev, dev_off + (s - off), view[s - start:e - start], salvage)
             pieces.extend(_split_zeros(s, buf, s - start, e - start, sparse_size))
     return pieces
 
@@ -160,14 +206,15 @@ def _split_zeros(offset, buf, lo, hi, sparse_size):
     return out
 
 
-def _reader(devs, total, sparse_size, q, stop, pool):
+def _reader(devs, total, sparse_size, q, stop, pool, salvage=None):
     """Produce chunks (aligned to CHUNK): block status is taken a window at a time, and runs of
     chunks that read as zeros go out as one chunk without being read."""
     try:
         pos = 0
         while pos < total and not stop.is_set():
-            wend = min(total, pos + STATUS_WINDOW)
-            status = _source_status(devs, pos, wend - pos)
+            # with --salvage, status and reads alternate per chunk (as qemu-img's warnings do)
+            wend = min(total, pos + (STATUS_WINDOW if salvage is None else CHUNK))
+            status = _source_status(devs, pos, wend - pos, salvage)
             zero_ends = [(off + ln) for off, ln, zero, dummy, dummy2 in status if zero]
             zero_starts = [off for off, ln, zero, dummy, dummy2 in status if zero]
 
@@ -187,21 +234,21 @@ def _reader(devs, total, sparse_size, q, stop, pool):
                 buf = pool.get(stop)
                 if buf is None:
                     break
-                q.put(("chunk", pos, n, _read_pieces(status, pos, pos + n, sparse_size, buf), buf))
+                q.put(("chunk", pos, n, _read_pieces(status, pos, pos + n, sparse_size, buf, salvage), buf))
                 pos += n
         q.put(("end", None, None, None, None))
     except BaseException as e:  # handed to the writing thread, which re-raises it
         q.put(("error", e, None, None, None))
 
 
-def _chunks(devs, total, sparse_size):
+def _chunks(devs, total, sparse_size, salvage=None):
     """Yield (pos, n, pieces, release) with reading one chunk ahead in a thread. The pieces' data
     are views of a pooled buffer: the consumer calls release() (None when nothing was read) once
     nothing it wrote still needs them. Close the generator before closing devs."""
     q = queue.Queue(maxsize=2)
     stop = threading.Event()
     pool = BufferPool(POOL_BUFFERS, lambda: bytearray(CHUNK))
-    t = threading.Thread(target=_reader, args=(devs, total, sparse_size, q, stop, pool))
+    t = threading.Thread(target=_reader, args=(devs, total, sparse_size, q, stop, pool, salvage))
     t.daemon = True
     t.start()
     try:
@@ -386,8 +433,11 @@ def _write_into(dev, chunks, target_is_zero, progress):
 def convert(sources, dest, src_fmt=None, out_fmt="raw", options=None, compress=False,
             sparse_size=4096, snapshot=None, backing_file=None, backing_fmt=None,
             target_exists=False, target_is_zero=False, progress=None, force_share=False,
-            allow_unsafe_backing=False):
-    """Convert sources (concatenated) into dest. Returns {"virtual-size": n}."""
+            allow_unsafe_backing=False, salvage=None):
+    """Convert sources (concatenated) into dest. Returns {"virtual-size": n}.
+
+    salvage: a callable taking a warning (qemu-img --salvage): block status and read errors of the
+    sources are warned about and the unreadable sectors written as zeros."""
     if not sources:
         raise InvalidArgument("Expecting at least one source image")
     if sparse_size < 0 or sparse_size % 512:
@@ -406,7 +456,11 @@ def convert(sources, dest, src_fmt=None, out_fmt="raw", options=None, compress=F
         target_is_zero = False
     devs = _open_sources(sources, src_fmt, snapshot, force_share, allow_unsafe_backing)
     total = sum(d.size for d in devs)
-    chunks = _chunks(devs, total, sparse_size)  # (its reading thread starts on the first chunk)
+    if salvage is not None:
+        # qemu-img first counts the allocated sectors (the status warnings come once from there)
+        for dev in devs:
+            _salvage_status(dev, 0, dev.size, salvage)
+    chunks = _chunks(devs, total, sparse_size, salvage)  # (its reading thread starts on the first chunk)
     try:
         report = _Progress(progress, total)
         fully_allocated = sparse_size == 0
