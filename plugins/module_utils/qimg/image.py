@@ -160,6 +160,7 @@ def _chain_status(dev, depth, offset, length, out):
     # Mirrors qemu-img map: a layer that does not allocate a range defers to its backing file;
     # past the end of a shorter backing file (or with none) the range reads as zeros at this depth.
     end = offset + length
+    fname = None
     for ext in dev.block_status(offset, length):
         s, e = ext.start, min(ext.start + ext.length, end)
         if e <= s:
@@ -178,7 +179,9 @@ def _chain_status(dev, depth, offset, length, out):
         else:
             data = ext.status in (DATA, DATA_ZERO)
             zero = ext.status != DATA
-            out.append(ChainExtent(s, e - s, depth, True, zero, data, ext.offset, dev.map_filename))
+            if fname is None:
+                fname = dev.map_filename
+            out.append(ChainExtent(s, e - s, depth, True, zero, data, ext.offset, fname))
 
 
 # ---------------------------------------------------------------------------- the opener
@@ -273,6 +276,8 @@ def open_image(filename, fmt=None, read_only=True, force_share=False, open_backi
 
 def is_pseudo_filename(name):
     """json: or a protocol we know (or know we lack): the spec path opens it."""
+    if ":" not in name:
+        return False  # the common case, without importing the spec module
     from .spec import _UNAVAILABLE, protocol_of
     prefix = protocol_of(name)
     return prefix is not None and (prefix in ("json", "file", "nbd", "nbd+unix", "nbd+tcp", "null-co", "null-aio",
