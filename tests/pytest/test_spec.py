@@ -172,6 +172,8 @@ BAD = [
     "blkdebug:nonexist:a.qcow2",
     "blkdebug:a.qcow2",
     'json:{"driver":"qcow2","file.filename":"a.qcow2","backing":"r.raw"}',
+    'json:{"driver":"qcow2","file":{"driver":"blkdebug","image.filename":"a.qcow2","inject-error":[{"event":"none"}]}}',
+    'json:{"file":{"driver":"blkdebug","image.filename":"a.qcow2","inject-error":[{"event":"none"}]}}',
 ]
 
 

@@ -25,7 +25,7 @@ __metaclass__ = type
 import collections
 import os
 
-from .errors import ImageNotFound, InvalidArgument, ReadOnlyImage, UnsafeImage, UnsupportedFeature
+from .errors import BlockIOError, ImageNotFound, InvalidArgument, ReadOnlyImage, UnsafeImage, UnsupportedFeature
 from .fileio import zero_view
 
 # status of a guest range in ONE layer:
@@ -596,6 +596,8 @@ def open_spec(name, fmt=None, read_only=True, force_share=False, image_opts=Fals
         return dev
     except S.SpecError as e:
         raise InvalidArgument("Could not open '%s': %s" % (label, e.message), hint=e.hint)
+    except BlockIOError as e:
+        raise BlockIOError(e.errno, e.offset, "Could not open '%s': %s" % (label, e.message))
     except QimgError as e:
         if isinstance(e, InvalidArgument) and e.message.startswith("Could not open '%s'" % label):
             raise
@@ -608,8 +610,11 @@ def open_spec(name, fmt=None, read_only=True, force_share=False, image_opts=Fals
                 msg = rest[k + 3:]
             elif k >= 0:
                 msg = rest[k + 3:]
-        raise type(e)("Could not open '%s': %s" % (label, msg), hint=e.hint) if type(e) is not QimgError \
-            else QimgError("Could not open '%s': %s" % (label, msg))
+        try:
+            again = type(e)("Could not open '%s': %s" % (label, msg), hint=e.hint)
+        except TypeError:  # a subclass with its own constructor
+            again = QimgError("Could not open '%s': %s" % (label, msg), hint=e.hint)
+        raise again
 
 
 def _open_top(tree, read_only, force_share):
@@ -761,7 +766,11 @@ def _open_format_node(ns, read_only, force_share):
             node = DeviceNode(node)
         fmt = ns.driver
         if fmt is None:
-            fmt = probe_format(node)
+            try:
+                fmt = probe_format(node)
+            except BlockIOError as e:
+                raise BlockIOError(e.errno, e.offset, "Could not read image for determining its format: %s"
+                                   % e.message)
         if fmt == "raw" and ("offset" in ns.options or "size" in ns.options):
             node = _raw_window(ns, node)
         ns.probed = fmt
@@ -775,7 +784,12 @@ def _open_format_node(ns, read_only, force_share):
                 data.close()
                 raise
         else:
-            dev = open_format(shown, node, fmt, read_only)
+            try:
+                dev = open_format(shown, node, fmt, read_only)
+            except BlockIOError as e:
+                if fmt != "qcow2":
+                    raise
+                raise BlockIOError(e.errno, e.offset, "Could not read qcow2 header: %s" % e.message)
     except BaseException:
         node.close()
         raise
