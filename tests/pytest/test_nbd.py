@@ -163,3 +163,9 @@ def test_hostile_server_is_a_clean_error(tmp_path):
     finally:
         t.join()
         srv.close()
+
+
+def test_compare_opens_each_export_once(server, chain):
+    """qemu-nbd serves one client at a time: compare must not connect twice (it would wait)."""
+    proc = qimg("compare", "nbd+unix://?socket=%s" % server.sock, str(chain), check=False, timeout=30)
+    assert (proc.returncode, proc.stdout) == (0, "Images are identical.\n"), proc.stderr

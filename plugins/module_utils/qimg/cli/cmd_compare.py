@@ -69,8 +69,7 @@ def _compare(ctx, args, fmt1, fmt2, cache, flags, prog, objects=(), image_opts=F
         sizes = [d.size for d in devs]
         prog.print_(0, 100)
         try:
-            res = ops_compare.compare_images(args[0], args[1], fmt1=fmt1, fmt2=fmt2, strict="s" in flags,
-                                             force_share="U" in flags)
+            res = ops_compare.compare_devices(devs[0], devs[1], strict="s" in flags)
         except QimgError as err:
             if sizes[0] != sizes[1] and (getattr(err, "offset", None) or 0) >= min(sizes):
                 # the error was in the larger image's tail, after qemu-img's warning (on stdout, which

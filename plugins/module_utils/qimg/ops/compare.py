@@ -195,16 +195,22 @@ def compare_images(filename1, filename2, fmt1=None, fmt2=None, strict=False, for
                     allow_unsafe_backing=allow_unsafe_backing) as dev1:
         with open_image(filename2, fmt2, read_only=True, force_share=force_share,
                         allow_unsafe_backing=allow_unsafe_backing) as dev2:
-            size_mismatch = dev1.size != dev2.size
-            if size_mismatch and strict:
-                return {"result": SIZE_MISMATCH, "offset": None, "size-mismatch": True}
-            common = min(dev1.size, dev2.size)
-            found = _scan(dev1, dev2, 0, common, strict)
-            if found is None and size_mismatch:
-                bigger = dev1 if dev1.size > dev2.size else dev2
-                off = _tail_nonzero(bigger, common, bigger.size)
-                if off is not None:
-                    found = (CONTENT_MISMATCH, off)
-            if found is None:
-                return {"result": IDENTICAL, "offset": None, "size-mismatch": size_mismatch}
-            return {"result": found[0], "offset": found[1], "size-mismatch": size_mismatch}
+            return compare_devices(dev1, dev2, strict)
+
+
+def compare_devices(dev1, dev2, strict=False):
+    """compare_images() of two open devices, which the caller keeps (the CLI has them open
+    already; an NBD server may take one connection at a time, so they are not opened twice)."""
+    size_mismatch = dev1.size != dev2.size
+    if size_mismatch and strict:
+        return {"result": SIZE_MISMATCH, "offset": None, "size-mismatch": True}
+    common = min(dev1.size, dev2.size)
+    found = _scan(dev1, dev2, 0, common, strict)
+    if found is None and size_mismatch:
+        bigger = dev1 if dev1.size > dev2.size else dev2
+        off = _tail_nonzero(bigger, common, bigger.size)
+        if off is not None:
+            found = (CONTENT_MISMATCH, off)
+    if found is None:
+        return {"result": IDENTICAL, "offset": None, "size-mismatch": size_mismatch}
+    return {"result": found[0], "offset": found[1], "size-mismatch": size_mismatch}
