@@ -295,3 +295,17 @@ def test_quorum_like_qemu_img(qemu_img, images):
                          ("'vote-threshold':0", "Parameter 'vote-threshold' expects a value >= 1")]:
         proc = qimg("info", name.replace("'vote-threshold':1", bad), cwd=str(images), check=False)
         assert proc.returncode == 1 and message in proc.stderr
+
+
+def test_file_prefix_with_colons(qemu_img, tmp_path):
+    """iotest 126: file:NAME is the file protocol; a rest that looks like a protocol gets ./"""
+    assert S.file_path("file:image:top.qcow2") == "./image:top.qcow2"
+    assert S.file_path("file:/x/a:b.qcow2") == "/x/a:b.qcow2"
+    qimg("create", "-f", "qcow2", "base.qcow2", "1M", cwd=str(tmp_path))
+    proc = qimg("create", "-f", "qcow2", "-b", "base.qcow2", "-F", "qcow2", "file:image:top.qcow2", cwd=str(tmp_path))
+    assert (tmp_path / "image:top.qcow2").exists(), proc.stderr
+    ours = qimg("info", "file:image:top.qcow2", cwd=str(tmp_path))
+    theirs = subprocess.run(["qemu-img", "info", "file:image:top.qcow2"], cwd=str(tmp_path), stdout=subprocess.PIPE,
+                            universal_newlines=True, check=True)
+    assert _info_lines(ours) == _info_lines(theirs)
+    assert "image: ./image:top.qcow2" in ours.stdout and "(actual path: ./base.qcow2)" in ours.stdout

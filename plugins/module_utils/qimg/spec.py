@@ -488,10 +488,19 @@ def _nbd_legacy(name):
     return out
 
 
+def file_path(name):
+    """The local path a `file:NAME` names (bdrv_parse_filename_strip_prefix): the prefix goes, and a
+    rest that would look like a protocol name again gets "./" in front ("file:a:b" -> "./a:b")."""
+    if not name.startswith("file:"):
+        return name
+    rest = name[5:]
+    return "./" + rest if protocol_of(rest) not in (None, "json") or rest.startswith("json:") else rest
+
+
 def protocol_options(driver, filename):
     """A protocol driver's bdrv_parse_filename(): its options from a pseudo-filename."""
     if driver == "file":
-        return {"filename": filename[5:] if filename.startswith("file:") else filename}
+        return {"filename": file_path(filename)}
     if driver in ("null-co", "null-aio"):
         return {}
     if driver == "nbd":

@@ -240,6 +240,14 @@ def probe_backing(filename, backing_file, backing_fmt=None, open_backing=True):
         return None
 
 
+def _local(filename):
+    """`file:NAME`: the file protocol named explicitly (qemu-img accepts it for a new image too)."""
+    if filename and filename.startswith("file:"):
+        from ..spec import file_path
+        return file_path(filename)
+    return filename
+
+
 def plan_create(filename, fmt, size=None, options=None, backing_file=None, backing_fmt=None, unsafe=False):
     """qemu-img create's checks before it writes, in its order, and its "Formatting" line.
 
@@ -249,6 +257,7 @@ def plan_create(filename, fmt, size=None, options=None, backing_file=None, backi
     """
     if fmt not in CREATE_OPTIONS:
         raise InvalidArgument("Unknown file format '%s'" % fmt)
+    filename = _local(filename)
     optdict = parse_option_string(options) if options is not None else {}
     if size is not None and optdict.get("size") is not None:
         raise InvalidArgument("The image size must be specified only once")
@@ -287,6 +296,7 @@ def refuse_if_in_use(filename):
 def create_image(filename, fmt, size=None, options=None, backing_file=None, backing_fmt=None,
                  unsafe=False, overwrite=True, allow_unsafe_backing=False):
     """Create a raw or qcow2 image (see docs/engine-api.md)."""
+    filename = _local(filename)
     o = normalize_options(fmt, size, options, backing_file, backing_fmt)
     backing_file = o.get("backing_file")
     backing_fmt = o.get("backing_fmt")
