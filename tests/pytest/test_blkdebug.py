@@ -144,9 +144,9 @@ def test_convert_salvage_like_qemu_img(tmp_path):
     qemu_img_create(src, "qcow2", "8M")
     qemu_io(src, "write -P 42 0 8M")
     rules = [("block-status", 4100), ("read", 2000), ("read", 4100), ("read", 6000), ("read", 6001)]
+    rule = "{'event': 'none', 'iotype': '%s', 'errno': 5, 'sector': %d}"
     name = ("json:{'driver': 'blkdebug', 'image': {'driver': 'qcow2', 'file': {'driver': 'file', 'filename': '%s'}},"
-            " 'inject-error': [%s]}" % (src, ", ".join("{'event': 'none', 'iotype': '%s', 'errno': 5, 'sector': %d}"
-                                                      % r for r in rules)))
+            " 'inject-error': [%s]}" % (src, ", ".join(rule % r for r in rules)))
     outs = []
     for tool, out in (("qemu-img", tmp_path / "theirs.raw"), ("ours", tmp_path / "ours.raw")):
         cmd = ["convert", "--salvage", "-O", "raw", name, str(out)]

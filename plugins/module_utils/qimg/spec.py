@@ -648,8 +648,8 @@ _OPTIONS = {
     "quorum": ("vote-threshold", "blkverify", "rewrite-corrupted", "read-pattern"),
 }
 _OPTIONS["null-aio"] = _OPTIONS["null-co"]
-_PREFIX_OPTIONS = {"qcow2": ("overlap-check.",), "blkdebug": ("inject-error.", "set-state.", "take-child-perms.",
-                                                             "unshare-child-perms."),
+_PREFIX_OPTIONS = {"qcow2": ("overlap-check.",),
+                   "blkdebug": ("inject-error.", "set-state.", "take-child-perms.", "unshare-child-perms."),
                    "nbd": ("server.",), "ssh": ("server.", "host-key-check.")}
 _CHILDREN = {"raw": ("file",), "qcow2": ("file", "backing", "data-file"), "blkdebug": ("image",),
              "quorum": ("children",)}
@@ -887,8 +887,7 @@ def build_tree(spec, protocol=False, depth=0):
             raise SpecError("Must specify either driver or file")
     if not is_format(driver) and filename is not None:
         pdrv = _driver_of_prefix(protocol_of(filename) or "") if protocol_of(filename) else None
-        parsed = protocol_options(driver, filename) if (pdrv == driver or driver == "file"
-                                                       or driver == "blkdebug") else None
+        parsed = protocol_options(driver, filename) if pdrv == driver or driver in ("file", "blkdebug") else None
         if parsed is not None:
             if driver != "file":
                 spec.pop("filename")

@@ -192,4 +192,3 @@ def image_name(text, fmt=None, image_opts=False, objects=()):
 
 
 CACHE_MODES = ("none", "off", "writeback", "writethrough", "directsync", "unsafe")
-

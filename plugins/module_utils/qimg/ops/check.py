@@ -38,7 +38,7 @@ def check_image(filename, fmt=None, repair=None, force_share=False):
         raise InvalidArgument("Unknown option for -r")
     writable = repair is not None
     dev = open_layer(filename, fmt, read_only=not writable, force_share=force_share and not writable,
-                      repair=writable)
+                     repair=writable)
     try:
         if dev.format_name != "qcow2":
             raise CheckNotSupported("This image format does not support checks")
