@@ -149,7 +149,7 @@ def test_hostile_server_is_a_clean_error(tmp_path):
 
     def serve():
         for p in payloads:
-            c, _ = srv.accept()
+            c = srv.accept()[0]
             c.sendall(p)
             time.sleep(0.2)
             c.close()

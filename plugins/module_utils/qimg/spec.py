@@ -761,7 +761,7 @@ class NodeSpec(object):
         child = self.children.get("file")
         if child is None or child.driver is None or is_format(child.driver):
             return ""
-        _, strong = self.full_options(backing_overridden)
+        strong = self.full_options(backing_overridden)[1]
         if strong:
             return ""
         return child.exact_filename()

@@ -8,7 +8,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 from .args import image_name, output_format
-from .errors import CommandError, HelpRequested, UsageError
+from .errors import HelpRequested, UsageError
 from .getopt import getopt
 from .output import format_info
 

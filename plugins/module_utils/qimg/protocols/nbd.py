@@ -129,7 +129,7 @@ class NbdNode(ProtocolNode):
         except UnicodeError:
             raise ImageNotFound("address resolution failed for %s:%s: Name or service not known" % (host, port))
         last = None
-        for family, stype, proto, _, sockaddr in infos:
+        for family, stype, proto, _canon, sockaddr in infos:
             s = socket.socket(family, stype, proto)
             s.settimeout(TIMEOUT)
             try:

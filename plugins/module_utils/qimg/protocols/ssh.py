@@ -36,7 +36,7 @@ def open_ssh(node):
     except socket.gaierror as e:
         raise ImageNotFound("address resolution failed for %s:%d: %s" % (host, port, e.strerror))
     last = None
-    for family, stype, proto, _, sockaddr in infos:
+    for family, stype, proto, _canon, sockaddr in infos:
         s = socket.socket(family, stype, proto)
         s.settimeout(CONNECT_TIMEOUT)
         try:
