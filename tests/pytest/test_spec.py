@@ -75,7 +75,7 @@ def test_protocol_names():
     assert S.protocol_options("nbd", "nbd+unix:///e?socket=/tmp/s") == {
         "export": "e", "server": {"type": "unix", "path": "/tmp/s"}}
     assert S.protocol_options("blkdebug", "blkdebug:conf:img") == {"config": "conf", "x-image": "img"}
-    assert S.protocol_options("file", "file:a:b") == {"filename": "a:b"}
+    assert S.protocol_options("file", "file:a:b") == {"filename": "./a:b"}  # as QEMU: not a protocol again
 
 
 def test_tree_backing_null_and_children():
