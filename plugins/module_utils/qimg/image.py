@@ -227,12 +227,14 @@ def open_format(filename, node, fmt=None, read_only=True, repair=False):
     return RawImage(filename, node, read_only)
 
 
-def open_single(filename, fmt=None, read_only=True, force_share=False, repair=False):
+def open_single(filename, fmt=None, read_only=True, force_share=False, repair=False, cache=None):
     """Open one layer (no backing) on a local file, with QEMU's lock held by its node."""
     from .protocols.file import HostFile
     if fmt is not None and fmt not in FORMATS:
         raise InvalidArgument("Could not open '%s': Unknown driver '%s'" % (filename, fmt))
-    node = HostFile(filename, read_only, force_share)
+    # cache: qemu's cache mode for the file (None: the node's default), once the file node has them
+    node = HostFile(filename, read_only, force_share) if cache is None else \
+        HostFile(filename, read_only, force_share, cache=cache)
     try:
         return open_format(filename, node, fmt, read_only, repair)
     except BaseException:
@@ -240,15 +242,15 @@ def open_single(filename, fmt=None, read_only=True, force_share=False, repair=Fa
         raise
 
 
-def open_layer(filename, fmt=None, read_only=True, force_share=False, repair=False):
+def open_layer(filename, fmt=None, read_only=True, force_share=False, repair=False, cache=None):
     """One layer (no backing chain) of whatever open_image accepts."""
     if getattr(filename, "image_opts", False) or isinstance(filename, dict) or is_pseudo_filename(filename):
-        return open_spec(filename, fmt, read_only, force_share, getattr(filename, "image_opts", False))
-    return open_single(filename, fmt, read_only, force_share, repair)
+        return open_spec(filename, fmt, read_only, force_share, getattr(filename, "image_opts", False), cache)
+    return open_single(filename, fmt, read_only, force_share, repair, cache=cache)
 
 
 def open_image(filename, fmt=None, read_only=True, force_share=False, open_backing=True,
-               allow_unsafe_backing=False, image_opts=False):
+               allow_unsafe_backing=False, cache=None, image_opts=False):
     """Open an image and (optionally) its backing chain, depth-limited and loop-checked.
 
     filename: what the user named: a file name, `json:{...}`, a protocol name (nbd://...,
@@ -256,18 +258,19 @@ def open_image(filename, fmt=None, read_only=True, force_share=False, open_backi
     already crumpled options dict (see spec.py). A plain file name takes the direct path.
     Backing files are always opened read-only and with the caller's force_share; a backing name
     read from an image may not use json: or a protocol unless allow_unsafe_backing.
+    cache: qemu's cache mode for the files (None: the default); backing files inherit it.
     """
     image_opts = image_opts or getattr(filename, "image_opts", False)
     if image_opts or isinstance(filename, dict) or is_pseudo_filename(filename):
-        top = open_spec(filename, fmt, read_only, force_share, image_opts)
+        top = open_spec(filename, fmt, read_only, force_share, image_opts, cache)
     else:
-        top = open_single(filename, fmt, read_only, force_share)
+        top = open_single(filename, fmt, read_only, force_share, cache=cache)
         if getattr(filename, "secrets", None) is not None:
             top.secrets = filename.secrets
     if not open_backing:
         return top
     try:
-        _open_backing_chain(top, filename, force_share, allow_unsafe_backing)
+        _open_backing_chain(top, filename, force_share, allow_unsafe_backing, cache)
         return top
     except BaseException:
         top.close()
@@ -309,7 +312,7 @@ def _format_layers(top):
     return dev
 
 
-def _open_backing_chain(top, filename, force_share, allow_unsafe_backing):
+def _open_backing_chain(top, filename, force_share, allow_unsafe_backing, cache=None):
     seen = set()
     dev = _format_layers(top)
     if dev.fd is not None:
@@ -344,7 +347,7 @@ def _open_backing_chain(top, filename, force_share, allow_unsafe_backing):
             raise UnsupportedFeature("Could not open backing file '%s' of '%s': Unknown driver '%s'"
                                      % (name, dev.filename, bfmt))
         if allow_unsafe_backing and is_pseudo_filename(name):
-            backing = open_spec(name, bfmt, True, force_share)
+            backing = open_spec(name, bfmt, True, force_share, cache=cache)
         else:
             path = backing_path(dev)
             if path is None:
@@ -360,7 +363,7 @@ def _open_backing_chain(top, filename, force_share, allow_unsafe_backing):
                 raise UnsafeImage("Could not open backing file '%s' of '%s': the backing chain has a loop"
                                   % (path, dev.filename))
             seen.add(key)
-            backing = open_single(path, bfmt, True, force_share)
+            backing = open_single(path, bfmt, True, force_share, cache=cache)
         dev.backing = backing
         dev = _format_layers(backing)
 
@@ -576,7 +579,7 @@ class WindowNode(object):
         self.node.close()
 
 
-def open_spec(name, fmt=None, read_only=True, force_share=False, image_opts=False):
+def open_spec(name, fmt=None, read_only=True, force_share=False, image_opts=False, cache=None):
     """Open what a specification names (see open_image); one layer plus the layers the spec
     itself names. Errors read "Could not open '<what the user typed>': <reason>"."""
     from . import spec as S
@@ -591,6 +594,8 @@ def open_spec(name, fmt=None, read_only=True, force_share=False, image_opts=Fals
                 crumpled["driver"] = fmt
         tree = S.build_tree(crumpled)
         tree.secrets = getattr(name, "secrets", None)
+        if cache is not None:
+            _default_cache(tree, cache)
         dev = _open_top(tree, read_only, force_share)
         dev.secrets = tree.secrets
         return dev
@@ -678,6 +683,14 @@ def _open_node(ns, read_only, force_share):
     raise SpecError("Unknown driver '%s'" % d)
 
 
+def _default_cache(ns, cache):
+    """The caller's cache mode (-t/-T) for the file nodes a spec does not give cache.* options."""
+    ns.default_cache = cache
+    for child in ns.children.values():
+        if child is not None:
+            _default_cache(child, cache)
+
+
 def _file_cache_mode(ns):
     """The qemu cache mode named by a file node's cache.direct / cache.no-flush, or None (default)."""
     from .spec import opt_bool
@@ -696,7 +709,7 @@ def _open_host_file(ns, read_only, force_share):
     from .protocols.file import HostFile
     from .spec import SpecError
     locking = ns.str("locking", "auto") != "off"
-    mode = _file_cache_mode(ns)
+    mode = _file_cache_mode(ns) or getattr(ns, "default_cache", None)
     if ns.str("aio") == "native" and mode != "none":
         raise SpecError("aio=native was specified, but it requires cache.direct=on, which was not specified.")
     if mode is None:
