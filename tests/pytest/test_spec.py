@@ -309,3 +309,16 @@ def test_file_prefix_with_colons(qemu_img, tmp_path):
                             universal_newlines=True, check=True)
     assert _info_lines(ours) == _info_lines(theirs)
     assert "image: ./image:top.qcow2" in ours.stdout and "(actual path: ./base.qcow2)" in ours.stdout
+
+
+def test_direct_extents_round_data_up_at_eof():
+    """O_DIRECT block status: a data extent ending in a partial alignment block is rounded up."""
+    from qimg.image import DirectExtents
+
+    class Node(object):
+        fd = None
+
+        @staticmethod
+        def extents(offset, n):
+            return [(0, 983040, False), (983040, 65535, True), (1048575, 1, False)]
+    assert DirectExtents(Node(), 4096).extents(0, 1 << 20) == [(0, 983040, False), (983040, 65536, True)]
