@@ -322,3 +322,18 @@ def test_direct_extents_round_data_up_at_eof():
         def extents(offset, n):
             return [(0, 983040, False), (983040, 65535, True), (1048575, 1, False)]
     assert DirectExtents(Node(), 4096).extents(0, 1 << 20) == [(0, 983040, False), (983040, 65536, True)]
+
+
+def test_convert_target_image_opts(qemu_img, images):
+    """convert -n --target-image-opts: the target is a spec (its driver, no -O), as qemu-img."""
+    qemu_img_create(images / "t.qcow2", "qcow2", "1M")
+    proc = qimg("convert", "-n", "--target-image-opts", "a.qcow2", "driver=qcow2,file.filename=t.qcow2",
+                cwd=str(images), check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert subprocess.run(["qemu-img", "compare", "a.qcow2", "t.qcow2"], cwd=str(images)).returncode == 0
+    for args in (["-n", "-O", "qcow2", "--target-image-opts"], ["--target-image-opts"]):
+        theirs = subprocess.run(["qemu-img", "convert"] + args + ["a.qcow2", "driver=qcow2,file.filename=t.qcow2"],
+                                cwd=str(images), stderr=subprocess.PIPE, universal_newlines=True, check=False)
+        ours = qimg(*(["convert"] + args + ["a.qcow2", "driver=qcow2,file.filename=t.qcow2"]), cwd=str(images),
+                    check=False)
+        assert (ours.returncode, ours.stderr.replace("qimg:", "qemu-img:")) == (theirs.returncode, theirs.stderr)

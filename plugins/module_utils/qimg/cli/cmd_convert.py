@@ -73,7 +73,10 @@ def run(argv, ctx):
             objects.append(arg)
         else:
             flags.add(opt)      # C c q n W U object image-opts target-image-opts salvage target-is-zero bitmaps ...
-    out_fmt = out_fmt or "raw"
+    target_opts = "target-image-opts" in flags
+    if target_opts and out_fmt:
+        raise CommandError("--image-opts and --format are mutually exclusive")
+    out_fmt = None if target_opts else (out_fmt or "raw")  # --target-image-opts: the spec names the driver
     quiet, skip_create, copy_range = "q" in flags, "n" in flags, "C" in flags
     checks = [("skip-broken-bitmaps" in flags and "bitmaps" not in flags,
                "Use of --skip-broken-bitmaps requires --bitmaps"),
@@ -86,13 +89,10 @@ def run(argv, ctx):
     for failed, message in checks:
         if failed:
             raise CommandError(message)
-    for name in ("target-image-opts",):
-        if name in flags:
-            raise CommandError("--%s is not supported" % name)
     out_filename = args[-1] if len(args) >= 2 else None
     from ..ops import create as ops_create
     if options is not None and any(i in ("help", "?") for i in split_opt_list(options)):
-        if out_fmt not in ops_create.CREATE_OPTIONS:
+        if out_fmt not in ops_create.CREATE_OPTIONS:  # (with --target-image-opts, -n already refused -o)
             raise CommandError("Unknown file format '%s'" % out_fmt)
         ctx.out(format_option_help(out_fmt, ops_create.CREATE_OPTIONS[out_fmt], out_filename))
         return 0
@@ -136,7 +136,7 @@ def _convert(ctx, sources, out_filename, fmt, out_fmt, base, base_fmt, options, 
 
     # the single place where the sources and the target are named to the engine
     sources = [image_name(name, fmt, "image-opts" in flags, objects) for name in sources]
-    out_filename = image_name(out_filename)
+    out_filename = image_name(out_filename, None, "target-image-opts" in flags, objects)
     plan = ops_convert.prepare_convert(
         sources, out_filename, src_fmt=fmt, out_fmt=out_fmt, options=options, compress="c" in flags,
         backing_file=base, backing_fmt=base_fmt, snapshot=snapshot, target_exists="n" in flags,

@@ -442,7 +442,7 @@ def convert(sources, dest, src_fmt=None, out_fmt="raw", options=None, compress=F
         raise InvalidArgument("Expecting at least one source image")
     if sparse_size < 0 or sparse_size % 512:
         raise InvalidArgument("Invalid buffer size for sparse output specified")
-    opts = normalize_options(out_fmt, None, options, backing_file, backing_fmt)
+    opts = normalize_options(out_fmt or "raw", None, options, backing_file, backing_fmt)  # None: target spec names it
     backing_file = opts.pop("backing_file", None)
     backing_fmt = opts.pop("backing_fmt", None)
     if compress and out_fmt != "qcow2":
