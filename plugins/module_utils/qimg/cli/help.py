@@ -20,9 +20,10 @@ COMMAND_SYNTAX = [
     "[-p] [-q] [-n] [-f fmt] [-t cache] [-T src_cache] [-O output_fmt] [-B backing_file [-F backing_fmt]] [-o options] "
     "[-l snapshot_param] [-S sparse_size] [-r rate_limit] [-m num_coroutines] [-W] [--salvage] "
     "filename [filename2 [...]] output_filename",
-    "create [-q] [-f fmt] [-b backing_file [-F backing_fmt]] [-u] [-o options] filename [size]",
-    "info [-f fmt] [--output=ofmt] [--backing-chain] [-U] filename",
-    "map [-f fmt] [--start-offset=offset] [--max-length=len] [--output=ofmt] [-U] filename",
+    "create [--object objectdef] [-q] [-f fmt] [-b backing_file [-F backing_fmt]] [-u] [-o options] filename [size]",
+    "info [--object objectdef] [--image-opts] [-f fmt] [--output=ofmt] [--backing-chain] [-U] filename",
+    "map [--object objectdef] [--image-opts] [-f fmt] [--start-offset=offset] [--max-length=len] [--output=ofmt] "
+    "[-U] filename",
     "measure [--output=ofmt] [-O output_fmt] [-o options] [--size N | [--object objectdef] [--image-opts] [-f fmt] "
     "[-l snapshot_param] filename]",
 ]
