@@ -2,6 +2,8 @@
 # Set up everything the demo and the tests need, idempotently:
 #   - qemu-img (Debian package qemu-utils), the test oracle, when missing and we are root;
 #   - strace, which the crash-safety tests use to kill an operation before a chosen write;
+#   - btrfs-progs, xfsprogs (and lsattr): loop-mounted btrfs/XFS for the nocow and
+#     extent_size_hint tests;
 #   - a virtualenv in .venv/ with the tools from tests/requirements-dev.txt;
 #   - a pip bootstrap stand-in for ansible-test (scripts/get_pip_standin.py).
 # A stamp file makes a second run fast: the venv is only rebuilt when the
@@ -41,6 +43,21 @@ fi
 if ! command -v strace >/dev/null 2>&1; then
     log "strace is missing: installing strace"
     apt_install strace
+fi
+
+# mkfs.btrfs / mkfs.xfs make the loop-mounted file systems of the nocow and extent-size-hint tests
+PATH="$PATH:/usr/sbin:/sbin"
+if ! command -v mkfs.btrfs >/dev/null 2>&1; then
+    log "mkfs.btrfs is missing: installing btrfs-progs"
+    apt_install btrfs-progs
+fi
+if ! command -v mkfs.xfs >/dev/null 2>&1; then
+    log "mkfs.xfs is missing: installing xfsprogs"
+    apt_install xfsprogs
+fi
+if ! command -v lsattr >/dev/null 2>&1; then
+    log "lsattr is missing: installing e2fsprogs"
+    apt_install e2fsprogs
 fi
 
 if ! "$PYTHON" -m venv --help >/dev/null 2>&1 || ! "$PYTHON" -c 'import ensurepip' >/dev/null 2>&1; then

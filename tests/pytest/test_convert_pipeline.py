@@ -159,7 +159,7 @@ def test_background_writer_orders_callbacks_after_writes(tmp_path):
 @pytest.fixture
 def slow_writes(monkeypatch):
     """Make every background write wait a little, so the reader runs as far ahead as the pool lets it."""
-    from qimg import fileio
+    from qimg.protocols import file as fileio  # the host-file node: the write choke point
     real = fileio.pwritev_all
 
     def slow(fd, offset, buffers):
@@ -216,7 +216,7 @@ def test_many_chunks_into_existing_target(qemu_img, tmp_path, slow_writes):
 
 def test_failed_write_stops_reader_and_leaves_no_output(tmp_path, monkeypatch):
     """A write failing mid-way must not leave the reading thread stuck waiting for a buffer."""
-    from qimg import fileio
+    from qimg.protocols import file as fileio  # the host-file node: the write choke point
     from qimg.errors import QimgError
     from qimg.ops.convert import convert
     src, size = _many_chunks_source(tmp_path)

@@ -123,18 +123,22 @@ def file_extents(fd, offset, length):
     return out
 
 
-def punch_hole(fd, offset, length):
-    """Deallocate a file range (reads back zeros). Falls back to writing zeros."""
+def punch_hole(fd, offset, length, fallback=True):
+    """Deallocate a file range (reads back zeros). Falls back to writing zeros, unless fallback
+    is False: then returns whether the range was deallocated."""
     try:
         import ctypes
         libc = ctypes.CDLL(None, use_errno=True)  # the C library already loaded (no ldconfig subprocess)
         fallocate = libc.fallocate
         fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
         if fallocate(fd, _PUNCH_HOLE | _KEEP_SIZE, offset, length) == 0:
-            return
+            return True
     except (OSError, AttributeError, ImportError):
         pass
+    if not fallback:
+        return False
     write_zero_data(fd, offset, length)
+    return True
 
 
 def write_zero_data(fd, offset, length):
@@ -193,8 +197,10 @@ class BackgroundWriter(object):
     """
 
     def __init__(self, fd, max_pending=2):
+        """fd: a file descriptor, or a protocol node (its pwritev, e.g. aligned for O_DIRECT)."""
         import threading
         self.fd = fd
+        self.write = fd.pwritev if hasattr(fd, "pwritev") else self._pwritev_fd
         self.queue = _queue_module().Queue(maxsize=max_pending)
         self.error = None
         self.thread = threading.Thread(target=self._run, name="qimg-writer")
@@ -211,9 +217,12 @@ class BackgroundWriter(object):
                 callback()
             elif self.error is None:
                 try:
-                    pwritev_all(self.fd, offset, buffers)
+                    self.write(offset, buffers)
                 except BaseException as e:  # re-raised in the submitting thread
                     self.error = e
+
+    def _pwritev_fd(self, offset, buffers):
+        pwritev_all(self.fd, offset, buffers)
 
     def submit(self, offset, buffers):
         if self.error is not None:

@@ -215,28 +215,30 @@ def full_backing_path(overlay_filename, backing_name):
     return os.path.join(base_dir, backing_name) if base_dir else backing_name
 
 
-def open_format(filename, node, fmt=None, read_only=True, repair=False):
+def open_format(filename, node, fmt=None, read_only=True, repair=False, open_data_file=True, data_file=None):
     """The format driver `fmt` (probed when None) over an open protocol node; on failure the
-    node is left open for the caller to close."""
+    node is left open for the caller to close. qcow2 only: data_file is an opened node for its
+    external data file (else the one its header names is opened, unless open_data_file is False)."""
     from .formats.qcow2 import Qcow2Image
     from .formats.raw import RawImage
     if fmt is None:
         fmt = probe_format(node)
     if fmt == "qcow2":
-        return Qcow2Image(filename, node, read_only, repair=repair)
+        return Qcow2Image(filename, node, read_only, repair=repair, data_file=data_file,
+                          open_data_file=open_data_file)
     return RawImage(filename, node, read_only)
 
 
-def open_single(filename, fmt=None, read_only=True, force_share=False, repair=False, cache=None):
-    """Open one layer (no backing) on a local file, with QEMU's lock held by its node."""
+def open_single(filename, fmt=None, read_only=True, force_share=False, repair=False, open_data_file=True,
+                cache=None):
+    """Open one layer (no backing) on a local file, with QEMU's lock held by its node.
+    cache: qemu's cache mode for the file (protocols/cache.py; None = writeback)."""
     from .protocols.file import HostFile
     if fmt is not None and fmt not in FORMATS:
         raise InvalidArgument("Could not open '%s': Unknown driver '%s'" % (filename, fmt))
-    # cache: qemu's cache mode for the file (None: the node's default), once the file node has them
-    node = HostFile(filename, read_only, force_share) if cache is None else \
-        HostFile(filename, read_only, force_share, cache=cache)
+    node = HostFile(filename, read_only, force_share, cache=cache)
     try:
-        return open_format(filename, node, fmt, read_only, repair)
+        return open_format(filename, node, fmt, read_only, repair, open_data_file)
     except BaseException:
         node.close()
         raise
@@ -250,7 +252,7 @@ def open_layer(filename, fmt=None, read_only=True, force_share=False, repair=Fal
 
 
 def open_image(filename, fmt=None, read_only=True, force_share=False, open_backing=True,
-               allow_unsafe_backing=False, cache=None, image_opts=False):
+               allow_unsafe_backing=False, open_data_file=True, cache=None, image_opts=False):
     """Open an image and (optionally) its backing chain, depth-limited and loop-checked.
 
     filename: what the user named: a file name, `json:{...}`, a protocol name (nbd://...,
@@ -264,13 +266,13 @@ def open_image(filename, fmt=None, read_only=True, force_share=False, open_backi
     if image_opts or isinstance(filename, dict) or is_pseudo_filename(filename):
         top = open_spec(filename, fmt, read_only, force_share, image_opts, cache)
     else:
-        top = open_single(filename, fmt, read_only, force_share, cache=cache)
+        top = open_single(filename, fmt, read_only, force_share, open_data_file=open_data_file, cache=cache)
         if getattr(filename, "secrets", None) is not None:
             top.secrets = filename.secrets
     if not open_backing:
         return top
     try:
-        _open_backing_chain(top, filename, force_share, allow_unsafe_backing, cache)
+        _open_backing_chain(top, filename, force_share, allow_unsafe_backing, cache, open_data_file)
         return top
     except BaseException:
         top.close()
@@ -312,7 +314,7 @@ def _format_layers(top):
     return dev
 
 
-def _open_backing_chain(top, filename, force_share, allow_unsafe_backing, cache=None):
+def _open_backing_chain(top, filename, force_share, allow_unsafe_backing, cache=None, open_data_file=True):
     seen = set()
     dev = _format_layers(top)
     if dev.fd is not None:
@@ -363,7 +365,7 @@ def _open_backing_chain(top, filename, force_share, allow_unsafe_backing, cache=
                 raise UnsafeImage("Could not open backing file '%s' of '%s': the backing chain has a loop"
                                   % (path, dev.filename))
             seen.add(key)
-            backing = open_single(path, bfmt, True, force_share, cache=cache)
+            backing = open_single(path, bfmt, True, force_share, open_data_file=open_data_file, cache=cache)
         dev.backing = backing
         dev = _format_layers(backing)
 
@@ -824,11 +826,7 @@ def _open_format_node(ns, read_only, force_share):
 
 
 def _qcow2_with_data_file(shown, node, read_only, data):
-    from .formats.qcow2 import Qcow2Image
-    try:
-        return Qcow2Image(shown, node, read_only, data_file=data)
-    except TypeError:
-        raise UnsupportedFeature("Could not open '%s': external data files are not supported" % shown)
+    return open_format(shown, node, "qcow2", read_only, data_file=data)
 
 
 def _raw_window(ns, node):

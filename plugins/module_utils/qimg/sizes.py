@@ -60,3 +60,92 @@ def human_size(n):
         return "%d %s" % (n, units[0])
     text = "%0.3g" % value
     return "%s %s" % (text, units[idx])
+
+
+# ---------------------------------------------------------------------------------------------
+# qemu_strtosz(), as qemu-img's cvtnum() and the size-typed -o options read sizes.
+
+_SUFFIX_SHIFT = {"b": 0, "k": 10, "m": 20, "g": 30, "t": 40, "p": 50, "e": 60}
+
+
+_HEX = "0123456789abcdefABCDEF"
+
+
+def _strtou64(text, base):
+    """qemu_strtou64() on a prefix: (value or None on ERANGE, consumed, rest); None: no digits."""
+    i = 0
+    while i < len(text) and text[i] in " \t\n\v\f\r":
+        i += 1
+    start = i
+    if i < len(text) and text[i] in "+-":
+        i += 1
+    if base == 16 and text[i:i + 2] in ("0x", "0X") and text[i + 2:i + 3] and text[i + 2] in _HEX:
+        i += 2
+    digits = "0123456789" if base == 10 else _HEX
+    j = i
+    while j < len(text) and text[j] in digits:
+        j += 1
+    if j == i:
+        return None
+    value = int(text[i:j], base)
+    if value > (1 << 64) - 1:
+        value = None
+    return value, text[start:j], text[j:]
+
+
+def strtosz(text):
+    """qemu_strtosz() without an end pointer: (bytes, hexwarn).
+
+    hexwarn is set for a hex number with a suffix (accepted, deprecated in qemu 7.2).
+    Raises ValueError (qemu's EINVAL) or OverflowError (ERANGE).
+    """
+    parsed = _strtou64(text, 10)
+    if parsed is None:
+        raise ValueError(text)
+    val, consumed, rest = parsed
+    if val is None:
+        if rest:
+            raise ValueError(text)
+        raise OverflowError(text)
+    if "-" in consumed:
+        raise ValueError(text)
+    valf = 0
+    hexwarn = False
+    if val == 0 and rest[:1] in ("x", "X"):
+        val, consumed, rest = _strtou64(text, 16)
+        if val is None:
+            if rest:
+                raise ValueError(text)
+            raise OverflowError(text)
+        if rest[:1] == ".":
+            raise ValueError(text)
+        hexwarn = bool(rest[:1]) and rest[:1].lower() in _SUFFIX_SHIFT
+    elif rest[:1] == ".":
+        import re  # here, not at the top: re and enum cost a few ms of every start
+        m = re.match(r"\.[0-9]*", rest)
+        if m.group(0) == ".":
+            rest = rest[1:]                 # "1.k": strtod() fails, the dot is skipped
+        else:
+            if re.match(r"[eE][+-]?[0-9]", rest[m.end():]):
+                raise ValueError(text)      # an exponent makes the whole input invalid
+            valf = int(float("0" + m.group(0)) * (1 << 64))
+            rest = rest[m.end():]
+    shift = _SUFFIX_SHIFT.get(rest[:1].lower()) if rest else None
+    if shift is None:
+        shift = 0
+    else:
+        rest = rest[1:]
+    if shift == 0:
+        if valf:
+            raise ValueError(text)
+        if rest:
+            raise ValueError(text)
+        return val, hexwarn
+    mul = 1 << shift
+    frac = valf * mul
+    total = val * mul + (frac >> 64) + ((frac >> 63) & 1)   # round 0.5 up
+    if total >= 1 << 64:
+        raise OverflowError(text)
+    if rest:
+        raise ValueError(text)
+    return total, hexwarn

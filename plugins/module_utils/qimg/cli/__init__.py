@@ -66,6 +66,11 @@ def __getattr__(name):
     return getattr(_submodule(mod), real)
 
 
+def _typed_message(message):
+    args = sys.modules.get(__name__ + ".args")   # loaded when a command named an image
+    return message if args is None else args.typed_message(message)
+
+
 def _submodule(name):
     # __import__ rather than importlib.import_module: importlib's package costs a start-up
     return __import__(name, globals(), None, ["__name__"], 1)
@@ -135,10 +140,11 @@ def main(argv=None):
         err("%s: %s\nTry '%s --help' for more information\n" % (prog, exc, prog))
         return 1
     except CommandError as exc:
-        err("".join("%s: %s\n" % (prog, line) for line in exc.lines) + "".join(exc.hint))
+        lines = [_typed_message(exc.lines[0])] + exc.lines[1:]
+        err("".join("%s: %s\n" % (prog, line) for line in lines) + "".join(exc.hint))
         return exc.code
     except QimgError as exc:
-        err("%s: %s\n" % (prog, exc.message) + "".join(h + "\n" for h in exc.hint))
+        err("%s: %s\n" % (prog, _typed_message(exc.message)) + "".join(h + "\n" for h in exc.hint))
         return 1
     except KeyboardInterrupt:
         err("%s: interrupted\n" % prog)

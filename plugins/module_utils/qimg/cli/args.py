@@ -8,6 +8,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+from ..sizes import strtosz  # qemu_strtosz(): in the engine, the -o size options need it too
 from .errors import CommandError
 
 
@@ -17,92 +18,6 @@ SIZE_HINT = ("You may use k, M, G, T, P or E suffixes for",
 
 
 INT64_MAX = (1 << 63) - 1
-
-
-_SUFFIX_SHIFT = {"b": 0, "k": 10, "m": 20, "g": 30, "t": 40, "p": 50, "e": 60}
-
-
-_HEX = "0123456789abcdefABCDEF"
-
-
-def _strtou64(text, base):
-    """qemu_strtou64() on a prefix: (value or None on ERANGE, consumed, rest); None: no digits."""
-    i = 0
-    while i < len(text) and text[i] in " \t\n\v\f\r":
-        i += 1
-    start = i
-    if i < len(text) and text[i] in "+-":
-        i += 1
-    if base == 16 and text[i:i + 2] in ("0x", "0X") and text[i + 2:i + 3] and text[i + 2] in _HEX:
-        i += 2
-    digits = "0123456789" if base == 10 else _HEX
-    j = i
-    while j < len(text) and text[j] in digits:
-        j += 1
-    if j == i:
-        return None
-    value = int(text[i:j], base)
-    if value > (1 << 64) - 1:
-        value = None
-    return value, text[start:j], text[j:]
-
-
-def strtosz(text):
-    """qemu_strtosz() without an end pointer: (bytes, hexwarn).
-
-    hexwarn is set for a hex number with a suffix (accepted, deprecated in qemu 7.2).
-    Raises ValueError (qemu's EINVAL) or OverflowError (ERANGE).
-    """
-    parsed = _strtou64(text, 10)
-    if parsed is None:
-        raise ValueError(text)
-    val, consumed, rest = parsed
-    if val is None:
-        if rest:
-            raise ValueError(text)
-        raise OverflowError(text)
-    if "-" in consumed:
-        raise ValueError(text)
-    valf = 0
-    hexwarn = False
-    if val == 0 and rest[:1] in ("x", "X"):
-        val, consumed, rest = _strtou64(text, 16)
-        if val is None:
-            if rest:
-                raise ValueError(text)
-            raise OverflowError(text)
-        if rest[:1] == ".":
-            raise ValueError(text)
-        hexwarn = bool(rest[:1]) and rest[:1].lower() in _SUFFIX_SHIFT
-    elif rest[:1] == ".":
-        import re  # here, not at the top: re and enum cost a few ms of every start
-        m = re.match(r"\.[0-9]*", rest)
-        if m.group(0) == ".":
-            rest = rest[1:]                 # "1.k": strtod() fails, the dot is skipped
-        else:
-            if re.match(r"[eE][+-]?[0-9]", rest[m.end():]):
-                raise ValueError(text)      # an exponent makes the whole input invalid
-            valf = int(float("0" + m.group(0)) * (1 << 64))
-            rest = rest[m.end():]
-    shift = _SUFFIX_SHIFT.get(rest[:1].lower()) if rest else None
-    if shift is None:
-        shift = 0
-    else:
-        rest = rest[1:]
-    if shift == 0:
-        if valf:
-            raise ValueError(text)
-        if rest:
-            raise ValueError(text)
-        return val, hexwarn
-    mul = 1 << shift
-    frac = valf * mul
-    total = val * mul + (frac >> 64) + ((frac >> 63) & 1)   # round 0.5 up
-    if total >= 1 << 64:
-        raise OverflowError(text)
-    if rest:
-        raise ValueError(text)
-    return total, hexwarn
 
 
 def cvtnum(name, value, warn=None):
@@ -171,24 +86,68 @@ def snapshot_opts(text):
     return text
 
 
-def image_name(text, fmt=None, image_opts=False, objects=()):
+# engine path -> the name as typed, for messages (see typed_message)
+_TYPED = {}
+
+
+def image_name(text, role="open", fmt=None, image_opts=False, objects=()):
     """A command-line image name as the engine's opener takes it.
 
-    The one place a filename typed by the user becomes an image spec: the name itself, or (with
-    --image-opts or --object) a spec.ImageName carrying them; json: and protocol names need
-    nothing more (the opener reads them). Names read from images never pass through here.
-    qemu-img's check of the combination comes first.
+    The one place a filename typed by the user becomes an image spec (names read from images never
+    pass through this function). ``role`` is "open" (an image to open), "create" (the image create
+    makes) or "target" (convert's output): qemu words an unknown protocol prefix differently for
+    each. json: and protocol names go to the opener as they are; with --image-opts (``image_opts``)
+    or --object texts (``objects``) the result is a spec.ImageName carrying them.
     """
     if image_opts and fmt:
         raise CommandError("--image-opts and --format are mutually exclusive")
+    path = text if image_opts else _plain_name(text, role)
     if not image_opts and not objects:
-        return text
+        return path
     from ..spec import ImageName
     secrets = None
     if objects:
         from ..crypto.secrets import store_from_objects
         secrets = store_from_objects(objects)
-    return ImageName(text, image_opts=image_opts, secrets=secrets)
+    return ImageName(path, image_opts=image_opts, secrets=secrets)
+
+
+def _plain_name(text, role):
+    path = strip_file_protocol(text)
+    if path is text:
+        colon = text.find(":")
+        if colon > 0 and "/" not in text[:colon]:
+            from ..errors import InvalidArgument
+            from ..image import _PROTOCOLS
+            prefix = text[:colon]
+            if prefix not in _PROTOCOLS:
+                message = "Unknown protocol '%s'" % prefix
+                raise InvalidArgument(message if role != "open" else "Could not open '%s': %s" % (text, message))
+    elif path != text:
+        _TYPED[path] = text
+    return path
+
+
+def typed_message(message):
+    """An engine message about a name given as ``file:NAME``: qemu names the typed name first."""
+    for path, text in _TYPED.items():
+        head = "Could not open '%s': " % path
+        if message.startswith(head):
+            return "Could not open '%s': %s" % (text, message[len(head):])
+    return message
+
+
+def strip_file_protocol(text):
+    """``file:NAME`` names the local file NAME (QEMU's file protocol prefix, which is how a name with
+    a colon is written unambiguously). The rest of a name that would itself read as a protocol
+    prefix (a colon before any slash) gets "./", as QEMU shows it (``file:a:b`` -> ``./a:b``)."""
+    if not text.startswith("file:"):
+        return text
+    name = text[5:]
+    colon = name.find(":")
+    if colon >= 0 and "/" not in name[:colon]:
+        name = "./" + name
+    return name
 
 
 CACHE_MODES = ("none", "off", "writeback", "writethrough", "directsync", "unsafe")

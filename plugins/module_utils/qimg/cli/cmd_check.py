@@ -57,13 +57,14 @@ def run(argv, ctx):
     if cache not in CACHE_MODES:
         raise CommandError("Invalid source cache option: %s" % cache)
     from ..ops import check as ops_check
-    filename = image_name(filename, fmt, image_opts, objects)   # the single place the image's name reaches the engine
+    # the single place the image's name reaches the engine
+    filename = image_name(filename, fmt=fmt, image_opts=image_opts, objects=objects)
     # qemu-img opens the whole chain first: a missing backing file fails the check
     probed = ops_check.probe_format(filename, fmt)
     if repair is not None and probed["probed-raw"]:
         ctx.err(PROBED_RAW_WARNING % filename)
     try:
-        res = ops_check.check_image(filename, fmt=fmt, repair=repair, force_share=share)
+        res = ops_check.check_image(filename, fmt=fmt, repair=repair, force_share=share, cache=cache)
     except ops_check.CheckNotSupported as err:
         raise CommandError(err.message, code=ops_check.EXIT_UNSUPPORTED)
     if res["messages"]:

@@ -52,7 +52,7 @@ def _compare(ctx, args, fmt1, fmt2, cache, flags, prog, objects=(), image_opts=F
     from ..ops import compare as ops_compare
     quiet = "q" in flags
     # the single place the names reach the engine
-    args = [image_name(a, f, image_opts, objects) for a, f in zip(args, (fmt1, fmt2))]
+    args = [image_name(a, fmt=f, image_opts=image_opts, objects=objects) for a, f in zip(args, (fmt1, fmt2))]
 
     def say(text):
         if not quiet:
@@ -63,7 +63,7 @@ def _compare(ctx, args, fmt1, fmt2, cache, flags, prog, objects=(), image_opts=F
     try:
         for name, fmt in ((args[0], fmt1), (args[1], fmt2)):
             try:
-                devs.append(open_image(name, fmt, read_only=True, force_share="U" in flags))
+                devs.append(open_image(name, fmt, read_only=True, force_share="U" in flags, cache=cache))
             except QimgError as err:
                 raise CommandError(err.message, code=2, hint=[h + "\n" for h in err.hint])
         sizes = [d.size for d in devs]

@@ -107,7 +107,7 @@ def run(argv, ctx):
     ok = False
     try:
         code = _convert(ctx, args[:-1], out_filename, fmt, out_fmt, base, base_fmt, options, snapshot, cache,
-                        min_sparse, flags, (progress, prog), objects)
+                        min_sparse, flags, (progress, prog), src_cache, objects)
         ok = code == 0
         return code
     finally:
@@ -124,7 +124,7 @@ def _salvage_warning(ctx, flags):
 
 
 def _convert(ctx, sources, out_filename, fmt, out_fmt, base, base_fmt, options, snapshot, cache, min_sparse, flags,
-             progress, objects=()):
+             progress, src_cache=None, objects=()):
     from ..errors import QimgError
     from ..ops import convert as ops_convert
     printer = {}
@@ -135,13 +135,13 @@ def _convert(ctx, sources, out_filename, fmt, out_fmt, base, base_fmt, options, 
                 progress[0], ctx, progress[1], devs, min_sparse, "c" in flags, typed.get("cluster_size", 65536))
 
     # the single place where the sources and the target are named to the engine
-    sources = [image_name(name, fmt, "image-opts" in flags, objects) for name in sources]
-    out_filename = image_name(out_filename, None, "target-image-opts" in flags, objects)
+    sources = [image_name(name, fmt=fmt, image_opts="image-opts" in flags, objects=objects) for name in sources]
+    out_filename = image_name(out_filename, "target", image_opts="target-image-opts" in flags, objects=objects)
     plan = ops_convert.prepare_convert(
         sources, out_filename, src_fmt=fmt, out_fmt=out_fmt, options=options, compress="c" in flags,
         backing_file=base, backing_fmt=base_fmt, snapshot=snapshot, target_exists="n" in flags,
         target_is_zero="target-is-zero" in flags, bitmaps="bitmaps" in flags, cache=cache,
-        force_share="U" in flags, inspect=inspect)
+        force_share="U" in flags, inspect=inspect, src_cache=src_cache)
     if plan["skip"]:
         ctx.err("%s: %s\n" % (ctx.prog, plan["skip"]))
         return 0
@@ -150,7 +150,8 @@ def _convert(ctx, sources, out_filename, fmt, out_fmt, base, base_fmt, options, 
                             compress="c" in flags, sparse_size=min_sparse, snapshot=snapshot,
                             backing_file=base, backing_fmt=base_fmt, target_exists="n" in flags,
                             target_is_zero="target-is-zero" in flags, progress=printer.get("report"),
-                            force_share="U" in flags, salvage=_salvage_warning(ctx, flags))
+                            force_share="U" in flags, cache=cache, src_cache=src_cache, warn=ctx.warn,
+                            salvage=_salvage_warning(ctx, flags))
     except QimgError as err:
         if err.message == "Output image is too small":
             raise CommandError("output file is smaller than input file")

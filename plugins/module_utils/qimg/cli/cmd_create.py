@@ -49,14 +49,15 @@ def run(argv, ctx):
     if len(args) > 2:
         raise UsageError("Unexpected argument: %s" % args[2])
     from ..ops import create as ops_create
-    filename = image_name(filename, objects=objects)   # the single place the new image's name reaches the engine
     try:
-        plan = ops_create.plan_create(filename, fmt, size=size, options=options, backing_file=base,
+        # the single place the new image's name reaches the engine
+        path = image_name(filename, "create", objects=objects)
+        plan = ops_create.plan_create(path, fmt, size=size, options=options, backing_file=base,
                                       backing_fmt=base_fmt, unsafe=unsafe)
         if not quiet and plan["pairs"] is not None:
             ctx.out(format_formatting_line(filename, fmt, plan["pairs"], plan["types"]))
-        ops_create.create_image(filename, fmt, size=size, options=plan["options"], backing_file=base,
-                                backing_fmt=base_fmt, unsafe=unsafe)
+        ops_create.create_image(path, fmt, size=size, options=plan["options"], backing_file=base,
+                                backing_fmt=base_fmt, unsafe=unsafe, warn=ctx.warn)
     except Exception as err:
         _reraise_with_prefix(err, filename)
     return 0

@@ -39,6 +39,7 @@ def run(argv, ctx):
         raise UsageError("Expecting one image file name")
     output = output_format(output)
     from ..ops import info as ops_info
-    data = ops_info.image_info(image_name(args[0], fmt, image_opts, objects), fmt=fmt, backing_chain=chain, force_share=share)
+    name = image_name(args[0], fmt=fmt, image_opts=image_opts, objects=objects)
+    data = ops_info.image_info(name, fmt=fmt, backing_chain=chain, force_share=share)
     ctx.out(format_info(data, output))
     return 0

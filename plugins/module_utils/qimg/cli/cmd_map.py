@@ -41,8 +41,8 @@ def run(argv, ctx):
         raise UsageError("Expecting one image file name")
     output = output_format(output)
     from ..ops import map as ops_map
-    entries = ops_map.iter_map(image_name(args[0], fmt, image_opts, objects), fmt=fmt, start_offset=start, max_length=max_length,
-                               force_share=share)
+    name = image_name(args[0], fmt=fmt, image_opts=image_opts, objects=objects)
+    entries = ops_map.iter_map(name, fmt=fmt, start_offset=start, max_length=max_length, force_share=share)
     error = write_map(ctx.out, entries, output, start)
     if error:
         raise CommandError(error)

@@ -72,7 +72,7 @@ def run(argv, ctx):
         raise CommandError("Either --size N or one filename must be specified.")
     if filename is not None:
         from ..ops.convert import open_sources
-        filename = image_name(filename, fmt, image_opts, objects)   # the single place the image's name reaches the engine
+        filename = image_name(filename, fmt=fmt, image_opts=image_opts, objects=objects)   # the single place the image's name reaches the engine
         open_sources([filename], fmt, share, snapshot)[0].close()
     from ..errors import InvalidArgument
     from ..ops import create as ops_create
@@ -88,7 +88,9 @@ def run(argv, ctx):
             optdict = ops_create.parse_option_string(options)
             typed = ops_create.normalize_options(out_fmt, None, optdict)
         except InvalidArgument as err:
-            raise CommandError([err.message, "Invalid options for file format '%s'" % out_fmt])
+            # qemu: the message, its hint, then its own line
+            raise CommandError(err.message, hint=[h + "\n" for h in err.hint]
+                               + ["%s: Invalid options for file format '%s'\n" % (ctx.prog, out_fmt)])
     else:
         typed = {}
     if size is not None:

@@ -8,7 +8,6 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import itertools
 import time
 
 
@@ -243,6 +242,7 @@ def format_map(entries, output, start_offset=0):
 def write_map(write, entries, output, start_offset=0):
     """Write ``map`` output piece by piece as entries arrive; returns an error message or None."""
     empty = {"start": start_offset, "length": 0, "depth": 0, "present": False, "zero": False, "data": False}
+    import itertools
     entries = iter(entries)
     first = next(entries, None)  # opens the image: a failure comes before any output
     entries = itertools.chain([first] if first is not None else [], entries)

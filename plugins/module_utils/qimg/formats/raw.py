@@ -7,11 +7,9 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import os
-
 from ..errors import InvalidArgument, QimgError
 from ..image import DATA, ZERO, BlockDevice, Extent
-from ..fileio import write_zero_data
+from ..protocols.cache import write_zeros
 
 
 class RawImage(BlockDevice):
@@ -71,19 +69,19 @@ class RawImage(BlockDevice):
         return self.file.allocated_bytes()
 
 
-def create_raw(fd, size, preallocation="off"):
-    """Size an empty file descriptor as a raw image with the given preallocation."""
+def create_raw(file, size, preallocation="off"):
+    """Size an empty file (a protocol node) as a raw image with the given preallocation."""
     if preallocation not in ("off", "falloc", "full"):
         raise InvalidArgument("Invalid parameter '%s'" % preallocation)
     try:
-        os.ftruncate(fd, size)
+        file.truncate(size)
         if preallocation == "falloc" and size:
-            os.posix_fallocate(fd, 0, size)
+            file.allocate(0, size)
         elif preallocation == "full" and size:
-            write_zero_data(fd, 0, size)
+            write_zeros(file, 0, size)
         if preallocation != "full" and size:
             # QEMU's file driver allocates the first block of a file it grows from 0 (for its alignment
             # probing): `qemu-img map` of a new raw image shows that block as data
-            os.pwrite(fd, bytes(min(size, 512 if size < 4096 else 4096)), 0)
+            file.pwrite(0, bytes(min(size, 512 if size < 4096 else 4096)))
     except OSError as e:
         raise QimgError("Could not preallocate image: %s" % e.strerror)

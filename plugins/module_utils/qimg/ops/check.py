@@ -10,6 +10,7 @@ __metaclass__ = type
 from ..errors import InvalidArgument, UnsupportedFeature
 from ..formats.qcow2.check import check as qcow2_check
 from ..image import open_image, open_layer
+from ..protocols.cache import cache_mode
 
 EXIT_CLEAN = 0
 EXIT_ERROR = 1
@@ -30,15 +31,19 @@ def probe_format(filename, fmt=None):
         return {"format": dev.format_name, "probed-raw": fmt is None and dev.format_name == "raw"}
 
 
-def check_image(filename, fmt=None, repair=None, force_share=False):
+def check_image(filename, fmt=None, repair=None, force_share=False, cache=None):
     """Check an image. Returns a dict in qemu-img's `check --output=json` shape plus
     "messages" (the lines qemu-img prints to stderr), "exit-code" and, after a repair,
-    "repaired": {"leaks": n, "corruptions": n} found in the first pass."""
+    "repaired": {"leaks": n, "corruptions": n} found in the first pass.
+
+    cache: the image's cache mode (qemu-img check's `-T`, default writeback: a repair is synced
+    before this returns)."""
+    mode = cache_mode(cache, source=True)
     if repair not in (None, "leaks", "all"):
         raise InvalidArgument("Unknown option for -r")
     writable = repair is not None
     dev = open_layer(filename, fmt, read_only=not writable, force_share=force_share and not writable,
-                     repair=writable)
+                     repair=writable, cache=mode)
     try:
         if dev.format_name != "qcow2":
             raise CheckNotSupported("This image format does not support checks")

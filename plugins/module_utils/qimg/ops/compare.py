@@ -22,8 +22,11 @@ except ImportError:  # Python 2 spelling, for sanity tests on old interpreters
 from ..errors import BlockIOError
 from ..fileio import BufferPool, zero_view
 from ..image import chain_block_status, open_image
+from ..protocols.cache import cache_mode
 
-CHUNK = 8 << 20
+CHUNK = 8 << 20          # guest bytes per block status step of a tail scan
+WINDOW = 64 << 20        # guest bytes whose block status is taken at once
+BUF = 2 << 20            # bytes of each image read per step (qemu-img compare reads 2 MiB too)
 SECTOR = 512
 
 IDENTICAL = "identical"
@@ -76,19 +79,21 @@ def _fill(dev, zero, buf, pos, p, q):
 
 
 def _chunks(dev1, dev2, start, end, strict, pool, stop):
-    """Yield (pos, ranges, bufs, status_mismatch) per chunk: bufs (a pooled pair, or None) hold
+    """Yield (pos, ranges, bufs, status_mismatch) per buffer: bufs (a pooled pair, or None) hold
     both contents of each range [lo, hi) (offsets from pos) to compare; status_mismatch is the
     offset of a strict-mode block status mismatch, which ends the scan after those ranges.
-    Ranges that read as zeros in both images are skipped without reading."""
-    pos = start
-    while pos < end and not stop.is_set():
-        n = min(CHUNK, end - pos)
-        st1, st2 = _status(dev1, pos, n), _status(dev2, pos, n)
+
+    Block status is taken a window at a time; ranges that read as zeros in both images are
+    skipped without reading, and only the rest fills buffers of BUF bytes (small buffers: page
+    faults on big fresh ones cost more than the extra steps)."""
+    wpos = start
+    while wpos < end and not stop.is_set():
+        wend = min(end, wpos + WINDOW)
+        st1, st2 = _status(dev1, wpos, wend - wpos), _status(dev2, wpos, wend - wpos)
         i = j = 0
-        p = pos
-        ranges = []
-        bufs = None
-        while p < pos + n:
+        p = wpos
+        bpos, ranges, bufs = None, [], None
+        while p < wend:
             while st1[i][1] <= p:
                 i += 1
             while st2[j][1] <= p:
@@ -96,19 +101,28 @@ def _chunks(dev1, dev2, start, end, strict, pool, stop):
             s1, s2 = st1[i], st2[j]
             q = min(s1[1], s2[1])
             if strict and (s1[2], s1[3]) != (s2[2], s2[3]):
-                yield pos, ranges, bufs, p
+                yield (p if bpos is None else bpos), ranges, bufs, p
                 return
-            if not (s1[3] and s2[3]):
-                if bufs is None:
+            if s1[3] and s2[3]:
+                p = q
+                continue
+            while p < q:
+                if bpos is not None and p >= bpos + BUF:
+                    yield bpos, ranges, bufs, None
+                    bpos, ranges, bufs = None, [], None
+                if bpos is None:
                     bufs = pool.get(stop)
                     if bufs is None:
                         return
-                _fill(dev1, s1[3], bufs[0], pos, p, q)
-                _fill(dev2, s2[3], bufs[1], pos, p, q)
-                ranges.append((p - pos, q - pos))
-            p = q
-        yield pos, ranges, bufs, None
-        pos += n
+                    bpos = p
+                r = min(q, bpos + BUF)
+                _fill(dev1, s1[3], bufs[0], bpos, p, r)
+                _fill(dev2, s2[3], bufs[1], bpos, p, r)
+                ranges.append((p - bpos, r - bpos))
+                p = r
+        if bpos is not None:
+            yield bpos, ranges, bufs, None
+        wpos = wend
 
 
 def _read_ahead(make_gen, depth=2):
@@ -150,7 +164,7 @@ def _read_ahead(make_gen, depth=2):
 
 def _scan(dev1, dev2, start, end, strict):
     """Compare [start, end) of both; returns (kind, offset) or None when equal."""
-    pool = BufferPool(4, lambda: (bytearray(CHUNK), bytearray(CHUNK)))
+    pool = BufferPool(4, lambda: (bytearray(BUF), bytearray(BUF)))
     for pos, ranges, bufs, status_mismatch in _read_ahead(
             lambda stop: _chunks(dev1, dev2, start, end, strict, pool, stop)):
         for lo, hi in ranges:
@@ -185,16 +199,17 @@ def _tail_nonzero(dev, start, end):
 
 
 def compare_images(filename1, filename2, fmt1=None, fmt2=None, strict=False, force_share=False,
-                   allow_unsafe_backing=False):
+                   allow_unsafe_backing=False, src_cache=None):
     """Returns {"result": IDENTICAL|CONTENT_MISMATCH|SIZE_MISMATCH|STATUS_MISMATCH,
     "offset": first differing offset or None, "size-mismatch": bool}.
 
     "size-mismatch" is true when the sizes differ (qemu-img then warns "Warning: Image size
     mismatch!" before it compares); the larger image's tail must read as zeros."""
+    mode = cache_mode(src_cache, source=True)  # qemu-img compare's -T (default writeback)
     with open_image(filename1, fmt1, read_only=True, force_share=force_share,
-                    allow_unsafe_backing=allow_unsafe_backing) as dev1:
+                    allow_unsafe_backing=allow_unsafe_backing, cache=mode) as dev1:
         with open_image(filename2, fmt2, read_only=True, force_share=force_share,
-                        allow_unsafe_backing=allow_unsafe_backing) as dev2:
+                        allow_unsafe_backing=allow_unsafe_backing, cache=mode) as dev2:
             return compare_devices(dev1, dev2, strict)
 
 

@@ -23,13 +23,14 @@ try:
 except ImportError:  # Python 2 spelling, for sanity tests on old interpreters
     import Queue as queue  # type: ignore
 
-from ..errors import BlockIOError, ImageNotFound, InvalidArgument, UnsupportedFeature
-from ..formats.qcow2.compress import compress_cluster, zstd_available
+from ..errors import BlockIOError, ImageInUse, ImageNotFound, InvalidArgument, UnsupportedFeature
+from ..formats.qcow2.compress import ZSTD_NEEDED, compress_cluster, zstd_available
 from ..formats.qcow2.writer import Qcow2StreamWriter
-from ..fileio import BackgroundWriter, BufferPool, zero_view
+from ..fileio import BufferPool, zero_view
 from ..image import ChainExtent, chain_block_status, full_backing_path, open_image
 from ..util import atomic_output
-from .create import normalize_options
+from ..protocols.cache import CONVERT_CACHE, cache_mode
+from .create import data_file_options, host_options, normalize_options, with_data_file
 
 CHUNK = 4 << 20          # guest bytes per pipeline step (a multiple of every cluster size)
 STATUS_WINDOW = 64 * CHUNK  # guest bytes whose block status is taken at once
@@ -37,12 +38,12 @@ COMPRESS_BATCH = 32      # clusters handed to one compression task
 POOL_BUFFERS = 6         # chunk buffers: one being read, two queued, the rest being written
 
 
-def _open_sources(filenames, fmt, snapshot, force_share, allow_unsafe_backing=False):
+def _open_sources(filenames, fmt, snapshot, force_share, allow_unsafe_backing=False, cache=None):
     devs = []
     try:
         for name in filenames:
             dev = open_image(name, fmt, read_only=True, force_share=force_share,
-                             allow_unsafe_backing=allow_unsafe_backing)
+                             allow_unsafe_backing=allow_unsafe_backing, cache=cache)
             devs.append(dev)
             if snapshot:
                 activate_snapshot(dev, snapshot)
@@ -284,24 +285,26 @@ class _Progress(object):
             self.callback(done, self.total, time.time() - self.start)
 
 
-def _write_raw(fd, chunks, total, fully_allocated, progress):
-    os.ftruncate(fd, total)
+def _write_raw(node, chunks, total, fully_allocated, progress):
+    """Write the chunks into a raw file from this thread: a write into the page cache is a copy
+    the reading thread overlaps anyway, and a third (writing) thread only adds GIL hand-offs
+    (measured: more CPU and no gain on the qcow2 -> raw case of bench/bench_startup.py).
+    node: the target's protocol node (aligned for O_DIRECT under cache=none)."""
+    node.truncate(total)
     if total and not fully_allocated:
         # as QEMU's file driver, which allocates the first block of a file it creates
-        os.pwrite(fd, bytes(min(total, 512 if total < 4096 else 4096)), 0)
-    io = BackgroundWriter(fd)
-    try:
-        for pos, n, pieces, release in chunks:
+        node.pwrite(0, bytes(min(total, 512 if total < 4096 else 4096)))
+    for pos, n, pieces, release in chunks:
+        try:
             for off, ln, data in pieces:
                 if data is not None:
-                    io.submit(off, [data])
+                    node.pwritev(off, [data])
                 elif fully_allocated:
-                    io.submit(off, [zero_view(ln)])
+                    node.pwritev(off, [zero_view(ln)])
+        finally:
             if release is not None:
-                io.after_writes(release)
-            progress(pos + n)
-    finally:
-        io.wait()
+                release()
+        progress(pos + n)
 
 
 def _data_runs(pos, n, pieces, cs, fully_allocated):
@@ -347,6 +350,25 @@ def _assemble(pieces, lo, hi):
     return b"".join(parts)
 
 
+def _subcluster_masks(pieces, gc, nbytes, cs):
+    """Allocation bitmaps (extended L2) of the clusters gc.. covering nbytes: a subcluster is
+    allocated when a data piece touches it."""
+    sc = cs // 32
+    lo, hi = gc * cs, gc * cs + nbytes
+    masks = [0] * (-(-nbytes // cs))
+    for off, ln, data in pieces:
+        if data is None:
+            continue
+        s, e = max(off, lo), min(off + ln, hi)
+        while s < e:
+            c = (s - lo) // cs
+            cend = min(e, lo + (c + 1) * cs)
+            first, last = (s - lo - c * cs) // sc, (cend - 1 - lo - c * cs) // sc
+            masks[c] |= ((1 << (last + 1)) - 1) ^ ((1 << first) - 1)
+            s = cend
+    return masks
+
+
 def _write_qcow2(writer, chunks, cs, compress, ctype, fully_allocated, backing, progress):
     pool = None
     if compress:
@@ -355,6 +377,11 @@ def _write_qcow2(writer, chunks, cs, compress, ctype, fully_allocated, backing, 
     try:
         for pos, n, pieces, release in chunks:
             runs = _data_runs(pos, n, pieces, cs, fully_allocated)
+            if writer.extended_l2 and backing is None and not compress and not fully_allocated:
+                # as qemu-img: only the subclusters the data pieces touch are allocated
+                for gc, content in runs:
+                    writer.write_clusters(gc, content, _subcluster_masks(pieces, gc, len(content), cs))
+                runs = ()
             if backing is not None:
                 _emit_over_backing(writer, pos, n, list(runs), cs, backing)
             elif compress:
@@ -433,16 +460,22 @@ def _write_into(dev, chunks, target_is_zero, progress):
 def convert(sources, dest, src_fmt=None, out_fmt="raw", options=None, compress=False,
             sparse_size=4096, snapshot=None, backing_file=None, backing_fmt=None,
             target_exists=False, target_is_zero=False, progress=None, force_share=False,
-            allow_unsafe_backing=False, salvage=None):
+            allow_unsafe_backing=False, cache=None, src_cache=None, warn=None, salvage=None):
     """Convert sources (concatenated) into dest. Returns {"virtual-size": n}.
 
+    cache: the output's cache mode (qemu-img's `-t`, default unsafe: nothing is synced);
+    src_cache: the sources' (`-T`, default writeback). warn(message) gets qemu's warnings.
     salvage: a callable taking a warning (qemu-img --salvage): block status and read errors of the
     sources are warned about and the unreadable sectors written as zeros."""
+    mode = cache_mode(cache, default=CONVERT_CACHE)
+    src_mode = cache_mode(src_cache, source=True)
     if not sources:
         raise InvalidArgument("Expecting at least one source image")
     if sparse_size < 0 or sparse_size % 512:
         raise InvalidArgument("Invalid buffer size for sparse output specified")
-    opts = normalize_options(out_fmt or "raw", None, options, backing_file, backing_fmt)  # None: target spec names it
+    # out_fmt None: --target-image-opts, the target's spec names its driver
+    opts = normalize_options(out_fmt or "raw", None, options, backing_file, backing_fmt)
+    hints = host_options(out_fmt or "raw", options)
     backing_file = opts.pop("backing_file", None)
     backing_fmt = opts.pop("backing_fmt", None)
     if compress and out_fmt != "qcow2":
@@ -451,10 +484,14 @@ def convert(sources, dest, src_fmt=None, out_fmt="raw", options=None, compress=F
         raise InvalidArgument("Backing file not supported for file format '%s'" % out_fmt)
     ctype_name = opts.get("compression_type", "zlib")
     if compress and ctype_name == "zstd" and not zstd_available():
-        raise UnsupportedFeature("zstd compression needs the zstandard or pyzstd Python package")
+        raise UnsupportedFeature("zstd compression needs %s" % ZSTD_NEEDED)
     if target_exists and target_is_zero is None:
         target_is_zero = False
-    devs = _open_sources(sources, src_fmt, snapshot, force_share, allow_unsafe_backing)
+    if compress and sparse_size:
+        # qemu-img writes a compressed target cluster by cluster and skips the all-zero ones:
+        # -S has no other effect there
+        sparse_size = opts.get("cluster_size", 65536)
+    devs = _open_sources(sources, src_fmt, snapshot, force_share, allow_unsafe_backing, src_mode)
     total = sum(d.size for d in devs)
     if salvage is not None:
         # qemu-img first counts the allocated sectors (the status warnings come once from there)
@@ -465,7 +502,7 @@ def convert(sources, dest, src_fmt=None, out_fmt="raw", options=None, compress=F
         report = _Progress(progress, total)
         fully_allocated = sparse_size == 0
         if target_exists:
-            with open_image(dest, None if out_fmt is None else out_fmt, read_only=False) as target:
+            with open_image(dest, None if out_fmt is None else out_fmt, read_only=False, cache=mode) as target:
                 if target.size < total:
                     raise InvalidArgument("Output image is too small")
                 _write_into(target, chunks, target_is_zero, report)
@@ -475,12 +512,12 @@ def convert(sources, dest, src_fmt=None, out_fmt="raw", options=None, compress=F
         if out_fmt == "raw":
             prealloc = opts.get("preallocation", "off")
 
-            def build(fd):
-                _write_raw(fd, chunks, total, fully_allocated or prealloc == "full",
+            def build(node):
+                _write_raw(node, chunks, total, fully_allocated or prealloc == "full",
                            report)
                 if prealloc == "falloc" and total:
-                    os.posix_fallocate(fd, 0, total)
-            atomic_output(dest, build)
+                    node.allocate(0, total)
+            atomic_output(dest, build, cache=mode, warn=warn, **hints)
             return {"virtual-size": total}
         if out_fmt != "qcow2":
             raise InvalidArgument("Unknown file format '%s'" % out_fmt)
@@ -490,7 +527,7 @@ def convert(sources, dest, src_fmt=None, out_fmt="raw", options=None, compress=F
         if backing_file:
             path = full_backing_path(dest, backing_file)
             backing = open_image(path, backing_fmt, read_only=True, force_share=True,
-                                 allow_unsafe_backing=allow_unsafe_backing)
+                                 allow_unsafe_backing=allow_unsafe_backing, cache=mode)
             backing_fmt = backing_fmt or backing.format_name
         try:
             create_opts = dict(cluster_size=opts.get("cluster_size", 65536), compat=opts.get("compat", "1.1"),
@@ -498,10 +535,14 @@ def convert(sources, dest, src_fmt=None, out_fmt="raw", options=None, compress=F
                                lazy_refcounts=opts.get("lazy_refcounts", False),
                                extended_l2=opts.get("extended_l2", False), compression_type=ctype_name,
                                backing_file=backing_file, backing_fmt=backing_fmt)
+            create_opts.update(data_file_options(dict(opts, backing_file=backing_file)))
             size = (total + 511) // 512 * 512
 
-            def build_qcow2(fd):
-                writer = Qcow2StreamWriter(fd, size, **create_opts)
+            def build_qcow2(node):
+                with_data_file(create_opts, lambda data_node: build_into(node, data_node), image=dest, cache=mode)
+
+            def build_into(node, data_node):
+                writer = Qcow2StreamWriter(node, size, data_node=data_node, **create_opts)
                 if CHUNK % writer.cs:
                     raise InvalidArgument("cluster size larger than the conversion chunk")
                 try:
@@ -511,7 +552,7 @@ def convert(sources, dest, src_fmt=None, out_fmt="raw", options=None, compress=F
                     writer.abort()
                     raise
                 writer.finish()
-            atomic_output(dest, build_qcow2)
+            atomic_output(dest, build_qcow2, cache=mode, warn=warn, **hints)
         finally:
             if backing is not None:
                 backing.close()
@@ -529,13 +570,14 @@ def convert(sources, dest, src_fmt=None, out_fmt="raw", options=None, compress=F
 CACHE_MODES = ("none", "off", "writeback", "writethrough", "directsync", "unsafe")
 
 
-def open_sources(filenames, fmt=None, force_share=False, snapshot=None):
+def open_sources(filenames, fmt=None, force_share=False, snapshot=None, cache=None):
     """Open the sources read-only as qemu-img convert does before creating the target, the
-    internal snapshot (``-l`` text) activated in the first one. The caller closes them."""
+    internal snapshot (``-l`` text) activated in the first one, with the cache mode (``-T``).
+    The caller closes them."""
     devs = []
     try:
         for name in filenames:
-            devs.append(open_image(name, fmt, read_only=True, force_share=force_share))
+            devs.append(open_image(name, fmt, read_only=True, force_share=force_share, cache=cache))
         if snapshot is not None:
             if len(filenames) > 1 and not snapshot.startswith("snapshot."):
                 raise InvalidArgument("No support for concatenating multiple snapshot")
@@ -566,9 +608,15 @@ def check_qcow2_target(dest, size, typed, backing_file, backing_fmt):
                     refcount_bits=o.get("refcount_bits", 16), lazy_refcounts=o.get("lazy_refcounts", False),
                     extended_l2=o.get("extended_l2", False), preallocation=o.get("preallocation", "off"),
                     compression_type=o.get("compression_type", "zlib"), backing_file=backing_file,
-                    backing_fmt=backing_fmt)
+                    backing_fmt=backing_fmt, data_file=o.get("data_file"),
+                    data_file_raw=bool(o.get("data_file_raw", False)))
     except InvalidArgument as err:
         raise InvalidArgument("%s: error while converting qcow2: %s" % (dest, err.message), hint=err.hint)
+    name = o.get("data_file")
+    if name is not None and (name == dest or (os.path.exists(name) and os.path.exists(dest)
+                                              and os.path.samefile(name, dest))):
+        raise ImageInUse('%s: error while converting qcow2: Failed to get shared "resize" lock' % dest,
+                         hint=["Is another process using the image [%s]?" % name])
 
 
 def check_backing(dest, backing_file, backing_fmt):
@@ -587,7 +635,8 @@ def check_backing(dest, backing_file, backing_fmt):
 
 def prepare_convert(sources, dest, src_fmt=None, out_fmt="raw", options=None, compress=False,
                     backing_file=None, backing_fmt=None, snapshot=None, target_exists=False,
-                    target_is_zero=False, bitmaps=False, cache="unsafe", force_share=False, inspect=None):
+                    target_is_zero=False, bitmaps=False, cache="unsafe", force_share=False, inspect=None,
+                    src_cache=None):
     """Run qemu-img convert's checks in its order, with the sources open; nothing is written.
 
     ``options`` is the ``-o`` text. Returns {"options": dict for convert(), "typed": typed target
@@ -596,7 +645,7 @@ def prepare_convert(sources, dest, src_fmt=None, out_fmt="raw", options=None, co
     planning, with the typed target options). Raises QimgError subclasses with qemu-img's messages.
     """
     from .create import CREATE_OPTIONS, parse_option_string
-    devs = open_sources(sources, src_fmt, force_share, snapshot)
+    devs = open_sources(sources, src_fmt, force_share, snapshot, cache_mode(src_cache, source=True))
     try:
         total = sum((d.size + 511) // 512 * 512 for d in devs)
         optdict, typed = {}, {}
@@ -632,8 +681,7 @@ def prepare_convert(sources, dest, src_fmt=None, out_fmt="raw", options=None, co
             raise UnsupportedFeature("Source lacks bitmap support")
         if not target_exists and out_fmt == "qcow2":
             check_qcow2_target(dest, total, typed, backing, backing_fmt)
-        if cache not in CACHE_MODES:
-            raise InvalidArgument("Invalid cache option: %s" % cache)
+        cache_mode(cache, default=CONVERT_CACHE)  # "Invalid cache option: X"
         if backing and not target_exists:
             check_backing(dest, backing, backing_fmt or optdict.get("backing_fmt"))
         if bitmaps:

@@ -9,12 +9,13 @@ __metaclass__ = type
 
 import os
 
-from ..errors import ImageExists, ImageNotFound, InvalidArgument, QimgError, UnsupportedFeature
+from ..errors import ImageExists, ImageInUse, ImageNotFound, InvalidArgument, QimgError, UnsupportedFeature
 from ..formats.qcow2.create import create_qcow2
 from ..formats.raw import create_raw
 from ..image import FORMATS, full_backing_path, open_image, refuse_pseudo_filename
 from ..locking import ImageLock
-from ..sizes import parse_size
+from ..protocols.cache import cache_mode
+from ..sizes import parse_size, strtosz
 from ..util import atomic_output
 
 # (name, qemu type, help) in qemu-img's `-o help` order: the format's own options
@@ -53,12 +54,11 @@ FILE_PROTOCOL_OPTIONS = [
     ("preallocation", "str", "Preallocation mode (allowed values: off, falloc, full)"),
 ]
 # options qemu-img knows but we refuse with a clear message
-_NOT_YET = {"data_file": "external data files", "data_file_raw": "external data files",
-            "encryption": "encryption", "encrypt.format": "encryption", "encrypt.key-secret": "encryption",
+_NOT_YET = {"encryption": "encryption", "encrypt.format": "encryption", "encrypt.key-secret": "encryption",
             "encrypt.cipher-alg": "encryption", "encrypt.cipher-mode": "encryption",
             "encrypt.hash-alg": "encryption", "encrypt.iter-time": "encryption",
             "encrypt.ivgen-alg": "encryption", "encrypt.ivgen-hash-alg": "encryption"}
-_HOST_HINTS = ("nocow", "extent_size_hint")  # host file system hints with no effect on the image
+_HOST_HINTS = ("nocow", "extent_size_hint")  # hints to the host file system (util.apply_host_hints), not image options
 _BOOL_WORDS = {"on": True, "off": False, "true": True, "false": False, "yes": True, "no": False}
 _SIZE_HINT = ["Optional suffix k, M, G, T, P or E means kilo-, mega-, giga-, tera-, peta-",
               "and exabytes, respectively."]
@@ -113,10 +113,15 @@ def _known_options(fmt):
 
 def _typed(name, typ, value):
     if typ == "size":
-        try:
+        if isinstance(value, int) and not isinstance(value, bool):
             return parse_size(value)
-        except InvalidArgument:
+        try:
+            n = strtosz(str(value))[0]     # qemu's parse_option_size(): hex, fractions, suffixes
+        except OverflowError:
+            raise InvalidArgument("Value '%s' is out of range for parameter '%s'" % (value, name))
+        except ValueError:
             raise InvalidArgument("Parameter '%s' expects a non-negative number below 2^64" % name, hint=_SIZE_HINT)
+        return parse_size(n) if name == "size" else n
     if typ == "bool":
         return _bool(name, value)
     if typ == "num":
@@ -159,6 +164,20 @@ def normalize_options(fmt, size=None, options=None, backing_file=None, backing_f
         if name in _HOST_HINTS:
             continue
         out[name] = typed
+    return out
+
+
+def host_options(fmt, options=None):
+    """The host-file hints among the create options, as util.atomic_output takes them:
+    {"nocow": bool, "extent_size_hint": int or None (not given)}."""
+    out = {"nocow": False, "extent_size_hint": None}
+    if fmt not in FORMATS:
+        return out
+    known = _known_options(fmt)
+    for name in _HOST_HINTS:
+        value = (options or {}).get(name)
+        if value is not None:
+            out[name] = _typed(name, known[name], value)
     return out
 
 
@@ -219,7 +238,12 @@ def _backing_size(filename, backing_file, backing_fmt, allow_unsafe_backing=Fals
                         allow_unsafe_backing=allow_unsafe_backing) as dev:
             return dev.size, dev.format_name
     except QimgError as e:
-        raise QimgError(e.message, hint=e.hint + ["Could not open backing image."])
+        message = e.message
+        # bdrv_img_create() reports an error deeper in the chain without naming the backing file
+        own = "Could not open '%s': Could not open backing file: " % path
+        if message.startswith(own):
+            message = message[len("Could not open '%s': " % path):]
+        raise QimgError(message, hint=e.hint + ["Could not open backing image."])
 
 
 class MissingBackingFormat(InvalidArgument):
@@ -240,14 +264,6 @@ def probe_backing(filename, backing_file, backing_fmt=None, open_backing=True):
         return None
 
 
-def _local(filename):
-    """`file:NAME`: the file protocol named explicitly (qemu-img accepts it for a new image too)."""
-    if filename and filename.startswith("file:"):
-        from ..spec import file_path
-        return file_path(filename)
-    return filename
-
-
 def plan_create(filename, fmt, size=None, options=None, backing_file=None, backing_fmt=None, unsafe=False):
     """qemu-img create's checks before it writes, in its order, and its "Formatting" line.
 
@@ -257,7 +273,6 @@ def plan_create(filename, fmt, size=None, options=None, backing_file=None, backi
     """
     if fmt not in CREATE_OPTIONS:
         raise InvalidArgument("Unknown file format '%s'" % fmt)
-    filename = _local(filename)
     optdict = parse_option_string(options) if options is not None else {}
     if size is not None and optdict.get("size") is not None:
         raise InvalidArgument("The image size must be specified only once")
@@ -265,9 +280,10 @@ def plan_create(filename, fmt, size=None, options=None, backing_file=None, backi
         raise InvalidArgument("Expected backing file name, got empty string")
     backing = backing_file or optdict.get("backing_file")
     if backing and fmt != "raw" and not (backing_fmt or optdict.get("backing_fmt")):
-        probed = None if unsafe else probe_backing(filename, backing, open_backing=False)
+        # bdrv_img_create() opens the backing file first (unless -u): its open error wins
+        detected = None if unsafe else _backing_size(filename, backing, None)[1]
         raise MissingBackingFormat("Backing file specified without backing format",
-                                   hint=["Detected format of %s." % probed[1]] if probed else [])
+                                   hint=["Detected format of %s." % detected] if detected else [])
     pairs = resolved_options(fmt, size, optdict, backing_file, backing_fmt, filename=filename)
     # qemu-img prints "Formatting ..." once it knows the size (given, or read from the backing
     # file unless -u); without one the create fails and nothing is printed.
@@ -293,11 +309,53 @@ def refuse_if_in_use(filename):
         os.close(fd)
 
 
+def data_file_options(o):
+    """The data_file / data_file_raw create options for the qcow2 writers (validated before any file
+    is touched: qemu-img's rules and messages)."""
+    from ..formats.qcow2.create import check_data_file_options
+    data_file = o.get("data_file")
+    raw = bool(o.get("data_file_raw", False))
+    check_data_file_options(2 if str(o.get("compat", "1.1")) in ("0.10", "v2") else 3, data_file, raw,
+                            o.get("backing_file"))
+    if data_file is None:
+        return {}
+    refuse_pseudo_filename(data_file, "Data file name")
+    return {"data_file": data_file, "data_file_raw": raw}
+
+
+def with_data_file(options, build, overwrite=True, image=None, cache=None):
+    """build(data_node) with the external data file named in options, or build(None) without one.
+
+    As qemu-img, the data file is (re)created empty; like every whole-file output here it is written
+    to a temporary file and renamed into place when build() succeeds (before the image itself is, so
+    a new image never names a data file that is not there yet). With overwrite=False an existing
+    data file is refused, as an existing image is."""
+    name = options.get("data_file")
+    if name is None:
+        return build(None)
+    if image is not None and (name == image or (os.path.exists(name) and os.path.exists(image)
+                                                and os.path.samefile(name, image))):
+        # QEMU opens both for writing and its locks collide
+        raise ImageInUse('Failed to get shared "resize" lock', hint=["Is another process using the image [%s]?" % name])
+    if os.path.lexists(name):
+        if not overwrite:
+            raise ImageExists("Could not create '%s': File exists" % name)
+        refuse_if_in_use(name)
+    result = []
+    atomic_output(name, lambda data_node: result.append(build(data_node)), cache=cache)
+    return result[0]
+
+
 def create_image(filename, fmt, size=None, options=None, backing_file=None, backing_fmt=None,
-                 unsafe=False, overwrite=True, allow_unsafe_backing=False):
-    """Create a raw or qcow2 image (see docs/engine-api.md)."""
-    filename = _local(filename)
+                 unsafe=False, overwrite=True, allow_unsafe_backing=False, cache=None, warn=None):
+    """Create a raw or qcow2 image (see docs/engine-api.md).
+
+    cache: the cache mode the new file is written with (qemu-img create's is writeback: the file
+    is synced, then its directory, before this returns). warn(message) gets qemu's warnings
+    (an extent size hint the file system refused)."""
+    mode = cache_mode(cache)
     o = normalize_options(fmt, size, options, backing_file, backing_fmt)
+    hints = host_options(fmt, options)
     backing_file = o.get("backing_file")
     backing_fmt = o.get("backing_fmt")
     if backing_file and fmt == "raw":
@@ -330,15 +388,19 @@ def create_image(filename, fmt, size=None, options=None, backing_file=None, back
     size = (size + 511) // 512 * 512  # whole sectors, as qemu-img
     if fmt == "qcow2":
         compression = o.get("compression_type", "zlib")  # zstd needs no library until data is compressed
+        qcow2_options = dict(cluster_size=o.get("cluster_size", 65536), compat=o.get("compat", "1.1"),
+                             refcount_bits=o.get("refcount_bits", 16),
+                             lazy_refcounts=o.get("lazy_refcounts", False),
+                             extended_l2=o.get("extended_l2", False),
+                             preallocation=o.get("preallocation", "off"), compression_type=compression,
+                             backing_file=backing_file, backing_fmt=backing_fmt)
+        qcow2_options.update(data_file_options(o))
 
-        def build(fd):
-            create_qcow2(fd, size, cluster_size=o.get("cluster_size", 65536), compat=o.get("compat", "1.1"),
-                         refcount_bits=o.get("refcount_bits", 16),
-                         lazy_refcounts=o.get("lazy_refcounts", False),
-                         extended_l2=o.get("extended_l2", False),
-                         preallocation=o.get("preallocation", "off"), compression_type=compression,
-                         backing_file=backing_file, backing_fmt=backing_fmt)
+        def build(node):
+            with_data_file(qcow2_options,
+                           lambda data_node: create_qcow2(node, size, data_node=data_node, **qcow2_options),
+                           overwrite, filename, cache=mode)
     else:
-        def build(fd):
-            create_raw(fd, size, o.get("preallocation", "off"))
-    atomic_output(filename, build)
+        def build(node):
+            create_raw(node, size, o.get("preallocation", "off"))
+    atomic_output(filename, build, cache=mode, warn=warn, **hints)

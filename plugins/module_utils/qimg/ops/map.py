@@ -19,7 +19,7 @@ def _host_split(recurse, ext):
     if dev is None or ext.offset is None or not ext.data:
         return [ext]
     out = []
-    for s, n, is_data in dev.file.extents(ext.offset, ext.length):
+    for s, n, is_data in dev.data_file.extents(ext.offset, ext.length):  # where the data lives
         out.append(ext._replace(start=ext.start + (s - ext.offset), length=n, zero=not is_data, offset=s))
     return out
 
@@ -40,6 +40,9 @@ def iter_map(filename, fmt=None, start_offset=0, max_length=None, force_share=Fa
     with open_image(filename, fmt, read_only=True, force_share=force_share) as dev:
         recurse = dict((layer.filename, layer) for layer in dev.chain()
                        if layer.format_name == "qcow2" and layer.metadata_preallocated())
+        # host offsets of a qcow2 layer with an external data file are in that file: qemu-img names it
+        data_files = dict((layer.filename, layer.data_file.filename) for layer in dev.chain()
+                          if getattr(layer, "has_data_file", False))
         end = dev.size if max_length is None else min(dev.size, start_offset + max_length)
         last = None  # the run being merged (a ChainExtent); a dict is made only when it is emitted
         pos = start_offset
@@ -47,6 +50,8 @@ def iter_map(filename, fmt=None, start_offset=0, max_length=None, force_share=Fa
             n = min(CHUNK, end - pos)
             for ext in chain_block_status(dev, pos, n):
                 for piece in (_host_split(recurse, ext) if recurse else (ext,)):
+                    if data_files and piece.offset is not None and piece.filename in data_files:
+                        piece = piece._replace(filename=data_files[piece.filename])
                     # qemu-img merges entries with the same flags, file and contiguous offsets
                     if last is not None and last[2:6] == piece[2:6] and last.filename == piece.filename and (
                             (last.offset is None and piece.offset is None) or (

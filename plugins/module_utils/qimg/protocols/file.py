@@ -13,16 +13,19 @@ import stat
 from ..errors import ImageInUse, ImageNotFound
 from ..fileio import file_extents, pread_exact, pread_into, punch_hole, pwrite_all, pwritev_all
 from .base import ProtocolNode
+from .cache import AlignedIO, cache_mode, flush_fd, write_zeros
+from .cache import open_fd as cache_open
 
 
-def open_fd(filename, read_only):
-    """os.open() with qemu-img's messages; only regular files and block devices are images."""
+def open_fd(filename, read_only, cache=None):
+    """os.open() with qemu-img's messages; only regular files and block devices are images.
+    cache: the cache mode whose flags (O_DIRECT, O_DSYNC) the descriptor gets."""
     flags = os.O_RDONLY if read_only else os.O_RDWR
     flags |= getattr(os, "O_CLOEXEC", 0)
     if "\0" in filename:
         raise ImageNotFound("Could not open '%s': file name contains a NUL byte" % filename.replace("\0", "\\0"))
     try:
-        fd = os.open(filename, flags)
+        fd = cache_open(filename, flags, cache)
     except OSError as e:
         raise ImageNotFound("Could not open '%s': Could not open '%s': %s" % (filename, filename, e.strerror))
     st = os.fstat(fd)
@@ -38,9 +41,11 @@ class HostFile(ProtocolNode):
 
     driver = "file"
 
-    def __init__(self, filename, read_only=True, force_share=False, fd=None, lock=True):
+    def __init__(self, filename, read_only=True, force_share=False, fd=None, lock=True, cache=None):
         super(HostFile, self).__init__(filename, read_only)
-        self.fd = open_fd(filename, read_only) if fd is None else fd
+        self.cache = cache_mode(cache)  # protocols/cache.py: flags, flush policy, alignment
+        self.fd = open_fd(filename, read_only, self.cache) if fd is None else fd
+        self.direct = AlignedIO(self.fd) if self.cache.direct else None  # O_DIRECT: aligned bounce I/O
         if lock and not (force_share and read_only):
             from ..locking import ImageLock
             try:
@@ -51,12 +56,19 @@ class HostFile(ProtocolNode):
                 raise ImageInUse("Could not open '%s': %s" % (filename, e.message), hint=e.hint)
 
     def length(self):
-        return os.fstat(self.fd).st_size
+        st = os.fstat(self.fd)
+        if stat.S_ISBLK(st.st_mode):  # st_size is 0 for a block device: its end is its size
+            return os.lseek(self.fd, 0, os.SEEK_END)
+        return st.st_size
 
     def pread(self, offset, n):
+        if self.direct is not None:
+            return self.direct.pread(offset, n)
         return pread_exact(self.fd, offset, n)
 
     def preadinto(self, offset, view):
+        if self.direct is not None:
+            return self.direct.preadinto(offset, view)
         pread_into(self.fd, offset, view)
 
     def extents(self, offset, n):
@@ -66,9 +78,13 @@ class HostFile(ProtocolNode):
         return os.fstat(self.fd).st_blocks * 512
 
     def pwrite(self, offset, data):
+        if self.direct is not None:
+            return self.direct.pwrite(offset, data)
         pwrite_all(self.fd, offset, data)
 
     def pwritev(self, offset, buffers):
+        if self.direct is not None:
+            return self.direct.pwritev(offset, buffers)
         pwritev_all(self.fd, offset, buffers)
 
     def truncate(self, size):
@@ -78,11 +94,15 @@ class HostFile(ProtocolNode):
         os.posix_fallocate(self.fd, offset, n)
 
     def punch(self, offset, n):
-        punch_hole(self.fd, offset, n)
+        if self.direct is None:
+            punch_hole(self.fd, offset, n)
+        elif not punch_hole(self.fd, offset, n, fallback=False):
+            write_zeros(self, offset, n)  # no hole punching here: zeros through the aligned path
 
     def flush(self):
+        """fdatasync, as qemu's file driver, unless the cache mode is unsafe."""
         if not self.read_only:
-            os.fsync(self.fd)
+            flush_fd(self.fd, self.cache)
 
     def close(self):
         if self.fd is None:

@@ -147,9 +147,13 @@ class _Walker(object):
         x = 62 - (self.cb - 8)
         entry = 8 * step
         rc = img.refcounts
+        external = img.has_data_file  # data clusters live in the data file: not refcounted here
         for pos in nonzero_entries(raw, entry):
             e = struct.unpack_from(">Q", raw, pos)[0]
             bitmap = struct.unpack_from(">Q", raw, pos + 8)[0] if step == 2 else 0
+            if e & COMPRESSED and external:
+                res.error("ERROR compressed cluster %d with data file, entry=%#x" % (pos // entry, e))
+                continue
             if e & COMPRESSED:
                 if step == 2 and bitmap:
                     res.error("ERROR compressed cluster %x has a non-zero subcluster bitmap" % e)
@@ -167,11 +171,11 @@ class _Walker(object):
                 alloc = bitmap & 0xFFFFFFFF
                 if alloc & (bitmap >> 32):
                     res.error("ERROR: subcluster both allocated and zero (L2 entry %x, bitmap %x)" % (e, bitmap))
-                if alloc and not host:
+                if alloc and not host and not (external and e & COPIED):
                     res.error("ERROR: allocated subclusters in an unallocated cluster (L2 entry %x)" % e)
             elif e & ZERO_FLAG and img.header.version < 3:
                 res.error("ERROR: zero flag in a compat=0.10 image (L2 entry %x)" % e)
-            if not host:
+            if not host and not (external and e & COPIED and (step == 2 or not e & ZERO_FLAG)):
                 continue
             if e & L2E_RESERVED:
                 res.error("ERROR: L2 entry %x has reserved bits set" % e)
@@ -182,6 +186,10 @@ class _Walker(object):
                 state["next"] = host + cs
             if host % cs:
                 res.error("ERROR offset=%x: Cluster is not properly aligned; L2 entry corrupted." % host)
+                continue
+            if external:
+                if active and not e & COPIED:  # implicitly refcount 1: COPIED must be set
+                    self.copied_messages.append("ERROR OFLAG_COPIED data cluster: l2_entry=%x refcount=1" % e)
                 continue
             if not self.inc(host, cs) and active:
                 # reads as zeros (past the end of the file); -r all turns it into a zero cluster
@@ -197,6 +205,8 @@ class _Walker(object):
         cs = self.cs
         self.inc(0, cs)
         self.l1(h.l1_table_offset, h.l1_size, True)
+        if img.has_data_file and img.snapshots:
+            self.res.error("ERROR %d snapshots in image with data file" % len(img.snapshots))
         snapshot_bytes = 0
         for snap in img.snapshots:
             self.l1(snap.l1_table_offset, snap.l1_size, False)
@@ -506,7 +516,7 @@ def _copied_pass(img, res, fix):
             host = le & OFFSET_MASK
             if le & COMPRESSED or not host or host % cs:
                 continue
-            stored = rc.get(host >> img.cluster_bits)
+            stored = 1 if img.has_data_file else rc.get(host >> img.cluster_bits)
             if (stored == 1) != bool(le & COPIED):
                 res.messages.append("%s OFLAG_COPIED data cluster: l2_entry=%x refcount=%d" % (label, le, stored))
                 count()

@@ -13,13 +13,27 @@ from ...errors import ImageCorrupt, UnsupportedFeature
 from .header import COMPRESSION_ZLIB, COMPRESSION_ZSTD
 
 
+# Where zstd comes from, best first: the standard library's (Python 3.14), its backport, then the
+# two third-party bindings. The first two and pyzstd share one API.
+ZSTD_MODULES = ("compression.zstd", "backports.zstd", "zstandard", "pyzstd")
+ZSTD_NEEDED = "compression.zstd (Python 3.14) or the backports.zstd, zstandard or pyzstd Python package"
+_ZSTD = []
+
+
 def _zstd_module():
-    for name in ("zstandard", "pyzstd"):
-        try:
-            return __import__(name)
-        except ImportError:
-            continue
-    return None
+    """The zstd module to use (found once), or None."""
+    if not _ZSTD:
+        found = None
+        for name in ZSTD_MODULES:
+            try:
+                mod = __import__(name, globals(), None, ["ZstdDecompressor"], 0)
+            except ImportError:
+                continue
+            if hasattr(mod, "ZstdDecompressor"):
+                found = mod
+                break
+        _ZSTD.append(found)
+    return _ZSTD[0]
 
 
 def zstd_available():
@@ -37,12 +51,11 @@ def decompress_cluster(data, cluster_size, ctype, filename):
     elif ctype == COMPRESSION_ZSTD:
         mod = _zstd_module()
         if mod is None:
-            raise UnsupportedFeature("%s: zstd-compressed clusters need the zstandard or pyzstd "
-                                     "Python package" % filename)
+            raise UnsupportedFeature("%s: zstd-compressed clusters need %s" % (filename, ZSTD_NEEDED))
         try:
             if mod.__name__ == "zstandard":
                 out = mod.ZstdDecompressor().decompressobj().decompress(data)[:cluster_size]
-            else:
+            else:   # compression.zstd, backports.zstd, pyzstd: one frame, trailing padding ignored
                 out = mod.ZstdDecompressor().decompress(data, max_length=cluster_size)
         except Exception as e:  # zstd libraries raise their own error types
             raise ImageCorrupt("%s: cannot decompress cluster: %s" % (filename, e))
@@ -62,7 +75,7 @@ def compress_cluster(data, ctype):
     elif ctype == COMPRESSION_ZSTD:
         mod = _zstd_module()
         if mod is None:
-            raise UnsupportedFeature("zstd compression needs the zstandard or pyzstd Python package")
+            raise UnsupportedFeature("zstd compression needs %s" % ZSTD_NEEDED)
         if mod.__name__ == "zstandard":
             out = mod.ZstdCompressor().compress(data)
         else:

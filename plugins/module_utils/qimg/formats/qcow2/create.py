@@ -12,13 +12,13 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import os
+import errno
 import struct
 
 from ...errors import InvalidArgument, QimgError
 from . import header as hdr
 from .entries import COPIED
-from ...fileio import pwrite_all, write_zero_data
+from ...protocols.cache import write_zeros
 from .refcounts import encode_block
 
 
@@ -28,10 +28,12 @@ def _div_up(a, b):
 
 def plan_header(size, cluster_size=65536, compat="1.1", refcount_bits=16, lazy_refcounts=False,
                 extended_l2=False, preallocation="off", compression_type="zlib",
-                backing_file=None, backing_fmt=None):
+                backing_file=None, backing_fmt=None, data_file=None, data_file_raw=False):
     """Validate create options (qemu-img's rules and messages) and return the new image's Header.
 
-    Table offsets are left for the caller to fill in.
+    Table offsets are left for the caller to fill in. data_file is the external data file's name as
+    it goes into the header (QEMU's "data-file" / "data-file-raw"; docs/interop/qcow2.txt, incompatible
+    bit 2, autoclear bit 1).
     """
     if cluster_size & (cluster_size - 1) or not 512 <= cluster_size <= 2 * 1024 * 1024:
         raise InvalidArgument("Cluster size must be a power of two between 512 and 2048k")
@@ -66,6 +68,7 @@ def plan_header(size, cluster_size=65536, compat="1.1", refcount_bits=16, lazy_r
                               "extended_l2 is on")
     if size % 512:
         raise InvalidArgument("Image size must be a multiple of 512 bytes")
+    check_data_file_options(version, data_file, data_file_raw, backing_file)
 
     step = 2 if extended_l2 else 1
     l2_entries = cluster_size // (8 * step)
@@ -93,12 +96,40 @@ def plan_header(size, cluster_size=65536, compat="1.1", refcount_bits=16, lazy_r
     if backing_file:
         h.backing_file = backing_file
         h.backing_format = backing_fmt
+    if data_file is not None:
+        h.incompatible_features |= hdr.INCOMPAT_DATA_FILE
+        h.data_file = data_file
+        if data_file_raw:
+            h.autoclear_features |= hdr.AUTOCLEAR_DATA_FILE_RAW
     return h
 
 
-def create_qcow2(fd, size, preallocation="off", **options):
-    """Write a new, empty qcow2 image into the (empty) file open as fd."""
+def check_data_file_options(version, data_file, data_file_raw, backing_file):
+    """QEMU's qcow2_co_create() rules for external data files, with its messages."""
+    if data_file_raw and data_file is None:
+        raise InvalidArgument("data-file-raw requires data-file")
+    if data_file_raw and backing_file:
+        raise InvalidArgument("Backing file and data-file-raw cannot be used at the same time")
+    if data_file is not None and version < 3:
+        raise InvalidArgument("External data files are only supported with compatibility level 1.1 and above "
+                              "(use version=v3 or greater)")
+
+
+def effective_preallocation(preallocation, data_file_raw):
+    """data_file_raw needs a 1:1 mapping of every guest cluster: QEMU raises "off" to "metadata"."""
+    return "metadata" if data_file_raw and preallocation == "off" else preallocation
+
+
+def create_qcow2(file, size, preallocation="off", data_node=None, **options):
+    """Write a new, empty qcow2 image into the (empty) file, a protocol node (protocols/file.py).
+
+    With options data_file (the name for the header), data_node is the (empty) external data file:
+    guest cluster N lives at offset N * cluster_size there, nothing in it is refcounted, and
+    preallocation applies to it (the qcow2 file gets the L2 tables only).
+    """
     h = plan_header(size, preallocation=preallocation, **options)
+    preallocation = effective_preallocation(preallocation, options.get("data_file_raw"))
+    external = h.data_file is not None
     cluster_size = h.cluster_size
     refcount_bits = h.refcount_bits
     extended_l2 = h.extended_l2
@@ -108,7 +139,8 @@ def create_qcow2(fd, size, preallocation="off", **options):
     l1_clusters = max(1, _div_up(l1_size * 8, cluster_size))
     prealloc = preallocation != "off"
     n_l2 = l1_size if prealloc else 0
-    n_data = _div_up(size, cluster_size) if prealloc else 0
+    n_data = _div_up(size, cluster_size) if prealloc and not external else 0
+    n_mapped = _div_up(size, cluster_size) if prealloc else 0
 
     # refcount structures sized to cover themselves and everything else
     entries_per_block = cluster_size * 8 // refcount_bits
@@ -144,13 +176,13 @@ def create_qcow2(fd, size, preallocation="off", **options):
         table = bytearray(rt_clusters * cluster_size)
         for i in range(rb_clusters):
             struct.pack_into(">Q", table, 8 * i, rb_off + i * cluster_size)
-        pwrite_all(fd, rt_off, bytes(table))
+        file.pwrite(rt_off, bytes(table))
         # refcount blocks: every used cluster has refcount 1
         for i in range(rb_clusters):
             first = i * entries_per_block
             count = max(0, min(entries_per_block, used_clusters - first))
             values = [1] * count + [0] * (entries_per_block - count)
-            pwrite_all(fd, rb_off + i * cluster_size, encode_block(values, refcount_bits))
+            file.pwrite(rb_off + i * cluster_size, encode_block(values, refcount_bits))
         # L2 tables and L1 when preallocating
         l1 = bytearray(l1_size * 8)
         if prealloc:
@@ -159,20 +191,45 @@ def create_qcow2(fd, size, preallocation="off", **options):
             for t in range(n_l2):
                 l2 = bytearray(cluster_size)
                 first = t * l2_entries
-                count = min(l2_entries, n_data - first)
+                count = min(l2_entries, n_mapped - first)
+                base = 0 if external else data_off  # an external data file maps guest offset == host offset
                 for k in range(count):
-                    struct.pack_into(">Q", l2, 8 * step * k, (data_off + (first + k) * cluster_size) | COPIED)
+                    struct.pack_into(">Q", l2, 8 * step * k, (base + (first + k) * cluster_size) | COPIED)
                     if extended_l2:
                         struct.pack_into(">Q", l2, 8 * step * k + 8, sc_bitmap)
-                pwrite_all(fd, l2_off + t * cluster_size, bytes(l2))
+                file.pwrite(l2_off + t * cluster_size, bytes(l2))
                 struct.pack_into(">Q", l1, 8 * t, (l2_off + t * cluster_size) | COPIED)
-        pwrite_all(fd, l1_off, bytes(l1))
+        file.pwrite(l1_off, bytes(l1))
+        if external:
+            _prepare_data_file(data_node, size, preallocation)
         if prealloc:
-            os.ftruncate(fd, end)
+            file.truncate(end)
             if preallocation == "falloc" and n_data:
-                os.posix_fallocate(fd, data_off, n_data * cluster_size)
+                file.allocate(data_off, n_data * cluster_size)
             elif preallocation == "full" and n_data:
-                write_zero_data(fd, data_off, n_data * cluster_size)
-        pwrite_all(fd, 0, bytes(raw_header))
+                write_zeros(file, data_off, n_data * cluster_size)
+        # the whole first cluster, as QEMU writes it (its allocation counts in QEMU's heuristic that
+        # detects metadata preallocation)
+        file.pwrite(0, bytes(raw_header) + bytes(cluster_size - len(raw_header)))
     except OSError as e:
         raise QimgError("Could not write the image: %s" % e.strerror)
+
+
+def _prepare_data_file(data, size, preallocation):
+    """The external data file at the virtual size, preallocated as asked (QEMU creates it with the
+    image's size and forwards falloc/full to it)."""
+    try:
+        data.truncate(size)
+    except OSError as e:
+        if e.errno == errno.EFBIG:  # as qemu-img words it
+            raise InvalidArgument("The image size is too large for file format 'qcow2' (try using a larger "
+                                  "cluster size)")
+        raise
+    if preallocation == "falloc" and size:
+        data.allocate(0, size)
+    elif preallocation == "full" and size:
+        write_zeros(data, 0, size)
+    if preallocation != "full" and size:
+        # QEMU's file driver allocates the first block of a file it grows from 0 (for its alignment
+        # probing); `qemu-img map` then sees the same data/hole layout in our data file as in its own
+        data.pwrite(0, bytes(512 if size < 4096 else 4096))

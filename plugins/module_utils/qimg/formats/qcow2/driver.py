@@ -15,10 +15,12 @@ __metaclass__ = type
 import array
 import bisect
 import collections
+import os
 import struct
 
-from ...errors import ImageCorrupt, ImageNotFound, ReadOnlyImage, UnsupportedFeature
+from ...errors import ImageCorrupt, ImageNotFound, InvalidArgument, QimgError, ReadOnlyImage, UnsupportedFeature
 from ...image import DATA, UNALLOCATED, ZERO, BlockDevice, Extent
+from ...protocols.base import ProtocolNode
 from . import header as hdr
 from .bitmaps import bitmap_info, mark_in_use, read_bitmaps
 from .compress import decompress_cluster
@@ -32,13 +34,58 @@ L2_CACHE_BYTES = 32 * 1024 * 1024
 COMPRESSED_KIND = "compressed"
 
 
+def open_data_file_node(image_filename, name, read_only, force_share):
+    """The external data file named in an image's header, as a local file node.
+
+    As QEMU 7.2 opens it (bdrv_open_child without filename parsing): the name is a plain file name,
+    never json: or a protocol, and a relative one is taken relative to the working directory (not
+    to the image's directory, unlike backing files).
+    """
+    import stat
+    from ...protocols.file import HostFile
+    try:
+        mode = os.stat(name).st_mode
+    except (OSError, ValueError):
+        mode = None  # HostFile reports it
+    if mode is not None and not stat.S_ISREG(mode) and not stat.S_ISBLK(mode):
+        # refused before open(): opening a FIFO named by a hostile image would block
+        raise ImageNotFound("Could not open '%s': 'file' driver requires '%s' to be a regular file"
+                            % (image_filename, name))
+    try:
+        return HostFile(name, read_only, force_share)
+    except QimgError as e:
+        msg = e.message
+        prefix = "Could not open '%s': " % name
+        if msg.startswith(prefix + prefix):
+            msg = msg[len(prefix):]
+        raise type(e)("Could not open '%s': %s" % (image_filename, msg), hint=e.hint)
+
+
+class _UnopenedDataFile(ProtocolNode):
+    """Stands in for an external data file the image was opened without (open_data_file=False)."""
+
+    def __init__(self, image_filename, name):
+        super(_UnopenedDataFile, self).__init__(name if name is not None else "", True)
+        self.image_filename = image_filename
+
+    def _refuse(self, *args):
+        raise UnsupportedFeature("%s: the external data file is not open" % self.image_filename)
+
+    preadinto = pwritev = truncate = punch = extents = length = _refuse
+
+
 class Qcow2Image(BlockDevice):
     format_name = "qcow2"
 
-    def __init__(self, filename, file, read_only=True, repair=False):
+    def __init__(self, filename, file, read_only=True, repair=False, data_file=None, open_data_file=True):
+        """data_file: an already opened node for the external data file (QEMU's "data-file" option),
+        used instead of the name in the header; open_data_file=False leaves it closed (qemu-img info
+        opens images without I/O and never touches the data file)."""
         super(Qcow2Image, self).__init__(filename, read_only)
         self.file = file
         self._debug_event = getattr(file, "debug_event", None)  # blkdebug below: data reads are events
+        self.data_file = None
+        self._own_data_file = False
         self.file_size = file.length()
         buf = file.pread(0, min(self.file_size, 1 << hdr.MAX_CLUSTER_BITS))
         self.header = h = hdr.parse_header(buf, self.file_size, filename)
@@ -54,9 +101,8 @@ class Qcow2Image(BlockDevice):
         self.alloc_end = -(-self.file_size // cs)
         if h.crypt_method:
             raise UnsupportedFeature("Could not open '%s': encrypted qcow2 images are not supported yet" % filename)
-        if h.incompatible_features & hdr.INCOMPAT_DATA_FILE:
-            raise UnsupportedFeature("Could not open '%s': qcow2 images with an external data file are not "
-                                     "supported yet" % filename)
+        self.has_data_file = bool(h.incompatible_features & hdr.INCOMPAT_DATA_FILE)
+        self.data_file_raw = self.has_data_file and bool(h.autoclear_features & hdr.AUTOCLEAR_DATA_FILE_RAW)
         if h.incompatible_features & hdr.INCOMPAT_EXTL2 and h.cluster_bits < 14:
             raise ImageCorrupt("Could not open '%s': Extended L2 entries are only supported with cluster sizes "
                                "of at least 16384 bytes" % filename)
@@ -73,13 +119,47 @@ class Qcow2Image(BlockDevice):
         self.prepared_for_write = False
         self.written = False
         self._last_compressed = (None, None)
-        if not self.read_only and not repair and h.incompatible_features & hdr.INCOMPAT_DIRTY:
-            self._repair_dirty()
-        if not self.read_only and h.autoclear_features & ~hdr.AUTOCLEAR_KNOWN:
-            # as QEMU does on every read-write open: autoclear bits a writer does not know go first
-            h.autoclear_features &= hdr.AUTOCLEAR_KNOWN
-            self.write_header()
-            self.sync()
+        if open_data_file or data_file is not None:
+            self._attach_data_file(data_file)
+        elif self.has_data_file:
+            self.data_file = _UnopenedDataFile(filename, h.data_file)
+        else:
+            self.data_file = file
+        try:
+            if not self.read_only and not repair and h.incompatible_features & hdr.INCOMPAT_DIRTY:
+                self._repair_dirty()
+            if not self.read_only and h.autoclear_features & ~hdr.AUTOCLEAR_KNOWN:
+                # as QEMU does on every read-write open: autoclear bits a writer does not know go first
+                h.autoclear_features &= hdr.AUTOCLEAR_KNOWN
+                self.write_header()
+                self.sync()
+        except BaseException:
+            self._close_data_file()
+            raise
+
+    def _attach_data_file(self, node):
+        """QEMU's qcow2_do_open(): the data file named in the header (or given), or this file itself."""
+        h = self.header
+        if not self.has_data_file:
+            if node is not None:
+                raise InvalidArgument("Could not open '%s': 'data-file' can only be set for images with an "
+                                      "external data file" % self.filename)
+            if h.autoclear_features & hdr.AUTOCLEAR_DATA_FILE_RAW:
+                raise ImageCorrupt("Could not open '%s': data-file-raw requires a data file" % self.filename)
+            self.data_file = self.file
+            return
+        if node is None:
+            if h.data_file is None:
+                raise ImageCorrupt("Could not open '%s': 'data-file' is required for this image" % self.filename)
+            node = open_data_file_node(self.filename, h.data_file, self.read_only, self.file.lock is None)
+            self._own_data_file = True
+        self.data_file = node
+
+    def _close_data_file(self):
+        node, self.data_file = self.data_file, None
+        if self._own_data_file and node is not None:
+            self._own_data_file = False
+            node.close()
 
     def _repair_dirty(self):
         """A dirty lazy-refcount image opened for writing gets its refcounts rebuilt first (as QEMU does)."""
@@ -111,6 +191,8 @@ class Qcow2Image(BlockDevice):
             self.file_size = size
 
     def sync(self):
+        if self.has_data_file and self.data_file is not None:
+            self.data_file.flush()  # guest data before the metadata that maps it
         self.file.flush()
 
     def metadata_changed(self):
@@ -173,8 +255,22 @@ class Qcow2Image(BlockDevice):
             self.read_only = True
 
     def _write_data(self, offset, data):
+        if self.has_data_file:  # nothing of the qcow2 file can be hit (QEMU skips its overlap check too)
+            try:
+                self.data_file.pwrite(offset, data)
+            except OSError as e:  # e.g. EFBIG: the guest offset of a hostile size is past what the file system holds
+                raise QimgError("%s: error while writing at byte %d: %s" % (self.filename, offset, e.strerror))
+            return
         self.check_metadata_write(offset, len(data), "guest data")
         self._pwrite(offset, data)
+
+    def _data_host(self, gc, e):
+        """With a data file, the host offset of guest cluster gc, checked against its L2 entry e."""
+        host = gc << self.cluster_bits
+        if (e & OFFSET_MASK or e & COPIED) and e & OFFSET_MASK != host:
+            raise ImageCorrupt("%s: External data file host cluster offset %#x does not match guest cluster "
+                               "offset: %#x" % (self.filename, e & OFFSET_MASK, host))
+        return host
 
     def _pwrite(self, offset, data):
         self.file.pwrite(offset, data)
@@ -278,6 +374,9 @@ class Qcow2Image(BlockDevice):
         e = table[idx]
         in_off = pos & (self.cluster_size - 1)
         if e & COMPRESSED:
+            if self.has_data_file:
+                raise ImageCorrupt("%s: Compressed cluster entry found in image with external data file "
+                                   "(L2 offset: %#x, L2 index: %#x)" % (self.filename, l2off, l2i))
             return [(pos, n, COMPRESSED_KIND, e)]
         if e & L2E_RESERVED:
             raise ImageCorrupt("%s: L2 entry %#x has reserved bits set (L2 offset: %#x, L2 index: %#x)"
@@ -286,10 +385,16 @@ class Qcow2Image(BlockDevice):
         if host % self.cluster_size:
             raise ImageCorrupt("%s: Cluster allocation offset %#x unaligned (L2 offset: %#x, L2 index: %#x)"
                                % (self.filename, host, l2off, l2i))
+        # with a data file, offset 0 is a real host offset when COPIED says the cluster is allocated
+        mapped = bool(host) or (self.has_data_file and bool(e & COPIED) and (
+            self.extended_l2 or not e & ZERO_FLAG))
+        if mapped and self.has_data_file and host != pos - in_off:
+            raise ImageCorrupt("%s: External data file host cluster offset %#x does not match guest cluster "
+                               "offset: %#x, L2 index: %#x)" % (self.filename, host, pos - in_off, l2i))
         if not self.extended_l2:
             if e & ZERO_FLAG:
                 return [(pos, n, ZERO, host + in_off if host else None)]
-            if host:
+            if mapped:
                 return [(pos, n, DATA, host + in_off)]
             return [(pos, n, UNALLOCATED, None)]
         bitmap = table[idx + 1]
@@ -298,13 +403,13 @@ class Qcow2Image(BlockDevice):
         if alloc & zero:
             raise ImageCorrupt("%s: subcluster both allocated and zero (L2 offset: %#x, L2 index: %#x)"
                                % (self.filename, l2off, l2i))
-        if alloc and not host:
+        if alloc and not mapped:
             raise ImageCorrupt("%s: allocated subclusters without a host cluster (L2 offset: %#x, L2 index: %#x)"
                                % (self.filename, l2off, l2i))
         if alloc == ALL_SUBCLUSTERS:
             return [(pos, n, DATA, host + in_off)]
         if zero == ALL_SUBCLUSTERS or (alloc == 0 and zero == 0):
-            return [(pos, n, ZERO if zero else UNALLOCATED, host + in_off if host else None)]
+            return [(pos, n, ZERO if zero else UNALLOCATED, host + in_off if mapped else None)]
         out = []
         sc = self.subcluster_size
         end = pos + n
@@ -316,7 +421,7 @@ class Qcow2Image(BlockDevice):
             if (alloc >> j) & 1:
                 out.append((p, m, DATA, host + off_in))
             else:
-                out.append((p, m, ZERO if (zero >> j) & 1 else UNALLOCATED, host + off_in if host else None))
+                out.append((p, m, ZERO if (zero >> j) & 1 else UNALLOCATED, host + off_in if mapped else None))
             p += m
         return out
 
@@ -351,7 +456,7 @@ class Qcow2Image(BlockDevice):
         if len(segments) == 1 and segments[0][2] == DATA:  # the common case: one pread, no copy
             if self._debug_event is not None:
                 self._debug_event("read_aio")
-            return self.file.pread(segments[0][3], length)
+            return self.data_file.pread(segments[0][3], length)
         buf = bytearray(length)
         self._read_segments(offset, memoryview(buf), segments)
         return bytes(buf)
@@ -367,7 +472,7 @@ class Qcow2Image(BlockDevice):
             if kind == DATA:
                 if self._debug_event is not None:
                     self._debug_event("read_aio")  # blkdebug's event for a data read (BLKDBG_READ_AIO)
-                self.file.preadinto(host, part)
+                self.data_file.preadinto(host, part)
             elif kind == ZERO:
                 part[:] = zero_view(n)
             elif kind == UNALLOCATED:
@@ -440,6 +545,8 @@ class Qcow2Image(BlockDevice):
 
     def _release(self, e):
         """Queue the refcount decrease for what L2 entry e referenced."""
+        if self.has_data_file:
+            return  # clusters in an external data file are not refcounted
         if e & COMPRESSED:
             x = 62 - (self.cluster_bits - 8)
             host = e & ((1 << x) - 1)
@@ -493,8 +600,15 @@ class Qcow2Image(BlockDevice):
         e = table[idx]
         host = e & OFFSET_MASK
         n = len(chunk)
+        in_place = bool(host) and e & COPIED and not e & COMPRESSED
+        if self.has_data_file:
+            if e & COMPRESSED:
+                raise ImageCorrupt("%s: Compressed cluster entry found in image with external data file"
+                                   % self.filename)
+            host = self._data_host(gc, e)
+            in_place = bool(e & COPIED)
         if not self.extended_l2:
-            if host and e & COPIED and not e & COMPRESSED:
+            if in_place:
                 if host % cs:
                     raise ImageCorrupt("%s: Cluster allocation offset %#x unaligned" % (self.filename, host))
                 self._write_data(host + in_off, chunk)
@@ -506,8 +620,7 @@ class Qcow2Image(BlockDevice):
                     self._set_entry(l2off, table, idx, host | COPIED)
                 return
             content = self._patched_cluster(gc, in_off, chunk)
-            new = self.refcounts.alloc(1)
-            self.refcounts.flush()
+            new = self._new_data_cluster(gc)
             self._write_data(new, content)
             self._set_entry(l2off, table, idx, new | COPIED)
             self._release(e)
@@ -518,7 +631,7 @@ class Qcow2Image(BlockDevice):
         touched = ((1 << (last + 1)) - 1) ^ ((1 << first) - 1)
         alloc = bitmap & ALL_SUBCLUSTERS
         zero = bitmap >> 32
-        if host and e & COPIED and not e & COMPRESSED:
+        if in_place:
             span_start, span_end = first * sc, (last + 1) * sc
             if (in_off > span_start and not (alloc >> first) & 1) or (
                     in_off + n < span_end and not (alloc >> last) & 1):
@@ -532,8 +645,7 @@ class Qcow2Image(BlockDevice):
             self._set_entry(l2off, table, idx, e, (alloc | touched) | ((zero & ~touched) << 32))
             return
         content = self._patched_cluster(gc, in_off, chunk)
-        new = self.refcounts.alloc(1)
-        self.refcounts.flush()
+        new = self._new_data_cluster(gc)
         self._write_data(new, content)
         if e & COMPRESSED:
             new_bitmap = ALL_SUBCLUSTERS
@@ -542,16 +654,29 @@ class Qcow2Image(BlockDevice):
         self._set_entry(l2off, table, idx, new | COPIED, new_bitmap)
         self._release(e)
 
+    def _new_data_cluster(self, gc):
+        """Host offset for a newly allocated data cluster: refcounted in the qcow2 file, or, with a
+        data file, the guest offset itself (QEMU: nothing to allocate)."""
+        if self.has_data_file:
+            return gc << self.cluster_bits
+        new = self.refcounts.alloc(1)
+        self.refcounts.flush()
+        return new
+
     def _patched_cluster(self, gc, in_off, chunk):
         if in_off == 0 and len(chunk) == self.cluster_size:
             return chunk
         content = bytearray(self._cluster_view(gc))
         content[in_off:in_off + len(chunk)] = chunk
+        if self.has_data_file:  # the data file ends with the image (a raw one must stay the guest's size)
+            del content[max(in_off + len(chunk), self.size - (gc << self.cluster_bits)):]
         return content
 
     def write_zeroes(self, offset, length):
         self.check_range(offset, length)
         self._prepare_write()
+        if self.data_file_raw and length:
+            self.data_file.punch(offset, length)  # first, as QEMU: the data file stays the raw guest content
         cs = self.cluster_size
         pos = offset
         end = offset + length
@@ -577,7 +702,10 @@ class Qcow2Image(BlockDevice):
                 return False  # v2 has no zero flag: unallocated would expose the backing file
             l2off, table, idx = self._l2_for_write(gc)
             e = table[idx]
-            self._set_entry(l2off, table, idx, ZERO_FLAG if v3 else 0)
+            new = ZERO_FLAG if v3 else 0
+            if self.data_file_raw:  # the allocation stays: a raw data file keeps its 1:1 mapping
+                new |= self._data_host(gc, e) | COPIED
+            self._set_entry(l2off, table, idx, new)
             self._release(e)
             return True
         sc = self.subcluster_size
@@ -585,7 +713,9 @@ class Qcow2Image(BlockDevice):
             return False
         l2off, table, idx = self._l2_for_write(gc)
         e = table[idx]
-        if e & COMPRESSED or (e & OFFSET_MASK and not e & COPIED):
+        if self.has_data_file:
+            self._data_host(gc, e)
+        elif e & COMPRESSED or (e & OFFSET_MASK and not e & COPIED):
             if not full:
                 return False
             self._set_entry(l2off, table, idx, 0, ALL_ZERO_BITS)
@@ -611,6 +741,7 @@ class Qcow2Image(BlockDevice):
         if end != self.size:
             end = end // cs * cs
         v3 = self.header.version >= 3
+        punch = []  # with a data file: the host ranges to deallocate there once the metadata says so
         try:
             for gc in range(start >> self.cluster_bits, -(-end // cs)):
                 l1i = gc // self.l2_entries
@@ -620,6 +751,13 @@ class Qcow2Image(BlockDevice):
                 e = table[idx]
                 allocated = bool(e & (COMPRESSED | OFFSET_MASK)) or (
                     self.extended_l2 and table[idx + 1] & ALL_SUBCLUSTERS)
+                if self.has_data_file and (e & OFFSET_MASK or e & COPIED):
+                    allocated = True
+                    host = self._data_host(gc, e)
+                    if punch and punch[-1][1] == host:
+                        punch[-1][1] = min(host + cs, self.size)
+                    else:
+                        punch.append([host, min(host + cs, self.size)])
                 if self.extended_l2:
                     bitmap = ALL_ZERO_BITS if (self.backing is not None or allocated) else 0
                     self._set_entry(l2off, table, idx, 0, bitmap)
@@ -629,6 +767,8 @@ class Qcow2Image(BlockDevice):
                 self._release(e)
         finally:
             self._commit_metadata()
+        for a, b in punch:  # QEMU passes the discard on to the data file
+            self.data_file.punch(a, b - a)
 
     def flush(self):
         if self.written and not self.read_only:
@@ -643,8 +783,11 @@ class Qcow2Image(BlockDevice):
                 self._commit_metadata()
                 self.sync()
         finally:
-            self.file.close()
-            self.file = None
+            try:
+                self._close_data_file()
+            finally:
+                self.file.close()
+                self.file = None
 
     def activate_snapshot(self, snapshot_id=None, name=None):
         """Switch this (read-only) device to an internal snapshot's content, chosen by id and/or name."""
@@ -674,7 +817,7 @@ class Qcow2Image(BlockDevice):
         """
         real_clusters = self.actual_size() // self.cluster_size
         threshold = max(real_clusters * 10 // 9, real_clusters + 2)
-        return self.refcounts.count_used(-(-self.file_size // self.cluster_size), threshold) > threshold
+        return self.refcounts.count_used(-(-self.file_size // self.cluster_size), threshold) >= threshold
 
     def format_specific(self):
         h = self.header
@@ -687,6 +830,10 @@ class Qcow2Image(BlockDevice):
         if self.bitmaps:
             data["bitmaps"] = [bitmap_info(b) for b in self.bitmaps]
         data["refcount-bits"] = h.refcount_bits
+        if h.data_file is not None:
+            data["data-file"] = h.data_file
+        if self.has_data_file:
+            data["data-file-raw"] = self.data_file_raw
         if h.version >= 3:
             data["corrupt"] = bool(h.incompatible_features & hdr.INCOMPAT_CORRUPT)
             data["extended-l2"] = self.extended_l2
@@ -695,6 +842,6 @@ class Qcow2Image(BlockDevice):
     def info_fields(self):
         d = {"cluster-size": self.cluster_size,
              "dirty-flag": bool(self.header.incompatible_features & hdr.INCOMPAT_DIRTY)}
-        if self.snapshots:
+        if self.snapshots and not self.has_data_file:  # QEMU lists no snapshots with a data file (-ENOTSUP)
             d["snapshots"] = [snapshot_info(s) for s in self.snapshots]
         return d

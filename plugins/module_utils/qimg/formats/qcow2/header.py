@@ -161,6 +161,14 @@ def parse_header(buf, file_size, filename):
         if h.header_length > 104:
             h.compression_type = buf[104]
             h.extra_header = bytes(buf[105:h.header_length])
+        # validate_compression_type(), before the feature bits (qcow2_do_open()'s order)
+        if h.compression_type not in COMPRESSION_NAMES:
+            raise UnsupportedFeature("Could not open '%s': qcow2: unknown compression type: %d"
+                                     % (filename, h.compression_type))
+        has_bit = bool(h.incompatible_features & INCOMPAT_COMPRESSION)
+        if has_bit != (h.compression_type != COMPRESSION_ZLIB):
+            raise corrupt("qcow2: Compression type incompatible feature bit must %sbe set"
+                          % ("not " if has_bit else ""))
         unknown = h.incompatible_features & ~INCOMPAT_KNOWN
         if unknown:
             # named after the feature table below if the image provides one
@@ -221,10 +229,6 @@ def parse_header(buf, file_size, filename):
             names.append("Unknown incompatible feature: %x" % unknown)
         raise UnsupportedFeature("Could not open '%s': Unsupported qcow2 feature(s): %s"
                                  % (filename, ", ".join(names)))
-    if h.incompatible_features & INCOMPAT_COMPRESSION and h.compression_type == COMPRESSION_ZLIB:
-        raise corrupt("Compression type bit is set but compression type is zlib")
-    if h.compression_type not in COMPRESSION_NAMES:
-        raise UnsupportedFeature("Could not open '%s': Unknown compression type %d" % (filename, h.compression_type))
     return h
 
 
@@ -277,7 +281,7 @@ def _parse_extensions(h, buf, corrupt):
                 raise corrupt("bitmaps_ext: Reserved field is not zero")
             h.bitmaps_ext = (nb, dsize, doff)
         elif ext_type == EXT_DATA_FILE:
-            h.data_file = _decode(data)
+            h.data_file = _decode(data.split(b"\0", 1)[0])  # QEMU reads it as a C string
         elif ext_type == EXT_CRYPTO:
             h.unknown_extensions.append((ext_type, data))
         else:
