@@ -327,7 +327,8 @@ SPEC_SEEDS = [
              '"inject-error": [{"event": "none", "iotype": "read", "errno": 5, "sector": 3}]}'),
     ("json", 'json:{"file.filename": "%(img)s", "file.locking": "off", "encrypt.key-secret": "s0"}'),
     ("json", 'json:{"driver": "qcow2", "file": {"driver": "blkdebug", "image.filename": "%(img)s", '
-             '"inject-error": [{"event": "none", "sector": 0}], "set-state": [{"event": "read_aio", "new_state": 2}]}}'),
+             '"inject-error": [{"event": "none", "sector": 0}], '
+             '"set-state": [{"event": "read_aio", "new_state": 2}]}}'),
     ("json", "json:{'driver': 'qcow2', 'file': {'driver': 'quorum', 'vote-threshold': 2, 'children': ["
              "{'driver': 'file', 'filename': '%(img)s'}, {'driver': 'null-co', 'size': 65536}]}}"),
     ("opts", "driver=qcow2,file.driver=file,file.filename=%(img)s,backing="),

@@ -238,7 +238,8 @@ def test_spec_errors_are_qimg_errors():
      "Failed to connect to 'localhost:0': Connection refused"),
     (["--image-opts", "driver=ssh,host=localhost,port=0,path=/foo"],
      "Failed to connect to 'localhost:0': Connection refused"),
-    (['json:{"driver": "ssh", "host": "localhost", "port": 0.42, "path": "/foo"}'], "Parameter 'port' expects a number"),
+    (['json:{"driver": "ssh", "host": "localhost", "port": 0.42, "path": "/foo"}'],
+     "Parameter 'port' expects a number"),
     (["--image-opts", "driver=ssh,host=localhost,port=0.42,path=/foo"], "Parameter 'port' expects a number"),
 ])
 def test_ssh_errors(args, message):

@@ -72,7 +72,8 @@ def run(argv, ctx):
         raise CommandError("Either --size N or one filename must be specified.")
     if filename is not None:
         from ..ops.convert import open_sources
-        filename = image_name(filename, fmt=fmt, image_opts=image_opts, objects=objects)   # the single place the image's name reaches the engine
+        # the single place the image's name reaches the engine
+        filename = image_name(filename, fmt=fmt, image_opts=image_opts, objects=objects)
         open_sources([filename], fmt, share, snapshot)[0].close()
     from ..errors import InvalidArgument
     from ..ops import create as ops_create
