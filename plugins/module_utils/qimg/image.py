@@ -188,7 +188,7 @@ def _chain_status(dev, depth, offset, length, out):
 _PROTOCOLS = ("json", "file", "nbd", "nbd+unix", "nbd+tcp", "http", "https", "ftp", "ftps", "ssh", "iscsi",
               "rbd", "gluster", "gluster+tcp", "gluster+unix", "gluster+rdma", "nfs", "host_device",
               "host_cdrom", "vvfat", "blkdebug", "blkverify", "null-co", "null-aio", "throttle", "fd")
-FORMATS = ("raw", "qcow2")
+FORMATS = ("raw", "qcow2", "luks")
 
 
 def refuse_pseudo_filename(name, what, allow_unsafe=False):
@@ -202,9 +202,13 @@ def refuse_pseudo_filename(name, what, allow_unsafe=False):
 
 
 def probe_format(node):
-    """qcow2 by its magic, otherwise raw."""
-    head = node.pread(0, 4)
-    return "qcow2" if head == b"QFI\xfb" else "raw"
+    """qcow2 or luks by their magic, otherwise raw."""
+    head = node.pread(0, 8)
+    if head[:4] == b"QFI\xfb":
+        return "qcow2"
+    if head == b"LUKS\xba\xbe\x00\x01":
+        return "luks"
+    return "raw"
 
 
 def full_backing_path(overlay_filename, backing_name):
@@ -215,22 +219,28 @@ def full_backing_path(overlay_filename, backing_name):
     return os.path.join(base_dir, backing_name) if base_dir else backing_name
 
 
-def open_format(filename, node, fmt=None, read_only=True, repair=False, open_data_file=True, data_file=None):
+def open_format(filename, node, fmt=None, read_only=True, repair=False, open_data_file=True, data_file=None,
+                secrets=None, key_secret=None):
     """The format driver `fmt` (probed when None) over an open protocol node; on failure the
     node is left open for the caller to close. qcow2 only: data_file is an opened node for its
-    external data file (else the one its header names is opened, unless open_data_file is False)."""
+    external data file (else the one its header names is opened, unless open_data_file is False).
+    secrets (crypto.secrets.SecretStore) and key_secret (the encrypt.key-secret id) unlock an
+    encrypted image."""
     from .formats.qcow2 import Qcow2Image
     from .formats.raw import RawImage
     if fmt is None:
         fmt = probe_format(node)
     if fmt == "qcow2":
         return Qcow2Image(filename, node, read_only, repair=repair, data_file=data_file,
-                          open_data_file=open_data_file)
+                          open_data_file=open_data_file, secrets=secrets, key_secret=key_secret)
+    if fmt == "luks":
+        from .formats.luks import LuksImage
+        return LuksImage(filename, node, read_only, secrets=secrets, key_secret=key_secret)
     return RawImage(filename, node, read_only)
 
 
 def open_single(filename, fmt=None, read_only=True, force_share=False, repair=False, open_data_file=True,
-                cache=None):
+                cache=None, secrets=None, key_secret=None):
     """Open one layer (no backing) on a local file, with QEMU's lock held by its node.
     cache: qemu's cache mode for the file (protocols/cache.py; None = writeback)."""
     from .protocols.file import HostFile
@@ -238,21 +248,28 @@ def open_single(filename, fmt=None, read_only=True, force_share=False, repair=Fa
         raise InvalidArgument("Could not open '%s': Unknown driver '%s'" % (filename, fmt))
     node = HostFile(filename, read_only, force_share, cache=cache)
     try:
-        return open_format(filename, node, fmt, read_only, repair, open_data_file)
+        return open_format(filename, node, fmt, read_only, repair, open_data_file, secrets=secrets,
+                           key_secret=key_secret)
     except BaseException:
         node.close()
         raise
 
 
-def open_layer(filename, fmt=None, read_only=True, force_share=False, repair=False, cache=None):
+def open_layer(filename, fmt=None, read_only=True, force_share=False, repair=False, cache=None, secrets=None,
+               key_secret=None):
     """One layer (no backing chain) of whatever open_image accepts."""
+    if secrets is None:
+        secrets = getattr(filename, "secrets", None)
     if getattr(filename, "image_opts", False) or isinstance(filename, dict) or is_pseudo_filename(filename):
-        return open_spec(filename, fmt, read_only, force_share, getattr(filename, "image_opts", False), cache)
-    return open_single(filename, fmt, read_only, force_share, repair, cache=cache)
+        return open_spec(filename, fmt, read_only, force_share, getattr(filename, "image_opts", False), cache,
+                         secrets, key_secret)
+    return open_single(filename, fmt, read_only, force_share, repair, cache=cache, secrets=secrets,
+                       key_secret=key_secret)
 
 
 def open_image(filename, fmt=None, read_only=True, force_share=False, open_backing=True,
-               allow_unsafe_backing=False, open_data_file=True, cache=None, image_opts=False):
+               allow_unsafe_backing=False, open_data_file=True, cache=None, secrets=None, key_secret=None,
+               backing_key_secret=None, image_opts=False):
     """Open an image and (optionally) its backing chain, depth-limited and loop-checked.
 
     filename: what the user named: a file name, `json:{...}`, a protocol name (nbd://...,
@@ -261,18 +278,27 @@ def open_image(filename, fmt=None, read_only=True, force_share=False, open_backi
     Backing files are always opened read-only and with the caller's force_share; a backing name
     read from an image may not use json: or a protocol unless allow_unsafe_backing.
     cache: qemu's cache mode for the files (None: the default); backing files inherit it.
+    secrets: a crypto.secrets.SecretStore (default: the one a spec.ImageName carries); key_secret:
+    the secret id that unlocks the top image (encrypt.key-secret; a spec's own encrypt.key-secret
+    wins), backing_key_secret the one for encrypted backing files (default: the same).
     """
     image_opts = image_opts or getattr(filename, "image_opts", False)
+    if secrets is None:
+        secrets = getattr(filename, "secrets", None)
     if image_opts or isinstance(filename, dict) or is_pseudo_filename(filename):
-        top = open_spec(filename, fmt, read_only, force_share, image_opts, cache)
+        top = open_spec(filename, fmt, read_only, force_share, image_opts, cache, secrets, key_secret)
     else:
-        top = open_single(filename, fmt, read_only, force_share, open_data_file=open_data_file, cache=cache)
-        if getattr(filename, "secrets", None) is not None:
-            top.secrets = filename.secrets
+        top = open_single(filename, fmt, read_only, force_share, open_data_file=open_data_file, cache=cache,
+                          secrets=secrets, key_secret=key_secret)
+    if secrets is not None:
+        top.secrets = secrets
+    if backing_key_secret is None:
+        backing_key_secret = key_secret
     if not open_backing:
         return top
     try:
-        _open_backing_chain(top, filename, force_share, allow_unsafe_backing, cache, open_data_file)
+        _open_backing_chain(top, filename, force_share, allow_unsafe_backing, cache, open_data_file, secrets,
+                            backing_key_secret)
         return top
     except BaseException:
         top.close()
@@ -314,7 +340,8 @@ def _format_layers(top):
     return dev
 
 
-def _open_backing_chain(top, filename, force_share, allow_unsafe_backing, cache=None, open_data_file=True):
+def _open_backing_chain(top, filename, force_share, allow_unsafe_backing, cache=None, open_data_file=True,
+                        secrets=None, key_secret=None):
     seen = set()
     dev = _format_layers(top)
     if dev.fd is not None:
@@ -349,7 +376,7 @@ def _open_backing_chain(top, filename, force_share, allow_unsafe_backing, cache=
             raise UnsupportedFeature("Could not open backing file '%s' of '%s': Unknown driver '%s'"
                                      % (name, dev.filename, bfmt))
         if allow_unsafe_backing and is_pseudo_filename(name):
-            backing = open_spec(name, bfmt, True, force_share, cache=cache)
+            backing = open_spec(name, bfmt, True, force_share, cache=cache, secrets=secrets, key_secret=key_secret)
         else:
             path = backing_path(dev)
             if path is None:
@@ -365,7 +392,8 @@ def _open_backing_chain(top, filename, force_share, allow_unsafe_backing, cache=
                 raise UnsafeImage("Could not open backing file '%s' of '%s': the backing chain has a loop"
                                   % (path, dev.filename))
             seen.add(key)
-            backing = open_single(path, bfmt, True, force_share, open_data_file=open_data_file, cache=cache)
+            backing = open_single(path, bfmt, True, force_share, open_data_file=open_data_file, cache=cache,
+                                  secrets=secrets, key_secret=key_secret)
         dev.backing = backing
         dev = _format_layers(backing)
 
@@ -581,7 +609,8 @@ class WindowNode(object):
         self.node.close()
 
 
-def open_spec(name, fmt=None, read_only=True, force_share=False, image_opts=False, cache=None):
+def open_spec(name, fmt=None, read_only=True, force_share=False, image_opts=False, cache=None, secrets=None,
+              key_secret=None):
     """Open what a specification names (see open_image); one layer plus the layers the spec
     itself names. Errors read "Could not open '<what the user typed>': <reason>"."""
     from . import spec as S
@@ -595,9 +624,8 @@ def open_spec(name, fmt=None, read_only=True, force_share=False, image_opts=Fals
             if fmt:
                 crumpled["driver"] = fmt
         tree = S.build_tree(crumpled)
-        tree.secrets = getattr(name, "secrets", None)
-        if cache is not None:
-            _default_cache(tree, cache)
+        tree.secrets = secrets if secrets is not None else getattr(name, "secrets", None)
+        _pass_down(tree, cache, tree.secrets, key_secret)
         dev = _open_top(tree, read_only, force_share)
         dev.secrets = tree.secrets
         return dev
@@ -685,12 +713,15 @@ def _open_node(ns, read_only, force_share):
     raise SpecError("Unknown driver '%s'" % d)
 
 
-def _default_cache(ns, cache):
-    """The caller's cache mode (-t/-T) for the file nodes a spec does not give cache.* options."""
+def _pass_down(ns, cache, secrets, key_secret):
+    """The caller's cache mode (-t/-T) for the file nodes a spec does not give cache.* options, and
+    the secret store (with the caller's key-secret id for encrypted formats that name none)."""
     ns.default_cache = cache
+    ns.secrets = secrets
+    ns.default_key_secret = key_secret
     for child in ns.children.values():
         if child is not None:
-            _default_cache(child, cache)
+            _pass_down(child, cache, secrets, key_secret)
 
 
 def _file_cache_mode(ns):
@@ -790,17 +821,20 @@ def _open_format_node(ns, read_only, force_share):
             node = _raw_window(ns, node)
         ns.probed = fmt
         shown = ns.filename()
+        keys = dict(secrets=getattr(ns, "secrets", None),
+                    key_secret=ns.str("encrypt.key-secret") or ns.str("key-secret")
+                    or getattr(ns, "default_key_secret", None))
         if fmt == "qcow2" and "data-file" in ns.children and ns.children["data-file"] is not None:
-            # opened here, handed to the driver (the data-file helper's Qcow2Image(data_file=...))
+            # opened here, handed to the driver (Qcow2Image(data_file=...))
             data = _open_node(ns.children["data-file"], read_only, force_share)
             try:
-                dev = _qcow2_with_data_file(shown, node, read_only, data)
+                dev = open_format(shown, node, "qcow2", read_only, data_file=data, **keys)
             except BaseException:
                 data.close()
                 raise
         else:
             try:
-                dev = open_format(shown, node, fmt, read_only)
+                dev = open_format(shown, node, fmt, read_only, **keys)
             except BlockIOError as e:
                 if fmt != "qcow2":
                     raise
@@ -819,14 +853,7 @@ def _open_format_node(ns, read_only, force_share):
             except BaseException:
                 dev.close()
                 raise
-    if getattr(dev, "encrypt_key_secret", None) is None and ns.get("encrypt.key-secret") is not None:
-        # passed through for the encryption code (the driver looks it up in the secret store)
-        dev.encrypt_key_secret = ns.str("encrypt.key-secret")
     return dev
-
-
-def _qcow2_with_data_file(shown, node, read_only, data):
-    return open_format(shown, node, "qcow2", read_only, data_file=data)
 
 
 def _raw_window(ns, node):

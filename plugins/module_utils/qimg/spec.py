@@ -31,7 +31,7 @@ MAX_NESTING = 64          # json: nesting (QEMU allows 1024; a typed name never 
 MAX_SPEC_LENGTH = 1 << 20  # characters in one json:/--image-opts text
 MAX_LIST_ITEMS = 4096
 
-FORMAT_DRIVERS = ("raw", "qcow2")
+FORMAT_DRIVERS = ("raw", "qcow2", "luks")
 PROTOCOL_DRIVERS = ("file", "null-co", "null-aio", "nbd", "blkdebug", "ssh", "quorum")
 SIZE_HINT = ("Optional suffix k, M, G, T, P or E means kilo-, mega-, giga-, tera-, peta-",
              "and exabytes, respectively.")
@@ -637,6 +637,7 @@ _OPTIONS = {
     "file": ("filename", "aio", "aio-max-batch", "locking", "pr-manager", "drop-cache", "x-check-cache-dropped"),
     "null-co": ("filename", "size", "latency-ns", "read-zeroes"),
     "raw": ("offset", "size"),
+    "luks": ("key-secret",),
     "qcow2": ("lazy-refcounts", "pass-discard-request", "pass-discard-snapshot", "pass-discard-other",
               "overlap-check", "cache-size", "l2-cache-size", "l2-cache-entry-size", "refcount-cache-size",
               "cache-clean-interval", "encrypt.format", "encrypt.key-secret"),
@@ -651,9 +652,9 @@ _OPTIONS["null-aio"] = _OPTIONS["null-co"]
 _PREFIX_OPTIONS = {"qcow2": ("overlap-check.",),
                    "blkdebug": ("inject-error.", "set-state.", "take-child-perms.", "unshare-child-perms."),
                    "nbd": ("server.",), "ssh": ("server.", "host-key-check.")}
-_CHILDREN = {"raw": ("file",), "qcow2": ("file", "backing", "data-file"), "blkdebug": ("image",),
+_CHILDREN = {"raw": ("file",), "luks": ("file",), "qcow2": ("file", "backing", "data-file"), "blkdebug": ("image",),
              "quorum": ("children",)}
-STRONG = {"raw": ("offset", "size"), "qcow2": ("encrypt.key-secret",), "null-co": ("size", "read-zeroes"),
+STRONG = {"raw": ("offset", "size"), "qcow2": ("encrypt.key-secret",), "luks": ("key-secret",), "null-co": ("size", "read-zeroes"),
           "null-aio": ("size", "read-zeroes"),
           "blkdebug": ("config", "inject-error.", "set-state.", "align", "max-transfer", "opt-write-zero",
                        "max-write-zero", "opt-discard", "max-discard"),

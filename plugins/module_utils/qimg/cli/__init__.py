@@ -34,6 +34,9 @@ COMMANDS = {
     "info": "cmd_info",
     "map": "cmd_map",
     "measure": "cmd_measure",
+    "snapshot": "cmd_snapshot",
+    "resize": "cmd_resize",
+    "amend": "cmd_amend",
 }
 
 # Names this package re-exports from its modules (the pre-package ``qimg.cli`` API), loaded on
@@ -85,11 +88,13 @@ def _write(stream, text):
     else:
         stream.write(text)
         stream.flush()
+
+
 def _dispatch(argv, ctx):
     if len(argv) < 2:
         raise UsageError("Not enough arguments")
     opts, args = getopt(argv, "+:hVT:", {"help": (False, "h"), "version": (False, "V"),
-                                          "trace": (True, "T")})
+                                         "trace": (True, "T")})
     for opt, _arg in opts:
         if opt == "h":
             raise HelpRequested()
@@ -105,6 +110,8 @@ def _dispatch(argv, ctx):
     if not callable(handler):
         handler = _submodule(handler).run
     return handler(args, ctx)
+
+
 class _Context:
     """What a command needs besides argv: the program name, stdout, warnings on stderr."""
 
@@ -121,6 +128,8 @@ class _Context:
 
     def warn(self, message):
         self.err("%s: warning: %s\n" % (self.prog, message))
+
+
 def main(argv=None):
     """Run the CLI; return the exit code."""
     if argv is None:

@@ -34,6 +34,17 @@ def run(argv, ctx):
             unsafe = True
         elif opt == "object":
             objects.append(arg)
+    secrets = None
+    if objects:
+        # like qemu-img: the objects are created first; `--object help` prints and exits
+        from ..crypto.secrets import parse_object, SecretStore
+        secrets = SecretStore()
+        for text in objects:
+            spec = parse_object(text)
+            if spec.help:
+                ctx.out("".join(line + "\n" for line in spec.help_lines()))
+                return 0
+            secrets.add_object(spec)
     filename = args[0] if args else None
     if options is not None and any(i in ("help", "?") for i in split_opt_list(options)):
         from ..ops import create as ops_create
@@ -51,13 +62,13 @@ def run(argv, ctx):
     from ..ops import create as ops_create
     try:
         # the single place the new image's name reaches the engine
-        path = image_name(filename, "create", objects=objects)
+        path = image_name(filename, "create")
         plan = ops_create.plan_create(path, fmt, size=size, options=options, backing_file=base,
                                       backing_fmt=base_fmt, unsafe=unsafe)
         if not quiet and plan["pairs"] is not None:
             ctx.out(format_formatting_line(filename, fmt, plan["pairs"], plan["types"]))
         ops_create.create_image(path, fmt, size=size, options=plan["options"], backing_file=base,
-                                backing_fmt=base_fmt, unsafe=unsafe, warn=ctx.warn)
+                                backing_fmt=base_fmt, unsafe=unsafe, warn=ctx.warn, secrets=secrets)
     except Exception as err:
         _reraise_with_prefix(err, filename)
     return 0

@@ -20,7 +20,7 @@ import struct
 import time
 import uuid as uuidlib
 
-from ..errors import ImageCorrupt, InvalidArgument, QimgError, UnsupportedFeature
+from ..errors import InvalidArgument, QimgError, UnsupportedFeature
 from . import ciphers
 from .backend import require
 
@@ -42,7 +42,7 @@ DEFAULT_ITER_TIME = 2000
 ERASE_ITERATIONS = 40
 # far above what a 2000 ms benchmark gives on any current CPU (a few million), low enough that a
 # hostile header cannot keep us busy for more than some seconds per slot
-MAX_ITERATIONS = 1 << 25
+MAX_ITERATIONS = 1 << 26
 UINT32_MAX = 0xffffffff
 
 _HDR = struct.Struct(">6sH32s32s32sII20s32sI40s")
@@ -201,7 +201,10 @@ class LuksHeader(object):
 
     @classmethod
     def parse(cls, buf, container_size=None):
-        """Parse and check a header from the first HEADER_SIZE bytes of `buf`."""
+        """Parse and check a header from the first HEADER_SIZE bytes of `buf` (container_size: the
+        bytes really there, when the reader pads short reads with zeros)."""
+        if container_size is not None and container_size < len(buf):
+            buf = buf[:max(0, container_size)]
         if len(buf) < HEADER_SIZE:
             if len(buf) >= 8 and bytes(buf[:6]) == MAGIC:
                 raise LuksError("LUKS header is truncated (%d of %d bytes)" % (len(buf), HEADER_SIZE))
@@ -321,11 +324,11 @@ class LuksHeader(object):
     def info(self, with_format=False):
         """QEMU's QCryptoBlockInfoLUKS, keys in the order qemu-img's JSON output shows them."""
         d = {"ivgen-alg": self.ivgen_alg}
-        if self.ivgen_alg == "essiv":
-            d["ivgen-hash-alg"] = self.ivgen_hash_alg
         d["hash-alg"] = self.hash_alg
         d["cipher-alg"] = self.cipher_alg
         d["uuid"] = self.uuid
+        if self.ivgen_alg == "essiv":
+            d["ivgen-hash-alg"] = self.ivgen_hash_alg
         if with_format:
             d["format"] = "luks"
         d["cipher-mode"] = self.cipher_mode

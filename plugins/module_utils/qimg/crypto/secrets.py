@@ -217,8 +217,11 @@ def _read_file(path):
         raise SecretError("Unable to read %s: Failed to open file \u201c%s\u201d: %s" % (path, path, e.strerror))
 
 
-def _decrypt_with_keyid(store, props, data):
+def _decrypt_with_keyid(store, props, data, own_id=None):
     """A secret encrypted with another secret (keyid): AES-256-CBC, base64 IV, PKCS#7-ish padding."""
+    if props["keyid"] == own_id:
+        # QEMU has registered the object (still without data) when it looks the key up
+        raise SecretError("Secret with id '%s' has no data" % own_id)
     key = store.lookup(props["keyid"])
     if len(key) != 32:
         raise SecretError("Key should be 32 bytes in length")
@@ -253,7 +256,7 @@ def load_secret(spec, store=None):
     else:
         raise SecretError("Either 'file' or 'data' must be provided")
     if "keyid" in props:
-        return _decrypt_with_keyid(store if store is not None else SecretStore(), props, data)
+        return _decrypt_with_keyid(store if store is not None else SecretStore(), props, data, spec.id)
     if props.get("format", "raw") == "base64":
         return _b64decode(data)
     return data

@@ -68,6 +68,31 @@ class RawImage(BlockDevice):
     def actual_size(self):
         return self.file.allocated_bytes()
 
+    def resize(self, new_size, preallocation="off"):
+        """Truncate or extend the file to new_size bytes (file-posix's truncate: falloc reserves and
+        full writes zeros from the old end; shrinking is refused by the caller unless asked)."""
+        self.check_writable()
+        if preallocation not in ("off", "falloc", "full"):
+            raise InvalidArgument("Unsupported preallocation mode: %s" % preallocation)
+        old = self.file.length()
+        if new_size < old and preallocation != "off":
+            raise InvalidArgument("Preallocation can't be used for shrinking an image")
+        try:
+            if preallocation == "falloc" and new_size > old:
+                self.file.allocate(old, new_size - old)
+            elif preallocation == "full" and new_size > old:
+                zeros = bytes(min(new_size - old, 1 << 20))
+                pos = old
+                while pos < new_size:
+                    n = min(new_size - pos, len(zeros))
+                    self.file.pwrite(pos, zeros if n == len(zeros) else zeros[:n])
+                    pos += n
+            self.file.truncate(new_size)
+        except OSError as e:
+            raise QimgError("Could not resize file: %s" % e.strerror)
+        self.file.flush()
+        self.size = (new_size + 511) // 512 * 512
+
 
 def create_raw(file, size, preallocation="off"):
     """Size an empty file (a protocol node) as a raw image with the given preallocation."""

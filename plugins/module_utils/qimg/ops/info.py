@@ -31,6 +31,8 @@ def device_info(dev):
     fs = dev.format_specific()
     if fs is not None:
         d["format-specific"] = fs
+    if extra.get("encrypted"):
+        d["encrypted"] = True
     d["dirty-flag"] = extra.get("dirty-flag", False)
     return d
 

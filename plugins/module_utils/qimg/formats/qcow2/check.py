@@ -215,6 +215,9 @@ class _Walker(object):
         if h.nb_snapshots:
             self.inc(h.snapshots_offset, snapshot_bytes)
         self.inc(h.refcount_table_offset, h.refcount_table_clusters * cs)
+        crypto = getattr(img, "crypto", None)
+        if crypto is not None and crypto.region is not None:
+            self.inc(crypto.region[0], crypto.region[1])   # the LUKS header clusters
         self.refcount_structures = [(h.refcount_table_offset, h.refcount_table_clusters * cs)]
         for b in img.bitmaps:
             self.bitmap(b)

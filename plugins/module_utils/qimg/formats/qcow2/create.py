@@ -120,16 +120,25 @@ def effective_preallocation(preallocation, data_file_raw):
     return "metadata" if data_file_raw and preallocation == "off" else preallocation
 
 
-def create_qcow2(file, size, preallocation="off", data_node=None, **options):
+def create_qcow2(file, size, preallocation="off", data_node=None, encryption=None, **options):
     """Write a new, empty qcow2 image into the (empty) file, a protocol node (protocols/file.py).
 
     With options data_file (the name for the header), data_node is the (empty) external data file:
     guest cluster N lives at offset N * cluster_size there, nothing in it is refcounted, and
     preallocation applies to it (the qcow2 file gets the L2 tables only).
+
+    encryption: None, or an object with `crypt_method` (1 AES, 2 LUKS), `header_length` (bytes of
+    the LUKS header area, 0 for AES) and `write_header(write, base)` that writes the LUKS header
+    through write(offset, data) at file offset base (see ops/create.py).
     """
     h = plan_header(size, preallocation=preallocation, **options)
     preallocation = effective_preallocation(preallocation, options.get("data_file_raw"))
     external = h.data_file is not None
+    if encryption is not None:
+        if preallocation != "off":
+            raise InvalidArgument("Preallocation is not supported with encryption")
+        h.crypt_method = encryption.crypt_method
+    crypt_clusters = _div_up(encryption.header_length, h.cluster_size) if encryption is not None else 0
     cluster_size = h.cluster_size
     refcount_bits = h.refcount_bits
     extended_l2 = h.extended_l2
@@ -146,7 +155,7 @@ def create_qcow2(file, size, preallocation="off", data_node=None, **options):
     entries_per_block = cluster_size * 8 // refcount_bits
     rt_clusters, rb_clusters = 1, 1
     while True:
-        total = 1 + rt_clusters + rb_clusters + l1_clusters + n_l2 + n_data
+        total = 1 + rt_clusters + rb_clusters + l1_clusters + crypt_clusters + n_l2 + n_data
         need_rb = _div_up(total, entries_per_block)
         need_rt = max(1, _div_up(need_rb * 8, cluster_size))
         if need_rb <= rb_clusters and need_rt <= rt_clusters:
@@ -158,7 +167,8 @@ def create_qcow2(file, size, preallocation="off", data_node=None, **options):
     rt_off = cluster_size
     rb_off = rt_off + rt_clusters * cluster_size
     l1_off = rb_off + rb_clusters * cluster_size
-    l2_off = l1_off + l1_clusters * cluster_size
+    crypt_off = l1_off + l1_clusters * cluster_size
+    l2_off = crypt_off + crypt_clusters * cluster_size
     data_off = l2_off + n_l2 * cluster_size
     end = data_off + n_data * cluster_size
     used_clusters = end // cluster_size
@@ -166,6 +176,9 @@ def create_qcow2(file, size, preallocation="off", data_node=None, **options):
     h.l1_table_offset = l1_off
     h.refcount_table_offset = rt_off
     h.refcount_table_clusters = rt_clusters
+    if crypt_clusters:
+        # the full disk encryption header pointer extension: offset and length of the LUKS header
+        h.unknown_extensions.append((hdr.EXT_CRYPTO, struct.pack(">QQ", crypt_off, encryption.header_length)))
     try:
         raw_header = hdr.header_cluster_bytes(h, cluster_size)
     except QimgError as e:
@@ -202,6 +215,9 @@ def create_qcow2(file, size, preallocation="off", data_node=None, **options):
         file.pwrite(l1_off, bytes(l1))
         if external:
             _prepare_data_file(data_node, size, preallocation)
+        if crypt_clusters:
+            file.truncate(max(file.length(), l2_off))
+            encryption.write_header(file.pwrite, crypt_off)
         if prealloc:
             file.truncate(end)
             if preallocation == "falloc" and n_data:

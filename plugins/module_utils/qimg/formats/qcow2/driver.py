@@ -77,10 +77,12 @@ class _UnopenedDataFile(ProtocolNode):
 class Qcow2Image(BlockDevice):
     format_name = "qcow2"
 
-    def __init__(self, filename, file, read_only=True, repair=False, data_file=None, open_data_file=True):
+    def __init__(self, filename, file, read_only=True, repair=False, data_file=None, open_data_file=True,
+                 secrets=None, key_secret=None):
         """data_file: an already opened node for the external data file (QEMU's "data-file" option),
         used instead of the name in the header; open_data_file=False leaves it closed (qemu-img info
-        opens images without I/O and never touches the data file)."""
+        opens images without I/O and never touches the data file). secrets (crypto.secrets.SecretStore)
+        and key_secret (the encrypt.key-secret id) unlock an encrypted image."""
         super(Qcow2Image, self).__init__(filename, read_only)
         self.file = file
         self._debug_event = getattr(file, "debug_event", None)  # blkdebug below: data reads are events
@@ -99,10 +101,17 @@ class Qcow2Image(BlockDevice):
         self.backing_filename = h.backing_file
         self.backing_format = h.backing_format
         self.alloc_end = -(-self.file_size // cs)
-        if h.crypt_method:
-            raise UnsupportedFeature("Could not open '%s': encrypted qcow2 images are not supported yet" % filename)
         self.has_data_file = bool(h.incompatible_features & hdr.INCOMPAT_DATA_FILE)
         self.data_file_raw = self.has_data_file and bool(h.autoclear_features & hdr.AUTOCLEAR_DATA_FILE_RAW)
+        self.crypto = None
+        crypto_ext = [d for t, d in h.unknown_extensions if t == hdr.EXT_CRYPTO]
+        if h.crypt_method or crypto_ext:
+            if self.has_data_file:
+                raise UnsupportedFeature("Could not open '%s': encrypted images with an external data file are "
+                                         "not supported" % filename)
+            from ...crypto.qcow2_crypto import Qcow2Crypto
+            self.crypto = Qcow2Crypto(filename, h.crypt_method, crypto_ext[0] if crypto_ext else None, file,
+                                      self.file_size, cs, secrets, key_secret)
         if h.incompatible_features & hdr.INCOMPAT_EXTL2 and h.cluster_bits < 14:
             raise ImageCorrupt("Could not open '%s': Extended L2 entries are only supported with cluster sizes "
                                "of at least 16384 bytes" % filename)
@@ -165,6 +174,7 @@ class Qcow2Image(BlockDevice):
         """A dirty lazy-refcount image opened for writing gets its refcounts rebuilt first (as QEMU does)."""
         from .check import check as run_check  # imported late: check builds on this module
         result = run_check(self, "all")
+        self.repair_messages = list(result.messages)  # what QEMU prints while it repairs on open
         if result.corruptions or result.check_errors or self.header.incompatible_features & hdr.INCOMPAT_DIRTY:
             raise ImageCorrupt("Could not open '%s': the image is dirty and its refcounts could not be repaired; "
                                "run 'check -r all'" % self.filename)
@@ -187,7 +197,9 @@ class Qcow2Image(BlockDevice):
 
     def extend_file(self, size):
         if size > self.file_size:
-            self.file.truncate(size)
+            # refcount blocks are written straight to the node: the file may be longer already
+            if size > self.file.length():
+                self.file.truncate(size)
             self.file_size = size
 
     def sync(self):
@@ -223,6 +235,8 @@ class Qcow2Image(BlockDevice):
                             "snapshot L1 table"))
         if h.bitmaps_ext is not None:
             regions.append((h.bitmaps_ext[2], h.bitmaps_ext[2] + max(1, h.bitmaps_ext[1]), "bitmap directory"))
+        if self.crypto is not None and self.crypto.region is not None:
+            regions.append((self.crypto.region[0], self.crypto.region[0] + self.crypto.region[1], "encryption header"))
         return regions
 
     def check_metadata_write(self, offset, length, what):
@@ -262,6 +276,10 @@ class Qcow2Image(BlockDevice):
                 raise QimgError("%s: error while writing at byte %d: %s" % (self.filename, offset, e.strerror))
             return
         self.check_metadata_write(offset, len(data), "guest data")
+        if self.crypto is not None:
+            # _write_cluster set the guest cluster; offsets inside a cluster are the same on both sides
+            guest = (self._crypt_gc << self.cluster_bits) + (offset & (self.cluster_size - 1))
+            data = self.crypto.encrypt(offset, guest, data)
         self._pwrite(offset, data)
 
     def _data_host(self, gc, e):
@@ -277,6 +295,9 @@ class Qcow2Image(BlockDevice):
         end = offset + len(data)
         if end > self.file_size:
             self.file_size = end
+
+    def _pread(self, offset, length):
+        return self.file.pread(offset, length)
 
     def write_header(self):
         self.file.pwrite(0, hdr.header_cluster_bytes(self.header, self.cluster_size))
@@ -429,7 +450,8 @@ class Qcow2Image(BlockDevice):
         self.check_range(offset, length)
         out = []
         for start, n, kind, host in self._segments(offset, length):
-            if kind == COMPRESSED_KIND:
+            if kind == COMPRESSED_KIND or (self.crypto is not None and kind == DATA):
+                # like QEMU, no host offset for encrypted data (it is not the guest's bytes)
                 out.append(Extent(start, n, DATA, None))
             else:
                 out.append(Extent(start, n, kind, host))
@@ -452,8 +474,10 @@ class Qcow2Image(BlockDevice):
 
     def read(self, offset, length):
         self.check_range(offset, length)
+        if self.crypto is not None:
+            self.crypto._need()
         segments = list(self._segments(offset, length))
-        if len(segments) == 1 and segments[0][2] == DATA:  # the common case: one pread, no copy
+        if len(segments) == 1 and segments[0][2] == DATA and self.crypto is None:  # one pread, no copy
             if self._debug_event is not None:
                 self._debug_event("read_aio")
             return self.data_file.pread(segments[0][3], length)
@@ -463,6 +487,8 @@ class Qcow2Image(BlockDevice):
 
     def readinto(self, offset, view):
         self.check_range(offset, len(view))
+        if self.crypto is not None:
+            self.crypto._need()
         self._read_segments(offset, view, self._segments(offset, len(view)))
 
     def _read_segments(self, offset, view, segments):
@@ -472,7 +498,10 @@ class Qcow2Image(BlockDevice):
             if kind == DATA:
                 if self._debug_event is not None:
                     self._debug_event("read_aio")  # blkdebug's event for a data read (BLKDBG_READ_AIO)
-                self.data_file.preadinto(host, part)
+                if self.crypto is None:
+                    self.data_file.preadinto(host, part)
+                else:
+                    self._read_encrypted(host, start, part)
             elif kind == ZERO:
                 part[:] = zero_view(n)
             elif kind == UNALLOCATED:
@@ -480,6 +509,14 @@ class Qcow2Image(BlockDevice):
             else:
                 in_off = start & mask
                 part[:] = self._compressed_cluster(host)[in_off:in_off + n]
+
+    def _read_encrypted(self, host, guest, part):
+        """Read and decrypt the whole sectors around [host, host+len(part)) and keep the part asked for."""
+        lead = host % 512
+        n = len(part)
+        span = -(-(lead + n) // 512) * 512
+        plain = self.crypto.decrypt(host - lead, guest - lead, self.data_file.pread(host - lead, span))
+        part[:] = memoryview(plain)[lead:lead + n]
 
     def _cluster_view(self, gc):
         """This layer's guest content of guest cluster gc (full cluster, zero-padded at the end)."""
@@ -596,6 +633,20 @@ class Qcow2Image(BlockDevice):
 
     def _write_cluster(self, gc, in_off, chunk):
         cs = self.cluster_size
+        if self.crypto is not None:
+            self.crypto._need()
+            self._crypt_gc = gc
+            lead = in_off % 512
+            tail = -(in_off + len(chunk)) % 512
+            if lead or tail:
+                # encryption works on whole sectors: merge the chunk into the current content
+                start = (gc << self.cluster_bits) + in_off - lead
+                span = lead + len(chunk) + tail
+                avail = min(span, self.size - start)
+                buf = bytearray(self.read(start, avail)) + bytearray(span - avail)
+                buf[lead:lead + len(chunk)] = chunk
+                in_off -= lead
+                chunk = memoryview(bytes(buf))
         l2off, table, idx = self._l2_for_write(gc)
         e = table[idx]
         host = e & OFFSET_MASK
@@ -834,6 +885,8 @@ class Qcow2Image(BlockDevice):
             data["data-file"] = h.data_file
         if self.has_data_file:
             data["data-file-raw"] = self.data_file_raw
+        if self.crypto is not None:
+            data["encrypt"] = self.crypto.info()
         if h.version >= 3:
             data["corrupt"] = bool(h.incompatible_features & hdr.INCOMPAT_CORRUPT)
             data["extended-l2"] = self.extended_l2
@@ -844,4 +897,6 @@ class Qcow2Image(BlockDevice):
              "dirty-flag": bool(self.header.incompatible_features & hdr.INCOMPAT_DIRTY)}
         if self.snapshots and not self.has_data_file:  # QEMU lists no snapshots with a data file (-ENOTSUP)
             d["snapshots"] = [snapshot_info(s) for s in self.snapshots]
+        if self.crypto is not None:
+            d["encrypted"] = True
         return d

@@ -255,7 +255,12 @@ class Refcounts(object):
             self._write_block(off, blk)
         else:
             self._write_block(off, blk)
-            self.set(c, 1)
+            # the block describing c may have to be created first: it must not pick c again
+            self.reserved.append((c, c + 1))
+            try:
+                self.set(c, 1)
+            finally:
+                self.reserved.remove((c, c + 1))
             self.flush()
         self.table[t] = off
         self.table_dirty = True

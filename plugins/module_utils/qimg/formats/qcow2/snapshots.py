@@ -12,13 +12,22 @@ import struct
 from ...errors import ImageCorrupt
 
 SNAPSHOT_HEADER = struct.Struct(">QIHHIIQII")  # 40 bytes
+EXTRA_DATA = struct.Struct(">QQQ")  # vm_state_size_large, disk_size, icount
 MAX_EXTRA = 1024
 MAX_TABLE_BYTES = 64 * 1024 * 1024
+MAX_NAME_BYTES = 255  # QEMUSnapshotInfo.name is char[256]
+NO_ICOUNT = 0xFFFFFFFFFFFFFFFF
 
 
 class Snapshot(object):
     __slots__ = ("l1_table_offset", "l1_size", "id", "name", "date_sec", "date_nsec",
-                 "vm_clock_nsec", "vm_state_size", "disk_size", "icount", "extra")
+                 "vm_clock_nsec", "vm_state_size", "disk_size", "icount", "extra", "raw_id", "raw_name")
+
+    def copy(self):
+        other = Snapshot()
+        for slot in self.__slots__:
+            setattr(other, slot, getattr(self, slot, None))
+        return other
 
 
 def read_snapshots(img):
@@ -58,8 +67,10 @@ def read_snapshots(img):
             s.disk_size = struct.unpack_from(">Q", extra, 8)[0]
         if extra_size >= 24:
             s.icount = struct.unpack_from(">Q", extra, 16)[0]
-        s.id = body[extra_size:extra_size + id_size].decode("utf-8", "replace")
-        s.name = body[extra_size + id_size:extra_size + id_size + name_size].decode("utf-8", "replace")
+        s.raw_id = bytes(body[extra_size:extra_size + id_size])
+        s.raw_name = bytes(body[extra_size + id_size:extra_size + id_size + name_size])
+        s.id = s.raw_id.decode("utf-8", "replace")
+        s.name = s.raw_name.decode("utf-8", "replace")
         if s.l1_table_offset % cs:
             raise ImageCorrupt("Could not open '%s': Snapshot L1 table offset invalid" % img.filename)
         if s.l1_size > 32 * 1024 * 1024 // 8:
@@ -83,3 +94,85 @@ def snapshot_info(s):
     if s.icount is not None and s.icount != 0xFFFFFFFFFFFFFFFF:
         d["icount"] = s.icount
     return d
+
+
+def _entry_bytes(s):
+    """One snapshot table entry as QEMU's qcow2_write_snapshots() writes it (without padding)."""
+    raw_id = s.raw_id if getattr(s, "raw_id", None) is not None else s.id.encode("utf-8")
+    raw_name = s.raw_name if getattr(s, "raw_name", None) is not None else s.name.encode("utf-8")
+    unknown = bytes(s.extra[EXTRA_DATA.size:]) if s.extra else b""
+    extra = EXTRA_DATA.pack(s.vm_state_size, s.disk_size,
+                            NO_ICOUNT if s.icount is None else s.icount) + unknown
+    # a VM state too big for the 32-bit field: older readers see a disk-only snapshot
+    small_vm_state = s.vm_state_size if s.vm_state_size <= 0xFFFFFFFF else 0
+    head = SNAPSHOT_HEADER.pack(s.l1_table_offset, s.l1_size, len(raw_id), len(raw_name), s.date_sec,
+                                s.date_nsec, s.vm_clock_nsec, small_vm_state, len(extra))
+    return head + extra + raw_id + raw_name
+
+
+def encode_snapshot_table(snapshots):
+    """The whole table: entries padded to multiples of 8 (qcow2.txt "Snapshots"). Returns bytes."""
+    out = bytearray()
+    for s in snapshots:
+        out += bytes((-len(out)) % 8)
+        out += _entry_bytes(s)
+    if len(out) > MAX_TABLE_BYTES:
+        raise ImageCorrupt("Snapshot table is too big")
+    return bytes(out)
+
+
+def new_snapshot(snap_id, name, l1_table_offset, l1_size, disk_size, date_sec, date_nsec,
+                 vm_clock_nsec=0, vm_state_size=0, icount=0):
+    s = Snapshot()
+    s.l1_table_offset, s.l1_size = l1_table_offset, l1_size
+    s.raw_id = snap_id.encode("utf-8")
+    s.raw_name = name.encode("utf-8", "surrogateescape")[:MAX_NAME_BYTES]
+    s.id = s.raw_id.decode("utf-8", "replace")
+    s.name = s.raw_name.decode("utf-8", "replace")
+    s.date_sec, s.date_nsec, s.vm_clock_nsec = date_sec, date_nsec, vm_clock_nsec
+    s.vm_state_size, s.disk_size, s.icount = vm_state_size, disk_size, icount
+    s.extra = b""
+    return s
+
+
+def _strtoul(text):
+    """C strtoul(text, NULL, 10) for the ids QEMU compares (leading digits, else 0)."""
+    text = text.lstrip(" \t\n\r\f\v")
+    neg = text[:1] == "-"
+    if text[:1] in "+-" and text:
+        text = text[1:]
+    digits = ""
+    for ch in text:
+        if ch not in "0123456789":
+            break
+        digits += ch
+    value = int(digits) if digits else 0
+    if value > 0xFFFFFFFFFFFFFFFF:
+        value = 0xFFFFFFFFFFFFFFFF
+    elif neg:
+        value = (-value) & 0xFFFFFFFFFFFFFFFF
+    return value
+
+
+def next_snapshot_id(snapshots):
+    """QEMU's find_new_snapshot_id(): one more than the largest numeric id."""
+    top = 0
+    for s in snapshots:
+        top = max(top, _strtoul(s.id))
+    return "%d" % ((top + 1) & 0xFFFFFFFFFFFFFFFF)
+
+
+def find_snapshot(snapshots, snapshot_id=None, name=None):
+    """Index of the first snapshot matching id and/or name (QEMU's find_snapshot_by_id_and_name), or -1."""
+    for i, s in enumerate(snapshots):
+        if (snapshot_id is None or s.id == snapshot_id) and (name is None or s.name == name):
+            if snapshot_id is None and name is None:
+                return -1
+            return i
+    return -1
+
+
+def find_snapshot_by_id_or_name(snapshots, text):
+    """QEMU's find_snapshot_by_id_or_name(): an id match first, then a name match."""
+    i = find_snapshot(snapshots, snapshot_id=text)
+    return i if i >= 0 else find_snapshot(snapshots, name=text)

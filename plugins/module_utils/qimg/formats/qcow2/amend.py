@@ -1,0 +1,464 @@
+# -*- coding: utf-8 -*-
+# Copyright: qimg.disk contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Amending a qcow2 image's options in place (QEMU's qcow2_amend_options), crash-safe.
+
+- compat 0.10 -> 1.1 (upgrade): snapshot table entries without the v3 extra data are rewritten
+  into fresh clusters; one header write switches to version 3 (with the feature name table).
+- compat 1.1 -> 0.10 (downgrade): zero clusters are expanded into what v2 can express (nothing
+  allocated when there is no backing file, else zeroed data clusters), each L2 table rewritten
+  with one write after its new clusters are zeroed; the header write to version 2 comes last.
+- refcount_bits: a complete refcount table and blocks of the new width are written past the
+  end of the image beside the old ones, one header write switches to them, the old structure
+  is freed afterwards.
+- lazy_refcounts: one header write (a dirty image was repaired when it was opened).
+Every step keeps the guest content of both the old and the new header's view, so a kill at any
+write leaves the old or the new image, with leaked clusters at worst.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import struct
+
+from ...errors import InvalidArgument, QimgError, UnsupportedFeature
+from . import header as hdr
+from .entries import COMPRESSED, COPIED, OFFSET_MASK, ZERO_FLAG, decode_table, encode_table
+from .refcounts import encode_block
+from .snapshots import SNAPSHOT_HEADER
+
+# qemu-img amend -o help for qcow2 (name, qemu type, help), in its order
+AMEND_OPTIONS = [
+    ("backing_file", "str", "File name of a base image"),
+    ("backing_fmt", "str", "Image format of the base image"),
+    ("compat", "str", "Compatibility level (v2 [0.10] or v3 [1.1])"),
+    ("data_file", "str", "File name of an external data file"),
+    ("data_file_raw", "bool", "The external data file must stay valid as a raw image"),
+    ("encrypt.iter-time", "num", "Time to spend in PBKDF in milliseconds"),
+    ("encrypt.keyslot", "num", "Select a single keyslot to modify explicitly"),
+    ("encrypt.new-secret", "str", "New secret to set in the matching keyslots. Empty string to erase"),
+    ("encrypt.old-secret", "str", "Select all keyslots that match this password"),
+    ("encrypt.state", "str", "Select new state of affected keyslots (active/inactive)"),
+    ("lazy_refcounts", "bool", "Postpone refcount updates"),
+    ("refcount_bits", "num", "Width of a reference count entry in bits"),
+    ("size", "size", "Virtual disk size"),
+]
+_WRITE_BATCH = 8 * 1024 * 1024
+
+
+def _div_up(a, b):
+    return -(-a // b)
+
+
+def current_options(img):
+    """The amendable options as the image has them (qimg_create's names and types)."""
+    h = img.header
+    return {"compat": "1.1" if h.version >= 3 else "0.10",
+            "lazy_refcounts": bool(h.compatible_features & hdr.COMPAT_LAZY_REFCOUNTS),
+            "refcount_bits": h.refcount_bits,
+            "size": img.size}
+
+
+class _Progress(object):
+    """QEMU's qcow2_amend_helper_cb(): per-operation (offset, work size) reports folded into one
+    percentage over all the operations of the amend, passed to report(percent)."""
+
+    def __init__(self, report, total_operations):
+        self.report = report
+        self.total = total_operations
+        self.current = self.last = None
+        self.offset_completed = 0
+        self.operations_completed = 0
+        self.last_work = 0
+
+    def __call__(self, operation, offset, work):
+        if self.report is None or not self.total:
+            return
+        if operation != self.last:
+            if self.last is not None:
+                self.offset_completed += self.last_work
+                self.operations_completed += 1
+            self.last = operation
+        self.last_work = work
+        current = self.offset_completed + work
+        projected = current * (self.total - self.operations_completed - 1) // (self.operations_completed + 1)
+        total = current + projected
+        if total:
+            self.report(100.0 * (self.offset_completed + offset) / total)
+
+
+def amend(img, opts, force=False, progress=None):
+    """Apply typed amend options (a dict: compat, lazy_refcounts, refcount_bits, size,
+    backing_file, backing_fmt, data_file, data_file_raw, encrypt.*) in QEMU's order.
+    progress(percent), when given, gets QEMU's status reports."""
+    h = img.header
+    old_version = h.version
+    new_version = old_version
+    lazy = bool(h.compatible_features & hdr.COMPAT_LAZY_REFCOUNTS)
+    bits = h.refcount_bits
+    new_size = 0
+    for name in [o[0] for o in AMEND_OPTIONS]:
+        if name not in opts:
+            continue
+        value = opts[name]
+        if name == "compat":
+            if value in ("0.10", "v2"):
+                new_version = 2
+            elif value in ("1.1", "v3"):
+                new_version = 3
+            else:
+                raise InvalidArgument("Unknown compatibility level %s" % value)
+        elif name == "size":
+            new_size = value
+        elif name.startswith("encrypt."):
+            raise InvalidArgument("Can't amend encryption options - encryption not present")
+        elif name == "lazy_refcounts":
+            lazy = value
+        elif name == "refcount_bits":
+            if value <= 0 or value > 64 or value & (value - 1):
+                raise InvalidArgument("Refcount width must be a power of two and may not exceed 64 bits")
+            bits = value
+        elif name == "data_file":
+            has = getattr(img, "has_data_file", False)
+            if value and not has:
+                raise InvalidArgument("data-file can only be set for images that use an external data file")
+            if has and (value or None) != h.data_file:
+                raise UnsupportedFeature("Amending the data file name is not supported yet")
+        elif name == "data_file_raw":
+            raw = getattr(img, "data_file_raw", False)
+            if value and not raw:
+                raise InvalidArgument("data-file-raw cannot be set on existing images")
+            if raw and not value:
+                raise UnsupportedFeature("Clearing data_file_raw is not supported yet")
+    img.check_writable()
+    status = _Progress(progress, (new_version != old_version) + (bits != h.refcount_bits))
+    if new_version > old_version:
+        upgrade(img, lambda off, work: status("upgrade", off, work))
+    if bits != h.refcount_bits:
+        if new_version < 3 and bits != 16:
+            raise InvalidArgument("Refcount widths other than 16 bits require compatibility level 1.1 or above "
+                                  "(use compat=1.1 or greater)")
+        status("refcount", 0, 1)
+        change_refcount_bits(img, bits)
+        status("refcount", 1, 1)
+    if "backing_file" in opts or "backing_fmt" in opts:
+        if opts.get("backing_file") != h.backing_file or opts.get("backing_fmt") != h.backing_format:
+            raise InvalidArgument("Cannot amend the backing file", hint=["You can use 'qemu-img rebase' instead."])
+    if lazy != bool(h.compatible_features & hdr.COMPAT_LAZY_REFCOUNTS):
+        if lazy and new_version < 3:
+            raise InvalidArgument("Lazy refcounts only supported with compatibility level 1.1 and above "
+                                  "(use compat=1.1 or greater)")
+        img._prepare_write()
+        if lazy:
+            h.compatible_features |= hdr.COMPAT_LAZY_REFCOUNTS
+        else:
+            h.compatible_features &= ~hdr.COMPAT_LAZY_REFCOUNTS
+        _write_header(img)
+    if new_size:
+        from .resize import check_resize, resize
+        check_resize(img, new_size)
+        resize(img, new_size)
+    if new_version < old_version:
+        downgrade(img, lambda off, work: status("downgrade", off, work))
+
+
+def _write_header(img):
+    img._commit_metadata()
+    img.sync()
+    img.write_header()
+    img.sync()
+    img.metadata_changed()
+
+
+# ------------------------------------------------------------------------------------ upgrade
+def upgrade(img, status=None):
+    status = status or (lambda off, work: None)
+    status(0, 2)
+    img._prepare_write()
+    h = img.header
+    old_table = None
+    if any(len(s.extra) < 16 for s in img.snapshots):
+        old_table = _rewrite_snapshot_table(img)
+    status(1, 2)
+    h.version = 3
+    h.header_length = hdr.HEADER_V3_LENGTH
+    h.refcount_order = 4
+    h.incompatible_features = h.compatible_features = h.autoclear_features = 0
+    h.compression_type = hdr.COMPRESSION_ZLIB
+    h.extra_header = b""
+    h.feature_table = list(hdr.FEATURE_NAMES)
+    _write_header(img)
+    status(2, 2)
+    if old_table is not None:
+        _free_bytes(img, *old_table)
+
+
+def _snapshot_table_bytes(img):
+    out = bytearray()
+    for s in img.snapshots:
+        extra = bytes(s.extra)
+        if len(extra) < 16:
+            extra = struct.pack(">QQ", s.vm_state_size, s.disk_size) + extra[16:]
+        sid = s.id.encode("utf-8")
+        name = s.name.encode("utf-8")
+        out += SNAPSHOT_HEADER.pack(s.l1_table_offset, s.l1_size, len(sid), len(name), s.date_sec, s.date_nsec,
+                                    s.vm_clock_nsec, s.vm_state_size & 0xFFFFFFFF, len(extra))
+        out += extra + sid + name
+        out += bytes(-len(out) % 8)
+        s.extra = extra
+    return bytes(out)
+
+
+def _rewrite_snapshot_table(img):
+    """Write the snapshot table (v3 extra data in every entry) to fresh clusters and point the
+    in-memory header at it; returns the old table's (offset, bytes) to free after the switch."""
+    h = img.header
+    cs = img.cluster_size
+    old_bytes = 0
+    for s in img.snapshots:
+        old_bytes += (40 + len(s.extra) + len(s.id.encode("utf-8")) + len(s.name.encode("utf-8")) + 7) & ~7
+    raw = _snapshot_table_bytes(img)
+    img._commit_metadata()
+    off = img.refcounts.alloc(_div_up(len(raw), cs))
+    img.refcounts.flush()
+    img.extend_file(off + _div_up(len(raw), cs) * cs)
+    img.file.pwrite(off, raw)
+    img.sync()
+    old = (h.snapshots_offset, old_bytes)
+    h.snapshots_offset = off
+    return old
+
+
+def _free_bytes(img, offset, nbytes):
+    cs = img.cluster_size
+    for k in range(_div_up(max(nbytes, 1), cs)):
+        img.refcounts.add((offset >> img.cluster_bits) + k, -1)
+    img.refcounts.flush()
+    img.sync()
+
+
+# ---------------------------------------------------------------------------------- downgrade
+def downgrade(img, status=None):
+    h = img.header
+    if h.refcount_order != 4:
+        raise UnsupportedFeature("compat=0.10 requires refcount_bits=16")
+    if getattr(img, "has_data_file", False):
+        raise UnsupportedFeature("Cannot downgrade an image with a data file")
+    for s in img.snapshots:
+        if s.vm_state_size > 0xFFFFFFFF or s.disk_size != img.size:
+            raise UnsupportedFeature("Internal snapshots prevent downgrade of image")
+    incompat = h.incompatible_features & ~(hdr.INCOMPAT_COMPRESSION | hdr.INCOMPAT_DIRTY)
+    if incompat:
+        raise UnsupportedFeature("Cannot downgrade an image with incompatible features 0x%x set" % incompat)
+    if img.bitmaps or h.bitmaps_ext is not None:
+        raise UnsupportedFeature("Cannot downgrade an image with persistent dirty bitmaps")
+    if h.incompatible_features & hdr.INCOMPAT_COMPRESSION and _has_compressed_clusters(img):
+        raise UnsupportedFeature("Cannot downgrade an image with zstd compression type and existing "
+                                 "compressed clusters")
+    img._prepare_write()
+    expand_zero_clusters(img, status)
+    h.version = 2
+    h.header_length = hdr.HEADER_V2.size
+    h.incompatible_features = h.compatible_features = h.autoclear_features = 0
+    h.compression_type = hdr.COMPRESSION_ZLIB
+    h.extra_header = b""
+    _write_header(img)
+
+
+def _l1_tables(img):
+    """(l1 entries) of the active table and of every snapshot."""
+    yield img.l1
+    for s in img.snapshots:
+        yield decode_table(img.file.pread(s.l1_table_offset, s.l1_size * 8))
+
+
+def _has_compressed_clusters(img):
+    seen = set()
+    for l1 in _l1_tables(img):
+        for i in range(len(l1)):
+            l2off = l1[i] & OFFSET_MASK
+            if not l2off or l2off in seen:
+                continue
+            seen.add(l2off)
+            table = decode_table(img.file.pread(l2off, img.cluster_size))
+            if any(e & COMPRESSED for e in table[::img.l2_step]):
+                return True
+    return False
+
+
+_ODD = bytes(i & 1 for i in range(256))
+
+
+def expand_zero_clusters(img, status=None):
+    """Turn every zero-flagged L2 entry (active and snapshot tables) into a v2 one; status(visited,
+    total) after each L1 entry, as QEMU reports it."""
+    cs = img.cluster_size
+    cb = img.cluster_bits
+    rc = img.refcounts
+    img._commit_metadata()
+    img.sync()
+    img.l2_cache.clear()
+    seen = set()
+    zeros = bytes(cs)
+    tables = list(_l1_tables(img))
+    total = sum(len(t) for t in tables)
+    visited = [0]
+
+    def step():
+        visited[0] += 1
+        if status is not None:
+            status(visited[0], total)
+    for l1 in tables:
+        for i in range(len(l1)):
+            l2off = l1[i] & OFFSET_MASK
+            if not l2off or l2off in seen:
+                step()
+                continue
+            seen.add(l2off)
+            if l2off % cs or l2off + cs > img.file_end_limit():
+                raise QimgError("%s: L2 table offset %#x invalid (L1 index: %#x)" % (img.filename, l2off, i))
+            raw = img.file.pread(l2off, cs)
+            if raw[7::8].translate(_ODD).find(b"\1") < 0:
+                step()
+                continue  # no zero flag in this table
+            table = decode_table(raw)
+            l2_refs = rc.get(l2off >> cb)
+            decrefs = []
+            for j in range(len(table)):
+                e = table[j]
+                if not e & ZERO_FLAG or e & COMPRESSED:
+                    continue
+                host = e & OFFSET_MASK
+                if host and rc.get(host >> cb) <= max(l2_refs, 1):
+                    img.check_metadata_write(host, cs, "guest data")
+                    img.file.pwrite(host, zeros)  # preallocated zero cluster: zeroed in place
+                    table[j] = e & ~ZERO_FLAG
+                    continue
+                if not host and img.backing is None:
+                    table[j] = 0  # reads as zeros without a backing file
+                    continue
+                new = rc.alloc(1)
+                if l2_refs > 1:
+                    rc.set(new >> cb, l2_refs)
+                rc.flush()
+                img.check_metadata_write(new, cs, "guest data")
+                img._pwrite(new, zeros)
+                table[j] = new | (COPIED if l2_refs == 1 else 0)
+                if host:
+                    decrefs.append((host >> cb, l2_refs))
+            img.sync()
+            img.check_metadata_write(l2off, cs, "L2 table")
+            img.file.pwrite(l2off, encode_table(table))
+            img.sync()
+            for c, n in decrefs:
+                rc.add(c, -n)
+            rc.flush()
+            step()
+    img.l2_cache.clear()
+
+
+# ------------------------------------------------------------------------------ refcount bits
+def change_refcount_bits(img, new_bits):
+    """A refcount structure of the new width beside the old one, then one header switch."""
+    from .resize import _last_used_cluster
+    h = img.header
+    cs = img.cluster_size
+    cb = img.cluster_bits
+    img._prepare_write()
+    img._commit_metadata()
+    img.sync()
+    rc = img.refcounts
+    old_per = rc.block_entries
+    new_per = cs * 8 // new_bits
+    max_new = (1 << new_bits) - 1
+    used_end = _last_used_cluster(rc, len(rc.table) * old_per) + 1
+    start = max(img.end_cluster(), used_end)
+    # new block indexes that describe a cluster with a refcount; values checked against the width
+    needed = set()
+    for t in range(len(rc.table)):
+        off = rc._block_offset(t)
+        if not off:
+            continue
+        blk = rc._load_block(off)
+        if not any(blk):
+            continue
+        if max(blk) > max_new:
+            i = next(k for k, v in enumerate(blk) if v > max_new)
+            raise InvalidArgument("Cannot decrease refcount entry width to %d bits: Cluster at offset %#x has a "
+                                  "refcount of %d" % (new_bits, (t * old_per + i) << cb, blk[i]))
+        base = t * old_per
+        step = min(new_per, old_per)
+        for k in range(0, old_per, step):
+            if any(blk[k:k + step]):
+                needed.add((base + k) // new_per)
+    # the new structure's own clusters [start, start + nb + nt) need describing too
+    nb = nt = 0
+    while True:
+        idx = set(needed)
+        idx.update(range(start // new_per, (start + nb + nt - 1) // new_per + 1) if nb + nt else ())
+        entries = max(idx) + 1 if idx else 1
+        nb2, nt2 = len(idx), _div_up(entries * 8, cs)
+        if (nb2, nt2) == (nb, nt):
+            break
+        nb, nt = nb2, nt2
+    if nt * cs > hdr.MAX_REFTABLE_BYTES:
+        raise QimgError("Failed to change the refcount entry width: the refcount table would exceed 8 MiB")
+    order = sorted(idx)
+    own = (start, start + nb + nt)
+    table = [0] * (nt * cs // 8)
+    batch = bytearray()
+    batch_off = start << cb
+    for n, t in enumerate(order):
+        values = _old_values(rc, t * new_per, new_per)
+        lo, hi = max(own[0], t * new_per), min(own[1], (t + 1) * new_per)
+        for c in range(lo, hi):
+            values[c - t * new_per] += 1
+        table[t] = (start + n) << cb
+        batch += encode_block(values, new_bits)
+        if len(batch) >= _WRITE_BATCH:
+            img.extend_file(batch_off + len(batch))
+            img.file.pwrite(batch_off, bytes(batch))
+            batch_off += len(batch)
+            batch = bytearray()
+    if batch:
+        img.extend_file(batch_off + len(batch))
+        img.file.pwrite(batch_off, bytes(batch))
+    table_off = (start + nb) << cb
+    img.extend_file(table_off + nt * cs)
+    img.file.pwrite(table_off, struct.pack(">%dQ" % len(table), *table))
+    img.note_allocated(start + nb + nt)
+    img.sync()
+    old_table = (rc.table_offset, rc.table_clusters)
+    old_blocks = [off for off in rc.table if off]
+    h.refcount_order = new_bits.bit_length() - 1
+    h.refcount_table_offset = table_off
+    h.refcount_table_clusters = nt
+    img.write_header()
+    img.sync()
+    img.reload_refcounts()
+    new_rc = img.refcounts
+    for k in range(old_table[1]):
+        new_rc.add((old_table[0] >> cb) + k, -1)
+    for off in old_blocks:
+        new_rc.add(off >> cb, -1)
+    new_rc.flush()
+    img.sync()
+    img.metadata_changed()
+
+
+def _old_values(rc, first, n):
+    """Old refcounts of clusters [first, first+n) as a list."""
+    out = []
+    c = first
+    end = first + n
+    while c < end:
+        t, i = divmod(c, rc.block_entries)
+        k = min(end - c, rc.block_entries - i)
+        off = rc._block_offset(t)
+        if off:
+            out.extend(rc._load_block(off)[i:i + k])
+        else:
+            out.extend([0] * k)
+        c += k
+    return out

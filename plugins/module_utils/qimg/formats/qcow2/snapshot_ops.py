@@ -1,0 +1,737 @@
+# -*- coding: utf-8 -*-
+# Copyright: qimg.disk contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Internal snapshots of a qcow2 image: create, apply (goto) and delete, crash-safe.
+
+QEMU's qcow2 check counts a corruption wherever an active L1 or L2 entry's COPIED flag and the
+referenced cluster's refcount disagree in either direction (flag set and refcount > 1, or flag
+clear and refcount 1). A snapshot operation changes refcounts from 1 to 2 (or back) for clusters
+that active entries flag, and the refcount and the flag live in different clusters: no order of
+in-place writes avoids a window where they disagree (that is why qemu-img 7.2 itself leaves
+OFLAG_COPIED errors when it is killed).
+
+So nothing live is written in place. Every structure the operation changes gets a new copy in
+clusters that are free in the image as it stands: L2 tables whose flags change, the active and
+the snapshot L1 tables, the snapshot table, every refcount block whose counts change (the new
+blocks already count the new copies and no longer count what they replace) and the refcount
+table. Only after all of it is on disk (fsync) does ONE write of the header's first sector switch
+l1_table_offset / l1_size / size, refcount_table_offset / refcount_table_clusters and
+nb_snapshots / snapshots_offset together (fsync again). A kill before that write leaves the old
+image, untouched except for data in free clusters; a kill after it leaves the new one. The old
+structures are free in the new refcounts, so there is no "lower refcounts later" step to lose.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import array
+import collections
+import errno
+import os
+import struct
+import sys
+
+from ...errors import ImageCorrupt, QimgError
+from . import header as hdr
+from .refcounts import decode_block, encode_block
+from .entries import COMPRESSED, COPIED, OFFSET_MASK, decode_table, encode_table
+from .snapshots import encode_snapshot_table, new_snapshot, next_snapshot_id, read_snapshots
+
+L1_OFFSET_MASK = 0x00FFFFFFFFFFFE00
+_CLEAR_TOP_BIT = bytes(b & 0x7F for b in range(256))
+_HEADER_SECTOR = 512
+_TYPECODES = {8: "B", 16: "H", 32: "I", 64: "Q"}
+_LITTLE = sys.byteorder == "little"
+SHADOW_BYTES = 16 * 1024 * 1024  # changed refcount blocks kept in memory (the rest wait in their new clusters)
+_SERIES = {}
+
+
+def _series(m):
+    """(R, S) with R = sum(1 << 64i) and S = sum(i << 64i) for i < m: a table of m 64-bit entries
+    read as one little-endian integer is e0 * R + step * S exactly when entry i is e0 + i * step."""
+    got = _SERIES.get(m)
+    if got is None:
+        if len(_SERIES) > 16:
+            _SERIES.clear()
+        ones = array.array("Q", [1]) * m
+        idx = array.array("Q", range(m))
+        if not _LITTLE:
+            ones.byteswap()
+            idx.byteswap()
+        got = _SERIES[m] = (int.from_bytes(ones.tobytes(), "little"), int.from_bytes(idx.tobytes(), "little"))
+    return got
+
+
+def _as_int(arr):
+    """A host-order array('Q') as one little-endian integer (entry i in bits 64i..64i+63)."""
+    if not _LITTLE:
+        arr = array.array("Q", arr)
+        arr.byteswap()
+    return int.from_bytes(arr.tobytes(), "little")
+
+
+def _from_int(value, m):
+    arr = array.array("Q")
+    arr.frombytes(value.to_bytes(m * 8, "little"))
+    if not _LITTLE:
+        arr.byteswap()
+    return arr
+
+
+class SnapshotOpError(QimgError):
+    """A snapshot operation failed; errno is the POSIX code QEMU would report (qemu-img prints it)."""
+
+    def __init__(self, message, err=errno.EINVAL, first_line=None):
+        super(SnapshotOpError, self).__init__(message)
+        self.errno = err
+        self.first_line = first_line  # an error qemu-img prints on its own line before the main one
+
+
+def _typecode(bits):
+    code = _TYPECODES.get(bits)
+    if code == "I" and array.array("I").itemsize != 4:
+        code = "L" if array.array("L").itemsize == 4 else None
+    return code
+
+
+class ShadowRefcounts(object):
+    """The refcounts the image will have after the operation, kept apart from the live ones.
+
+    Blocks are copied on first change; allocation hands out clusters that are free in the live
+    image (and not yet handed out), so nothing written before the header switch is reachable.
+    finalize() places the changed blocks (and, if any moved, a new refcount table) in such
+    clusters too, counting them in the new view and uncounting the blocks they replace.
+    """
+
+    def __init__(self, img):
+        self.img = img
+        self.old = img.refcounts
+        self.cb = img.cluster_bits
+        self.cs = img.cluster_size
+        self.per = self.old.block_entries
+        self.max = self.old.max_refcount
+        self.code = _typecode(self.old.bits)
+        self.blocks = collections.OrderedDict()  # t -> new-view block in memory (LRU order)
+        self.dirty = set()      # blocks in memory that differ from their copy on disk
+        self.moved = {}         # t -> offset of the block's new copy
+        self.spilled = set()    # blocks whose new copy is on disk only (memory stays bounded)
+        self.keep = max(8, SHADOW_BYTES // self.cs)
+        self._spilling = False
+        self.taken = set()
+        self.cursor = 1
+
+    # --- views
+    def _old_block(self, t):
+        off = self.old._block_offset(t)
+        return self.old._load_block(off) if off else None
+
+    def _block(self, t):
+        blk = self.blocks.get(t)
+        if blk is not None:
+            self.blocks.move_to_end(t)
+            return blk
+        if t in self.spilled:
+            self.spilled.discard(t)
+            blk = decode_block(self.img._pread(self.moved[t], self.cs), self.old.bits)
+            if self.code:
+                blk = array.array(self.code, blk)
+            self.blocks[t] = blk
+            return blk
+        if blk is None:
+            if self.code:
+                off = self.old._block_offset(t)
+                blk = array.array(self.code)
+                if off:
+                    blk.frombytes(self.img._pread(off, self.cs))
+                    if _LITTLE and blk.itemsize > 1:
+                        blk.byteswap()
+                else:
+                    blk = array.array(self.code, [0]) * self.per
+            else:
+                old = self._old_block(t)
+                blk = list(old) if old is not None else [0] * self.per
+            self.blocks[t] = blk
+        return blk
+
+    def _view(self, t):
+        blk = self.blocks.get(t)
+        if blk is not None:
+            return blk
+        if t in self.spilled:
+            return self._block(t)
+        return self._old_block(t)
+
+    def _place(self, t):
+        """Give block t its new cluster (counted in the new view; the old block uncounted)."""
+        self.moved[t] = self.alloc(1)
+        prev = self.old._block_offset(t)
+        if prev:
+            self.add_run(prev >> self.cb, 1, -1)
+
+    def _write_block(self, t):
+        data = encode_block(self.blocks[t], self.old.bits)
+        self.img.check_metadata_write(self.moved[t], len(data), "refcount block")
+        self.img._pwrite(self.moved[t], data)
+        self.dirty.discard(t)
+
+    def _spill(self):
+        """Keep at most self.keep blocks in memory: changed ones go to their new clusters early (they
+        are free in the live image, so that is as safe as writing them at the end)."""
+        if self._spilling:
+            return
+        self._spilling = True
+        try:
+            while len(self.blocks) > self.keep:
+                t = next(iter(self.blocks))
+                if t in self.dirty:
+                    if t not in self.moved:
+                        self._place(t)
+                        if t not in self.blocks:
+                            continue
+                    self._write_block(t)
+                    self.spilled.add(t)
+                elif t in self.moved:
+                    self.spilled.add(t)
+                del self.blocks[t]
+        finally:
+            self._spilling = False
+
+    def get(self, c):
+        t, i = divmod(c, self.per)
+        v = self._view(t)
+        return v[i] if v is not None else 0
+
+    def uniform(self, c, n):
+        """The refcount shared by clusters [c, c+n), or None when they differ."""
+        value = None
+        while n:
+            t, i = divmod(c, self.per)
+            m = min(n, self.per - i)
+            v = self._view(t)
+            if v is None:
+                seg_value = 0
+            else:
+                seg = v[i:i + m]
+                seg_value = seg[0]
+                if seg.count(seg_value) != m:
+                    return None
+            if value is None:
+                value = seg_value
+            elif value != seg_value:
+                return None
+            c += m
+            n -= m
+        return value
+
+    def _range_error(self, c, value):
+        if value < 0:
+            return ImageCorrupt("%s: refcount of cluster %d would drop below zero (the image is inconsistent; "
+                                "run 'check')" % (self.img.filename, c))
+        return SnapshotOpError("%s: refcount of cluster %d would exceed %d (refcount_bits=%d)"
+                               % (self.img.filename, c, self.max, self.old.bits), errno.EINVAL)
+
+    def add_run(self, c, n, delta):
+        """Add delta to the refcounts of clusters [c, c+n)."""
+        while n > 0:
+            t, i = divmod(c, self.per)
+            m = min(n, self.per - i)
+            if (t + 1) * 8 > hdr.MAX_REFTABLE_BYTES:
+                raise ImageCorrupt("%s: cluster %d is beyond what a refcount table can describe"
+                                   % (self.img.filename, c))
+            blk = self._block(t)
+            seg = blk[i:i + m]
+            v = seg[0]
+            if seg.count(v) == m:
+                nv = v + delta
+                if nv < 0 or nv > self.max:
+                    raise self._range_error(c, nv)
+                blk[i:i + m] = (array.array(self.code, [nv]) if self.code else [nv]) * m
+            else:
+                for k in range(i, i + m):
+                    nv = blk[k] + delta
+                    if nv < 0 or nv > self.max:
+                        raise self._range_error(t * self.per + k, nv)
+                    blk[k] = nv
+            self.dirty.add(t)
+            c += m
+            n -= m
+        if len(self.blocks) > self.keep:
+            self._spill()
+
+    def add_bytes(self, offset, nbytes, delta):
+        if nbytes > 0:
+            first = offset >> self.cb
+            last = (offset + nbytes - 1) >> self.cb
+            self.add_run(first, last - first + 1, delta)
+
+    # --- allocation
+    def _free_here(self, c):
+        return c not in self.taken and self.old.get(c) == 0 and self.get(c) == 0
+
+    def _next_free(self, c):
+        while True:
+            t, i = divmod(c, self.per)
+            off = self.old._block_offset(t)
+            if off:
+                blk = self.old._load_block(off)
+                try:
+                    c = t * self.per + blk.index(0, i)
+                except ValueError:
+                    c = (t + 1) * self.per
+                    continue
+            if c in self.taken or self.get(c):
+                c += 1
+                continue
+            return c
+
+    def alloc(self, n):
+        """n contiguous clusters free in the live image; counted 1 in the new view. Returns the offset."""
+        c = self._next_free(self.cursor)
+        first_free = c
+        while True:
+            bad = None
+            for k in range(1, n):
+                if not self._free_here(c + k):
+                    bad = c + k
+                    break
+            if bad is None:
+                break
+            c = self._next_free(bad + 1)
+        if (c + n) << self.cb > hdr.HOST_OFFSET_LIMIT:
+            raise ImageCorrupt("%s: no room left in the addressable range" % self.img.filename)
+        self.taken.update(range(c, c + n))
+        self.add_run(c, n, 1)
+        if c == first_free:
+            self.cursor = c + n
+        self.img.note_allocated(c + n)
+        return c << self.cb
+
+    # --- placement
+    def finalize(self):
+        """Place changed blocks and the table. Returns ([(offset, bytes, what)], table_offset, table_clusters);
+        table_offset is None when no block changed."""
+        old = self.old
+        moved = self.moved
+        table_off, table_n, old_table_freed = None, 0, False
+        self._spilling = True  # from here on every block stays in memory until written
+        while True:
+            pending = sorted(t for t in self.dirty if t not in moved)
+            for t in pending:
+                self._place(t)
+            if pending:
+                continue
+            if not moved:
+                return [], None, 0
+            entries = max(len(old.table), max(moved) + 1)
+            need = -(-entries * 8 // self.cs)
+            if table_off is not None and need <= table_n:
+                break
+            if need * self.cs > hdr.MAX_REFTABLE_BYTES:
+                raise ImageCorrupt("%s: refcount table would exceed 8 MiB" % self.img.filename)
+            if table_off is not None:
+                self.add_run(table_off >> self.cb, table_n, -1)
+            elif not old_table_freed:
+                self.add_run(old.table_offset >> self.cb, old.table_clusters, -1)
+                old_table_freed = True
+            table_n = max(need, old.table_clusters)
+            if need > old.table_clusters:
+                table_n = min(max(need, old.table_clusters * 3 // 2), hdr.MAX_REFTABLE_BYTES // self.cs)
+            table_off = self.alloc(table_n)
+        writes = []
+        for t in sorted(moved):
+            if t in self.blocks and t in self.dirty:
+                writes.append((moved[t], encode_block(self.blocks[t], old.bits), "refcount block"))
+        table = array.array("Q", old.table)
+        table.extend([0] * (table_n * self.cs // 8 - len(table)))
+        for t, off in moved.items():
+            table[t] = off
+        writes.append((table_off, encode_table(table), "refcount table"))
+        return writes, table_off, table_n
+
+
+class _Txn(object):
+    """One snapshot operation: shadow refcounts, writes to fresh clusters, one header switch."""
+
+    def __init__(self, img):
+        img.check_writable()
+        img.flush()
+        self.img = img
+        self.rc = ShadowRefcounts(img)
+        self.cs = img.cluster_size
+        self.cb = img.cluster_bits
+        self.step = img.l2_step
+        self.limit = img.file_end_limit()
+
+    def reserve(self, nbytes):
+        """Allocate clusters for nbytes (written later with write_at); returns the offset."""
+        return self.rc.alloc(max(1, -(-nbytes // self.cs)))
+
+    def write_at(self, off, data, what):
+        """Write data, zero-padded to whole clusters, to clusters this operation allocated."""
+        pad = -len(data) % self.cs
+        data = data + bytes(pad) if pad else data
+        self.img.check_metadata_write(off, len(data), what)
+        self.img._pwrite(off, data)
+
+    def write_new(self, data, what):
+        """Write data to newly allocated clusters; returns the offset."""
+        off = self.reserve(len(data))
+        self.write_at(off, data, what)
+        return off
+
+    # --- tables
+    def l2_table(self, off, l1_index, what):
+        if off % self.cs:
+            raise ImageCorrupt("%s: L2 table offset %#x unaligned (%s L1 index: %#x)"
+                               % (self.img.filename, off, what, l1_index))
+        if off >= self.limit:
+            raise ImageCorrupt("%s: L2 table offset %#x is past the end of the image file (%s L1 index: %#x)"
+                               % (self.img.filename, off, what, l1_index))
+        cached = self.img.l2_cache.get(off)
+        return cached if cached is not None else decode_table(self.img._pread(off, self.cs))
+
+    def read_l1(self, offset, size, what):
+        if size * 8 > hdr.MAX_L1_BYTES:
+            raise ImageCorrupt("%s: %s too large" % (self.img.filename, what))
+        if size and offset % self.cs:
+            raise ImageCorrupt("%s: %s offset invalid" % (self.img.filename, what))
+        return decode_table(self.img._pread(offset, size * 8)) if size else array.array("Q")
+
+    def _descriptors(self, table):
+        return table[::self.step] if self.step > 1 else table
+
+    def _last_used(self, ents):
+        """Index of the last non-zero entry, or -1."""
+        raw = ents.tobytes()
+        used = len(raw.rstrip(b"\0"))
+        return (used - 1) // 8 if used else -1
+
+    def _contiguous(self, ents, last):
+        """True when entries [0, last] are one run: same flags, host offsets one cluster apart."""
+        e0 = ents[0]
+        if not e0 or e0 & COMPRESSED or not e0 & OFFSET_MASK:
+            return False
+        if last == 0:
+            return True
+        if (e0 & OFFSET_MASK) + last * self.cs > OFFSET_MASK:
+            return False
+        ones, idx = _series(last + 1)
+        return _as_int(ents[:last + 1]) == e0 * ones + self.cs * idx
+
+    def _check_host(self, host, l2off, idx):
+        if host % self.cs:
+            raise ImageCorrupt("%s: Cluster allocation offset %#x unaligned (L2 offset: %#x, L2 index: %#x)"
+                               % (self.img.filename, host, l2off, idx))
+        if host >= self.limit:
+            raise ImageCorrupt("%s: cluster offset %#x is past the end of the image file (L2 offset: %#x, "
+                               "L2 index: %#x)" % (self.img.filename, host, l2off, idx))
+
+    def _compressed_span(self, e):
+        x = 62 - (self.cb - 8)
+        host = e & ((1 << x) - 1)
+        sectors = (e >> x) & ((1 << (62 - x)) - 1)
+        last = (host & ~511) + (sectors + 1) * 512 - 1
+        if host < self.cs or last >= self.limit:
+            raise ImageCorrupt("%s: compressed cluster offset %#x is invalid" % (self.img.filename, host))
+        return host >> self.cb, (last >> self.cb) - (host >> self.cb) + 1
+
+    def l2_refs(self, table, l2off):
+        """[(first cluster, count)] of the host clusters an L2 table references (merged runs)."""
+        ents = self._descriptors(table)
+        last = self._last_used(ents)
+        if last < 0:
+            return []
+        if self._contiguous(ents, last):
+            host = ents[0] & OFFSET_MASK
+            self._check_host(host, l2off, 0)
+            self._check_host(host + last * self.cs, l2off, last)
+            return [(host >> self.cb, last + 1)]
+        runs = []
+        for i in range(last + 1):
+            e = ents[i]
+            if not e:
+                continue
+            if e & COMPRESSED:
+                c, n = self._compressed_span(e)
+            else:
+                host = e & OFFSET_MASK
+                if not host:
+                    continue
+                self._check_host(host, l2off, i)
+                c, n = host >> self.cb, 1
+            if runs and runs[-1][0] + runs[-1][1] == c:
+                runs[-1][1] += n
+            else:
+                runs.append([c, n])
+        return [tuple(r) for r in runs]
+
+    def count_l1(self, l1, delta, what):
+        """Add delta to every L2 table and cluster the L1 table references (QEMU's refcount rule: once
+        per L1 table reaching them)."""
+        rc = self.rc
+        for i in _nonzero_indexes(l1):
+            off = l1[i] & L1_OFFSET_MASK
+            if not off:
+                continue
+            table = self.l2_table(off, i, what)
+            for c, n in self.l2_refs(table, off):
+                rc.add_run(c, n, delta)
+            rc.add_run(off >> self.cb, 1, delta)
+
+    def fixed_copied(self, table):
+        """The table with every COPIED flag as the new refcounts say, or None if it is right already."""
+        ents = self._descriptors(table)
+        last = self._last_used(ents)
+        if last < 0:
+            return None
+        cs, step = self.cs, self.step
+        if self._contiguous(ents, last):
+            e0 = ents[0]
+            v = self.rc.uniform((e0 & OFFSET_MASK) >> self.cb, last + 1)
+            if v is not None:
+                want0 = (e0 & ~COPIED) | (COPIED if v == 1 else 0)
+                if want0 == e0:
+                    return None
+                ones, idx = _series(last + 1)
+                run = _from_int(want0 * ones + cs * idx, last + 1)
+                if step == 1:
+                    return run + table[last + 1:]
+                new = array.array("Q", table)
+                new[0:(last + 1) * step:step] = run
+                return new
+        new = None
+        for i in range(last + 1):
+            e = ents[i]
+            if not e:
+                continue
+            host = e & OFFSET_MASK
+            if e & COMPRESSED or not host:
+                want = e & ~COPIED
+            else:
+                want = (e & ~COPIED) | (COPIED if self.rc.get(host >> self.cb) == 1 else 0)
+            if want != e:
+                if new is None:
+                    new = array.array("Q", table)
+                new[i * step] = want
+        return new
+
+    def refresh_active(self, l1):
+        """The new active L1 for entries l1: L2 tables whose flags change are copied (the copy is the
+        active's own), and each L1 entry's COPIED follows its table's new refcount."""
+        rc = self.rc
+        new_l1 = array.array("Q", l1)
+        for i in _nonzero_indexes(l1):
+            off = l1[i] & L1_OFFSET_MASK
+            if not off:
+                continue
+            table = self.l2_table(off, i, "active")
+            fixed = self.fixed_copied(table)
+            if fixed is not None:
+                new_off = self.write_new(encode_table(fixed), "L2 table")
+                rc.add_run(off >> self.cb, 1, -1)
+                off = new_off
+            new_l1[i] = off | (COPIED if rc.get(off >> self.cb) == 1 else 0)
+        return new_l1
+
+    # --- commit
+    def commit(self, **fields):
+        """Write the new refcount structures, fsync, switch the header with one sector write, fsync."""
+        img = self.img
+        h = img.header
+        writes, table_off, table_n = self.rc.finalize()
+        for off, data, what in writes:
+            img.check_metadata_write(off, len(data), what)
+            img._pwrite(off, data)
+        if table_off is not None:
+            fields["refcount_table_offset"] = table_off
+            fields["refcount_table_clusters"] = table_n
+        img.sync()
+        sector = bytearray(img._pread(0, _HEADER_SECTOR))
+        for name, value in fields.items():
+            fmt, pos = _HEADER_FIELDS[name]
+            struct.pack_into(fmt, sector, pos, value)
+            setattr(h, name, value)
+        if h.version >= 3 and h.autoclear_features & ~hdr.AUTOCLEAR_KNOWN:
+            h.autoclear_features &= hdr.AUTOCLEAR_KNOWN  # as QEMU clears unknown auto-clear bits on writing
+            struct.pack_into(">Q", sector, 88, h.autoclear_features)
+        img._pwrite(0, bytes(sector))
+        img.sync()
+        # the image object follows the new header
+        img.size = h.size
+        img.l1 = decode_table(img._pread(h.l1_table_offset, h.l1_size * 8)) if h.l1_size else array.array("Q")
+        img.l1_dirty = set()
+        img.l2_cache.clear()
+        img.l2_dirty = {}
+        img._last_compressed = (None, None)
+        img.reload_refcounts()
+        img.snapshots = read_snapshots(img)
+        img.metadata_changed()
+
+
+_HEADER_FIELDS = {
+    "size": (">Q", 24),
+    "l1_size": (">I", 36),
+    "l1_table_offset": (">Q", 40),
+    "refcount_table_offset": (">Q", 48),
+    "refcount_table_clusters": (">I", 56),
+    "nb_snapshots": (">I", 60),
+    "snapshots_offset": (">Q", 64),
+}
+
+
+def _nonzero_indexes(table):
+    raw = table.tobytes()
+    if not raw.strip(b"\0"):
+        return []
+    flags = raw.translate(bytes([0]) + bytes([1]) * 255)
+    out = []
+    pos = flags.find(b"\1")
+    while pos >= 0:
+        i = pos // 8
+        out.append(i)
+        pos = flags.find(b"\1", (i + 1) * 8)
+    return out
+
+
+def _table_bytes(snapshots):
+    """Bytes the stored snapshot table spans (each entry as stored, padded to 8)."""
+    total = 0
+    for s in snapshots:
+        total = (total + 7) & ~7
+        total += 40 + len(s.extra or b"") + len(s.raw_id) + len(s.raw_name)
+    return total
+
+
+def _refuse_common(img):
+    if img.header.data_file is not None:
+        raise SnapshotOpError("%s: snapshots are not supported with an external data file" % img.filename,
+                              errno.ENOTSUP)
+
+
+def validate_snapshot_l1(img, snap):
+    """QEMU's qcow2_validate_table() for a snapshot's L1 table: (message, errno) or None."""
+    if snap.l1_size * 8 > hdr.MAX_L1_BYTES:
+        return "Snapshot L1 table too large", errno.EFBIG
+    if (1 << 63) - 1 - snap.l1_size * 8 < snap.l1_table_offset:
+        return "Snapshot L1 table exceeds the maximum supported size", errno.EINVAL
+    if snap.l1_table_offset % img.cluster_size:
+        return "Snapshot L1 table offset invalid", errno.EINVAL
+    return None
+
+
+def create(img, name, date_sec, date_nsec, vm_clock_nsec=0, icount=0):
+    """Add snapshot `name` of the active image. Returns the new Snapshot."""
+    _refuse_common(img)
+    if len(img.snapshots) >= hdr.MAX_SNAPSHOTS:
+        raise SnapshotOpError("%s: too many snapshots" % img.filename, errno.EFBIG)
+    txn = _Txn(img)
+    rc, h, cb = txn.rc, img.header, img.cluster_bits
+    # the snapshot's L1 table and the new snapshot table first: where QEMU puts them
+    snap_l1 = txn.reserve(h.l1_size * 8) if h.l1_size else 0
+    snap = new_snapshot(next_snapshot_id(img.snapshots), name, snap_l1, h.l1_size, img.size, date_sec,
+                        date_nsec, vm_clock_nsec, 0, icount)
+    new_list = list(img.snapshots) + [snap]
+    table_raw = encode_snapshot_table(new_list)
+    table_off = txn.reserve(len(table_raw))
+    l1 = img.l1
+    new_l1 = array.array("Q", l1)
+    for i in _nonzero_indexes(l1):
+        off = l1[i] & L1_OFFSET_MASK
+        if not off:
+            continue
+        table = txn.l2_table(off, i, "active")
+        for c, n in txn.l2_refs(table, off):
+            rc.add_run(c, n, 1)
+        raw = encode_table(table)
+        firsts = raw[0::8 * txn.step]
+        if max(firsts) >= 0x80:
+            # the table claims refcount 1 for clusters that are now shared: a copy without the claims,
+            # shared by the active image and the snapshot, replaces it
+            cleared = bytearray(raw)
+            cleared[0::8 * txn.step] = firsts.translate(_CLEAR_TOP_BIT)
+            new_off = txn.write_new(bytes(cleared), "L2 table")
+            rc.add_run(new_off >> cb, 1, 1)
+            rc.add_run(off >> cb, 1, -1)
+            off = new_off
+        else:
+            rc.add_run(off >> cb, 1, 1)
+        new_l1[i] = off
+    fields = {}
+    if h.l1_size:
+        l1_raw = encode_table(new_l1)
+        txn.write_at(snap_l1, l1_raw, "snapshot L1 table")
+        if new_l1 != l1:
+            fields["l1_table_offset"] = txn.write_new(l1_raw, "L1 table")
+            rc.add_bytes(h.l1_table_offset, h.l1_size * 8, -1)
+    txn.write_at(table_off, table_raw, "snapshot table")
+    fields["snapshots_offset"] = table_off
+    fields["nb_snapshots"] = len(new_list)
+    if h.nb_snapshots:
+        rc.add_bytes(h.snapshots_offset, _table_bytes(img.snapshots), -1)
+    txn.commit(**fields)
+    return img.snapshots[-1]
+
+
+def delete(img, index):
+    """Remove snapshot number index (0-based in the table) and free what only it used."""
+    _refuse_common(img)
+    snap = img.snapshots[index]
+    bad = validate_snapshot_l1(img, snap)
+    if bad:
+        raise SnapshotOpError(bad[0], bad[1])
+    txn = _Txn(img)
+    rc, h = txn.rc, img.header
+    snap_l1 = txn.read_l1(snap.l1_table_offset, snap.l1_size, "Snapshot L1 table")
+    txn.count_l1(snap_l1, -1, "snapshot")
+    rc.add_bytes(snap.l1_table_offset, snap.l1_size * 8, -1)
+    remaining = [s for k, s in enumerate(img.snapshots) if k != index]
+    fields = {"nb_snapshots": len(remaining), "snapshots_offset": 0}
+    if remaining:
+        fields["snapshots_offset"] = txn.write_new(encode_snapshot_table(remaining), "snapshot table")
+    rc.add_bytes(h.snapshots_offset, _table_bytes(img.snapshots), -1)
+    new_l1 = txn.refresh_active(img.l1)
+    if new_l1 != img.l1:
+        fields["l1_table_offset"] = txn.write_new(encode_table(new_l1), "L1 table")
+        rc.add_bytes(h.l1_table_offset, h.l1_size * 8, -1)
+    txn.commit(**fields)
+    return snap
+
+
+def apply(img, index):
+    """Make snapshot number index the active image's content (and virtual size)."""
+    _refuse_common(img)
+    snap = img.snapshots[index]
+    if img.bitmaps:
+        raise SnapshotOpError("Device has active dirty bitmaps", errno.EBUSY)
+    bad = validate_snapshot_l1(img, snap)
+    if bad:
+        raise SnapshotOpError("Failed to load snapshot: %s" % os.strerror(bad[1]), bad[1], bad[0])
+    h = img.header
+    new_size = snap.disk_size
+    if new_size != img.size:
+        if h.version < 3:
+            raise SnapshotOpError("Failed to load snapshot: Operation not supported", errno.ENOTSUP,
+                                  "Can't resize a v2 image which has snapshots")
+        if new_size % 512:
+            raise SnapshotOpError("Failed to load snapshot: Invalid argument", errno.EINVAL,
+                                  "The new size must be a multiple of 512")
+        if new_size > (1 << 63) - 512 * 1024 * 1024:
+            raise SnapshotOpError("Failed to load snapshot: File too large", errno.EFBIG)
+    txn = _Txn(img)
+    rc = txn.rc
+    snap_l1 = txn.read_l1(snap.l1_table_offset, snap.l1_size, "Snapshot L1 table")
+    # decreases first: an increase first could overflow a refcount the decrease brings back down
+    txn.count_l1(img.l1, -1, "active")
+    if h.l1_size:
+        rc.add_bytes(h.l1_table_offset, h.l1_size * 8, -1)
+    txn.count_l1(snap_l1, 1, "snapshot")
+    need = -(-new_size // (img.cluster_size * img.l2_entries))
+    l1_size = max(snap.l1_size, need)
+    padded = array.array("Q", snap_l1)
+    padded.extend([0] * (l1_size - len(padded)))
+    new_l1 = txn.refresh_active(padded)
+    fields = {"l1_size": l1_size, "size": new_size}
+    fields["l1_table_offset"] = txn.write_new(encode_table(new_l1), "L1 table") if l1_size else 0
+    txn.commit(**fields)
+    return snap
