@@ -316,6 +316,90 @@ def campaign(cases, seed=1, directory=None, deadline=None):
     return tried, failures
 
 
+# ----------------------------------------------------------------------------- image specifications
+# json:/--image-opts texts, mutated like the images: the parser and validator must give a clean
+# one-line QimgError or a tree; trees that only reach local files (no nbd/ssh) are also opened.
+SPEC_SEEDS = [
+    ("json", 'json:{"driver": "qcow2", "file": {"driver": "file", "filename": "%(img)s"}, "backing": null}'),
+    ("json", "json:{'driver': 'raw', 'file': {'driver': 'null-co', 'size': 4096}, 'offset': 512, 'size': 1024}"),
+    ("json", 'json:{"driver": "null-co", "size": 1048576, "read-zeroes": true}'),
+    ("json", 'json:{"driver": "blkdebug", "image": {"driver": "qcow2", "file.filename": "%(img)s"}, '
+             '"inject-error": [{"event": "none", "iotype": "read", "errno": 5, "sector": 3}]}'),
+    ("json", 'json:{"file.filename": "%(img)s", "file.locking": "off", "encrypt.key-secret": "s0"}'),
+    ("json", 'json:{"driver": "qcow2", "file": {"driver": "blkdebug", "image.filename": "%(img)s", '
+             '"inject-error": [{"event": "none", "sector": 0}], '
+             '"set-state": [{"event": "read_aio", "new_state": 2}]}}'),
+    ("json", "json:{'driver': 'qcow2', 'file': {'driver': 'quorum', 'vote-threshold': 2, 'children': ["
+             "{'driver': 'file', 'filename': '%(img)s'}, {'driver': 'null-co', 'size': 65536}]}}"),
+    ("opts", "driver=qcow2,file.driver=file,file.filename=%(img)s,backing="),
+    ("opts", "driver=raw,file.driver=null-co,file.size=64k,offset=4k,size=8k"),
+    ("opts", "driver=blkdebug,image.driver=null-co,align=4k,max-transfer=64k"),
+]
+_SPEC_CHARS = "{}[]:,.='\\\" \t0123456789-aeflnrstuxz\x00\u00e9"
+
+
+def mutate_spec(text, rnd):
+    """1-3 edits: delete, insert or replace a character, or duplicate a slice."""
+    s = list(text)
+    for dummy in range(rnd.randint(1, 3)):
+        op = rnd.randrange(4)
+        i = rnd.randrange(len(s) + 1)
+        if op == 0 and s:
+            del s[min(i, len(s) - 1)]
+        elif op == 1:
+            s.insert(i, rnd.choice(_SPEC_CHARS))
+        elif op == 2 and s:
+            s[min(i, len(s) - 1)] = rnd.choice(_SPEC_CHARS)
+        else:
+            j = rnd.randrange(len(s) + 1)
+            a, b = min(i, j), max(i, j)
+            s[a:a] = s[a:b][:64]
+    return "".join(s)
+
+
+def _spec_drivers(node, out):
+    out.add(node.driver)
+    for child in node.children.values():
+        if child is not None:
+            _spec_drivers(child, out)
+    return out
+
+
+def spec_case(kind, text):
+    """Problems (empty = pass) of one mutated specification."""
+    from qimg.errors import QimgError
+    from qimg.image import open_image
+    from qimg import spec as S
+    problems = []
+    try:
+        tree = S.build_tree(S.image_spec(text, image_opts=kind == "opts"))
+        if _spec_drivers(tree, set()) & set(["nbd", "ssh"]):
+            return problems
+        with open_image(S.ImageName(text, image_opts=kind == "opts"), force_share=True) as dev:
+            dev.read(0, min(dev.size, 4096))
+    except QimgError as e:
+        if "\n" in str(e):
+            problems.append("multi-line error %r" % str(e))
+    except Exception as e:  # anything else is a bug
+        import traceback
+        problems.append("%s: %s\n%s" % (type(e).__name__, e, traceback.format_exc()))
+    return problems
+
+
+def spec_campaign(cases, seed, image):
+    """Run `cases` mutated specifications in this process; returns (tried, failures)."""
+    sys.path.insert(0, os.path.join(ROOT, "plugins", "module_utils"))
+    rnd = random.Random(seed)
+    failures = []
+    for i in range(cases):
+        kind, template = SPEC_SEEDS[i % len(SPEC_SEEDS)]
+        text = mutate_spec(template % {"img": image}, rnd)
+        problems = spec_case(kind, text)
+        if problems:
+            failures.append((text, problems))
+    return cases, failures
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n", maxsplit=1)[0])
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)

@@ -36,3 +36,13 @@ def test_mutation_changes_the_image(qemu_img, qemu_io, tmp_path):
     data = open(seeds["v3"], "rb").read()
     changed = sum(fuzz_images.mutate(data, rnd)[0] != data for dummy in range(50))
     assert changed >= 40
+
+
+def test_mutated_specs_fail_cleanly(qemu_img, tmp_path):
+    """Bad json:/--image-opts specifications (mutants of good ones) end in a clean error."""
+    img = tmp_path / "a.qcow2"
+    import subprocess
+    subprocess.run(["qemu-img", "create", "-f", "qcow2", str(img), "1M"], check=True, stdout=subprocess.PIPE)
+    tried, failures = fuzz_images.spec_campaign(CASES, seed=5, image=str(img))
+    report = "\n".join("%r\n    %s" % (text, "\n    ".join(problems)) for text, problems in failures[:5])
+    assert not failures, "%d of %d specs misbehaved:\n%s" % (len(failures), tried, report)

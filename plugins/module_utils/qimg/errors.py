@@ -56,3 +56,18 @@ class ImageInUse(QimgError):
 
 class ReadOnlyImage(QimgError):
     """A write was attempted on an image opened read-only or marked corrupt."""
+
+
+class BlockIOError(QimgError):
+    """A node failed a read, write or block-status request (an NBD server's error, an injected
+    blkdebug error): .errno and .offset say which; the message is the errno's text."""
+
+    def __init__(self, errno_value, offset=None, message=None, hint=None):
+        import errno
+        import os
+        if not isinstance(errno_value, int):
+            # built like any QimgError, (message, hint=...), e.g. when a caller re-words it
+            message, errno_value = str(errno_value), errno.EIO
+        self.errno = errno_value
+        self.offset = offset
+        super(BlockIOError, self).__init__(message or os.strerror(errno_value), hint=hint)

@@ -90,14 +90,29 @@ def snapshot_opts(text):
 _TYPED = {}
 
 
-def image_name(text, role="open"):
+def image_name(text, role="open", fmt=None, image_opts=False, objects=()):
     """A command-line image name as the engine's opener takes it.
 
-    The one place a filename typed by the user becomes an image spec: ``json:``/``--image-opts``
-    wiring goes here (names read from images never pass through this function). ``role`` is
-    "open" (an image to open), "create" (the image create makes) or "target" (convert's output):
-    qemu words an unknown protocol prefix differently for each.
+    The one place a filename typed by the user becomes an image spec (names read from images never
+    pass through this function). ``role`` is "open" (an image to open), "create" (the image create
+    makes) or "target" (convert's output): qemu words an unknown protocol prefix differently for
+    each. json: and protocol names go to the opener as they are; with --image-opts (``image_opts``)
+    or --object texts (``objects``) the result is a spec.ImageName carrying them.
     """
+    if image_opts and fmt:
+        raise CommandError("--image-opts and --format are mutually exclusive")
+    path = text if image_opts else _plain_name(text, role)
+    if not image_opts and not objects:
+        return path
+    from ..spec import ImageName
+    secrets = None
+    if objects:
+        from ..crypto.secrets import store_from_objects
+        secrets = store_from_objects(objects)
+    return ImageName(path, image_opts=image_opts, secrets=secrets)
+
+
+def _plain_name(text, role):
     path = strip_file_protocol(text)
     if path is text:
         colon = text.find(":")

@@ -25,6 +25,7 @@ def run(argv, ctx):
     longopts = {"help": (False, "h"), "format": (True, "f"), "repair": (True, "r"), "output": (True, "output"),
                 "object": (True, "object"), "image-opts": (False, "image-opts"), "force-share": (False, "U")}
     fmt, output, cache, repair, quiet, share = None, None, "writeback", None, False, False
+    objects, image_opts = [], False
     args = []
     for opt, arg in iter_getopt(argv, ":hf:r:T:qU", longopts):
         if opt is None:
@@ -45,8 +46,10 @@ def run(argv, ctx):
             quiet = True
         elif opt == "U":
             share = True
-        elif opt in ("object", "image-opts"):
-            raise CommandError("--%s is not supported" % opt)
+        elif opt == "object":
+            objects.append(arg)
+        elif opt == "image-opts":
+            image_opts = True
     if len(args) != 1:
         raise UsageError("Expecting one image file name")
     filename = args[0]
@@ -54,7 +57,8 @@ def run(argv, ctx):
     if cache not in CACHE_MODES:
         raise CommandError("Invalid source cache option: %s" % cache)
     from ..ops import check as ops_check
-    filename = image_name(filename)   # the single place the image's name reaches the engine
+    # the single place the image's name reaches the engine
+    filename = image_name(filename, fmt=fmt, image_opts=image_opts, objects=objects)
     # qemu-img opens the whole chain first: a missing backing file fails the check
     probed = ops_check.probe_format(filename, fmt)
     if repair is not None and probed["probed-raw"]:

@@ -29,6 +29,7 @@ def run(argv, ctx):
     cache, src_cache, min_sparse, explicit_sparse = "unsafe", "writeback", 4096, False
     flags = set()
     progress = None
+    objects = []
     for opt, arg in opts:
         if opt == "h":
             raise HelpRequested()
@@ -68,9 +69,14 @@ def run(argv, ctx):
                 raise CommandError("Invalid number of coroutines. Allowed number of coroutines is between 1 and 16")
         elif opt == "r":
             cvtnum("rate limit", arg, ctx.warn)
+        elif opt == "object":
+            objects.append(arg)
         else:
             flags.add(opt)      # C c q n W U object image-opts target-image-opts salvage target-is-zero bitmaps ...
-    out_fmt = out_fmt or "raw"
+    target_opts = "target-image-opts" in flags
+    if target_opts and out_fmt:
+        raise CommandError("--image-opts and --format are mutually exclusive")
+    out_fmt = None if target_opts else (out_fmt or "raw")  # --target-image-opts: the spec names the driver
     quiet, skip_create, copy_range = "q" in flags, "n" in flags, "C" in flags
     checks = [("skip-broken-bitmaps" in flags and "bitmaps" not in flags,
                "Use of --skip-broken-bitmaps requires --bitmaps"),
@@ -83,13 +89,10 @@ def run(argv, ctx):
     for failed, message in checks:
         if failed:
             raise CommandError(message)
-    for name in ("object", "image-opts", "target-image-opts"):
-        if name in flags:
-            raise CommandError("--%s is not supported" % name)
     out_filename = args[-1] if len(args) >= 2 else None
     from ..ops import create as ops_create
     if options is not None and any(i in ("help", "?") for i in split_opt_list(options)):
-        if out_fmt not in ops_create.CREATE_OPTIONS:
+        if out_fmt not in ops_create.CREATE_OPTIONS:  # (with --target-image-opts, -n already refused -o)
             raise CommandError("Unknown file format '%s'" % out_fmt)
         ctx.out(format_option_help(out_fmt, ops_create.CREATE_OPTIONS[out_fmt], out_filename))
         return 0
@@ -104,7 +107,7 @@ def run(argv, ctx):
     ok = False
     try:
         code = _convert(ctx, args[:-1], out_filename, fmt, out_fmt, base, base_fmt, options, snapshot, cache,
-                        min_sparse, flags, (progress, prog), src_cache)
+                        min_sparse, flags, (progress, prog), src_cache, objects)
         ok = code == 0
         return code
     finally:
@@ -113,8 +116,15 @@ def run(argv, ctx):
         prog.end()
 
 
+def _salvage_warning(ctx, flags):
+    """--salvage: where the engine's warnings go (nowhere with -q); None without --salvage."""
+    if "salvage" not in flags:
+        return None
+    return (lambda message: None) if "q" in flags else ctx.warn
+
+
 def _convert(ctx, sources, out_filename, fmt, out_fmt, base, base_fmt, options, snapshot, cache, min_sparse, flags,
-             progress, src_cache=None):
+             progress, src_cache=None, objects=()):
     from ..errors import QimgError
     from ..ops import convert as ops_convert
     printer = {}
@@ -125,8 +135,8 @@ def _convert(ctx, sources, out_filename, fmt, out_fmt, base, base_fmt, options, 
                 progress[0], ctx, progress[1], devs, min_sparse, "c" in flags, typed.get("cluster_size", 65536))
 
     # the single place where the sources and the target are named to the engine
-    sources = [image_name(name) for name in sources]
-    out_filename = image_name(out_filename, "target")
+    sources = [image_name(name, fmt=fmt, image_opts="image-opts" in flags, objects=objects) for name in sources]
+    out_filename = image_name(out_filename, "target", image_opts="target-image-opts" in flags, objects=objects)
     plan = ops_convert.prepare_convert(
         sources, out_filename, src_fmt=fmt, out_fmt=out_fmt, options=options, compress="c" in flags,
         backing_file=base, backing_fmt=base_fmt, snapshot=snapshot, target_exists="n" in flags,
@@ -140,7 +150,8 @@ def _convert(ctx, sources, out_filename, fmt, out_fmt, base, base_fmt, options, 
                             compress="c" in flags, sparse_size=min_sparse, snapshot=snapshot,
                             backing_file=base, backing_fmt=base_fmt, target_exists="n" in flags,
                             target_is_zero="target-is-zero" in flags, progress=printer.get("report"),
-                            force_share="U" in flags, cache=cache, src_cache=src_cache, warn=ctx.warn)
+                            force_share="U" in flags, cache=cache, src_cache=src_cache, warn=ctx.warn,
+                            salvage=_salvage_warning(ctx, flags))
     except QimgError as err:
         if err.message == "Output image is too small":
             raise CommandError("output file is smaller than input file")

@@ -61,7 +61,8 @@ def run(argv, ctx):
         raise UsageError("Unexpected argument: %s" % args[2])
     from ..ops import create as ops_create
     try:
-        path = image_name(filename, "create")   # the single place the new image's name reaches the engine
+        # the single place the new image's name reaches the engine
+        path = image_name(filename, "create")
         plan = ops_create.plan_create(path, fmt, size=size, options=options, backing_file=base,
                                       backing_fmt=base_fmt, unsafe=unsafe)
         if not quiet and plan["pairs"] is not None:

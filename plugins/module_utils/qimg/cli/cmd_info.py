@@ -8,7 +8,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 from .args import image_name, output_format
-from .errors import CommandError, HelpRequested, UsageError
+from .errors import HelpRequested, UsageError
 from .getopt import getopt
 from .output import format_info
 
@@ -19,6 +19,7 @@ def run(argv, ctx):
                 "image-opts": (False, "image-opts"), "force-share": (False, "U")}
     opts, args = getopt(argv, ":f:hU", longopts)
     fmt, output, chain, share = None, None, False, False
+    objects, image_opts = [], False
     for opt, arg in opts:
         if opt == "h":
             raise HelpRequested()
@@ -30,12 +31,15 @@ def run(argv, ctx):
             chain = True
         elif opt == "U":
             share = True
-        elif opt in ("object", "image-opts"):
-            raise CommandError("--%s is not supported" % opt)
+        elif opt == "object":
+            objects.append(arg)
+        elif opt == "image-opts":
+            image_opts = True
     if len(args) != 1:
         raise UsageError("Expecting one image file name")
     output = output_format(output)
     from ..ops import info as ops_info
-    data = ops_info.image_info(image_name(args[0]), fmt=fmt, backing_chain=chain, force_share=share)
+    name = image_name(args[0], fmt=fmt, image_opts=image_opts, objects=objects)
+    data = ops_info.image_info(name, fmt=fmt, backing_chain=chain, force_share=share)
     ctx.out(format_info(data, output))
     return 0

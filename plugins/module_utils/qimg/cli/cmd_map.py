@@ -19,6 +19,7 @@ def run(argv, ctx):
                 "force-share": (False, "U"), "start-offset": (True, "s"), "max-length": (True, "l")}
     opts, args = getopt(argv, ":f:hU", longopts)
     fmt, output, share, start, max_length = None, None, False, 0, None
+    objects, image_opts = [], False
     for opt, arg in opts:
         if opt == "h":
             raise HelpRequested()
@@ -32,14 +33,16 @@ def run(argv, ctx):
             start = cvtnum("start offset", arg, ctx.warn)
         elif opt == "l":
             max_length = cvtnum("max length", arg, ctx.warn)
-        elif opt in ("object", "image-opts"):
-            raise CommandError("--%s is not supported" % opt)
+        elif opt == "object":
+            objects.append(arg)
+        elif opt == "image-opts":
+            image_opts = True
     if len(args) != 1:
         raise UsageError("Expecting one image file name")
     output = output_format(output)
     from ..ops import map as ops_map
-    entries = ops_map.iter_map(image_name(args[0]), fmt=fmt, start_offset=start, max_length=max_length,
-                               force_share=share)
+    name = image_name(args[0], fmt=fmt, image_opts=image_opts, objects=objects)
+    entries = ops_map.iter_map(name, fmt=fmt, start_offset=start, max_length=max_length, force_share=share)
     error = write_map(ctx.out, entries, output, start)
     if error:
         raise CommandError(error)

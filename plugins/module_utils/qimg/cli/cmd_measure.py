@@ -37,6 +37,7 @@ def _measure_getopt(argv, ctx):
 def run(argv, ctx):
     opts, args = _measure_getopt(argv, ctx)
     fmt, out_fmt, options, snapshot, size, output = None, "raw", None, None, None, None
+    objects, image_opts = [], False
     share = False
     for opt, arg in opts:
         if opt == "h":
@@ -55,13 +56,15 @@ def run(argv, ctx):
             output = output_format(arg)
         elif opt == "size":
             size = cvtnum("image size", arg, ctx.warn)
-        elif opt in ("object", "image-opts"):
-            raise CommandError("--%s is not supported" % opt)
+        elif opt == "object":
+            objects.append(arg)
+        elif opt == "image-opts":
+            image_opts = True
     output = output or "human"
     if len(args) > 1:
         raise CommandError("At most one filename argument is allowed.")
     filename = args[0] if args else None
-    if filename is None and (fmt is not None or snapshot is not None):
+    if filename is None and (fmt is not None or snapshot is not None or image_opts):
         raise CommandError("--image-opts, -f, and -l require a filename argument.")
     if filename is not None and size is not None:
         raise CommandError("--size N cannot be used together with a filename.")
@@ -69,7 +72,8 @@ def run(argv, ctx):
         raise CommandError("Either --size N or one filename must be specified.")
     if filename is not None:
         from ..ops.convert import open_sources
-        filename = image_name(filename)   # the single place the image's name reaches the engine
+        # the single place the image's name reaches the engine
+        filename = image_name(filename, fmt=fmt, image_opts=image_opts, objects=objects)
         open_sources([filename], fmt, share, snapshot)[0].close()
     from ..errors import InvalidArgument
     from ..ops import create as ops_create

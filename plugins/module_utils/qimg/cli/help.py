@@ -21,9 +21,10 @@ COMMAND_SYNTAX = [
     "[-p] [-q] [-n] [-f fmt] [-t cache] [-T src_cache] [-O output_fmt] [-B backing_file [-F backing_fmt]] [-o options] "
     "[-l snapshot_param] [-S sparse_size] [-r rate_limit] [-m num_coroutines] [-W] [--salvage] "
     "filename [filename2 [...]] output_filename",
-    "create [-q] [-f fmt] [-b backing_file [-F backing_fmt]] [-u] [-o options] filename [size]",
-    "info [-f fmt] [--output=ofmt] [--backing-chain] [-U] filename",
-    "map [-f fmt] [--start-offset=offset] [--max-length=len] [--output=ofmt] [-U] filename",
+    "create [--object objectdef] [-q] [-f fmt] [-b backing_file [-F backing_fmt]] [-u] [-o options] filename [size]",
+    "info [--object objectdef] [--image-opts] [-f fmt] [--output=ofmt] [--backing-chain] [-U] filename",
+    "map [--object objectdef] [--image-opts] [-f fmt] [--start-offset=offset] [--max-length=len] [--output=ofmt] "
+    "[-U] filename",
     "measure [--output=ofmt] [-O output_fmt] [-o options] [--size N | [--object objectdef] [--image-opts] [-f fmt] "
     "[-l snapshot_param] filename]",
     "snapshot [--object objectdef] [--image-opts] [-U] [-q] [-l | -a snapshot | -c snapshot | -d snapshot] filename",
@@ -95,7 +96,9 @@ def help_text(prog):
         "  '--progress=json' (qimg extension) prints one JSON object per line on stdout while\n"
         "       converting: {\"done\": bytes, \"total\": bytes, \"elapsed\": seconds}, the last\n"
         "       one with done == total; '--progress=human' is '-p'\n"
-        "  '-C' (copy offloading), '-m', '-W', '-r' and '--salvage' are accepted and validated\n"
+        "  '--salvage' continues past read and block status errors of the sources: a\n"
+        "       warning for each unreadable sector, which is written as zeros\n"
+        "  '-C' (copy offloading), '-m', '-W' and '-r' are accepted and validated\n"
         "       like qemu-img's; they have no effect\n"
         "  '--bitmaps' copies all top-level persistent bitmaps to destination (not supported yet)\n"
         "\n"

@@ -104,5 +104,9 @@ def create_raw(file, size, preallocation="off"):
             file.allocate(0, size)
         elif preallocation == "full" and size:
             write_zeros(file, 0, size)
+        if preallocation != "full" and size:
+            # QEMU's file driver allocates the first block of a file it grows from 0 (for its alignment
+            # probing): `qemu-img map` of a new raw image shows that block as data
+            file.pwrite(0, bytes(min(size, 512 if size < 4096 else 4096)))
     except OSError as e:
         raise QimgError("Could not preallocate image: %s" % e.strerror)

@@ -9,7 +9,7 @@ __metaclass__ = type
 
 from ..errors import InvalidArgument, UnsupportedFeature
 from ..formats.qcow2.check import check as qcow2_check
-from ..image import open_image, open_single
+from ..image import open_image, open_layer
 from ..protocols.cache import cache_mode
 
 EXIT_CLEAN = 0
@@ -42,8 +42,8 @@ def check_image(filename, fmt=None, repair=None, force_share=False, cache=None):
     if repair not in (None, "leaks", "all"):
         raise InvalidArgument("Unknown option for -r")
     writable = repair is not None
-    dev = open_single(filename, fmt, read_only=not writable, force_share=force_share and not writable,
-                      repair=writable, cache=mode)
+    dev = open_layer(filename, fmt, read_only=not writable, force_share=force_share and not writable,
+                     repair=writable, cache=mode)
     try:
         if dev.format_name != "qcow2":
             raise CheckNotSupported("This image format does not support checks")

@@ -19,6 +19,7 @@ try:
 except ImportError:  # Python 2 spelling, for sanity tests on old interpreters
     import Queue as queue  # type: ignore
 
+from ..errors import BlockIOError
 from ..fileio import BufferPool, zero_view
 from ..image import chain_block_status, open_image
 from ..protocols.cache import cache_mode
@@ -56,7 +57,12 @@ def _first_diff(a, b, lo, hi):
 
 def _status(dev, pos, n):
     """[(start, end, present, zero)] for the chain in [pos, pos+n)."""
-    return [(e.start, e.start + e.length, e.present, e.zero) for e in chain_block_status(dev, pos, n)]
+    try:
+        return [(e.start, e.start + e.length, e.present, e.zero) for e in chain_block_status(dev, pos, n)]
+    except BlockIOError as e:
+        if e.message.startswith("Error while reading"):
+            raise
+        raise BlockIOError(e.errno, pos, "Error while reading offset %d of %s: %s" % (pos, dev.filename, e.message))
 
 
 def _fill(dev, zero, buf, pos, p, q):
@@ -64,7 +70,12 @@ def _fill(dev, zero, buf, pos, p, q):
     if zero:
         view[:] = zero_view(q - p)
     else:
-        dev.readinto(p, view)
+        try:
+            dev.readinto(p, view)
+        except BlockIOError as e:
+            if e.message.startswith("Error while reading"):
+                raise
+            raise BlockIOError(e.errno, p, "Error while reading offset %d of %s: %s" % (p, dev.filename, e.message))
 
 
 def _chunks(dev1, dev2, start, end, strict, pool, stop):
@@ -175,7 +186,11 @@ def _tail_nonzero(dev, start, end):
         for e in chain_block_status(dev, pos, n):
             if e.zero:
                 continue
-            data = dev.read(e.start, e.length)
+            try:
+                data = dev.read(e.start, e.length)
+            except BlockIOError as err:
+                raise BlockIOError(err.errno, e.start, "Error while reading offset %d of %s: %s"
+                                   % (e.start, dev.filename, err.message))
             d = _first_diff(data, zero_view(len(data)), 0, len(data))
             if d is not None:
                 return e.start + d
@@ -195,16 +210,22 @@ def compare_images(filename1, filename2, fmt1=None, fmt2=None, strict=False, for
                     allow_unsafe_backing=allow_unsafe_backing, cache=mode) as dev1:
         with open_image(filename2, fmt2, read_only=True, force_share=force_share,
                         allow_unsafe_backing=allow_unsafe_backing, cache=mode) as dev2:
-            size_mismatch = dev1.size != dev2.size
-            if size_mismatch and strict:
-                return {"result": SIZE_MISMATCH, "offset": None, "size-mismatch": True}
-            common = min(dev1.size, dev2.size)
-            found = _scan(dev1, dev2, 0, common, strict)
-            if found is None and size_mismatch:
-                bigger = dev1 if dev1.size > dev2.size else dev2
-                off = _tail_nonzero(bigger, common, bigger.size)
-                if off is not None:
-                    found = (CONTENT_MISMATCH, off)
-            if found is None:
-                return {"result": IDENTICAL, "offset": None, "size-mismatch": size_mismatch}
-            return {"result": found[0], "offset": found[1], "size-mismatch": size_mismatch}
+            return compare_devices(dev1, dev2, strict)
+
+
+def compare_devices(dev1, dev2, strict=False):
+    """compare_images() of two open devices, which the caller keeps (the CLI has them open
+    already; an NBD server may take one connection at a time, so they are not opened twice)."""
+    size_mismatch = dev1.size != dev2.size
+    if size_mismatch and strict:
+        return {"result": SIZE_MISMATCH, "offset": None, "size-mismatch": True}
+    common = min(dev1.size, dev2.size)
+    found = _scan(dev1, dev2, 0, common, strict)
+    if found is None and size_mismatch:
+        bigger = dev1 if dev1.size > dev2.size else dev2
+        off = _tail_nonzero(bigger, common, bigger.size)
+        if off is not None:
+            found = (CONTENT_MISMATCH, off)
+    if found is None:
+        return {"result": IDENTICAL, "offset": None, "size-mismatch": size_mismatch}
+    return {"result": found[0], "offset": found[1], "size-mismatch": size_mismatch}

@@ -23,11 +23,11 @@ try:
 except ImportError:  # Python 2 spelling, for sanity tests on old interpreters
     import Queue as queue  # type: ignore
 
-from ..errors import ImageInUse, ImageNotFound, InvalidArgument, UnsupportedFeature
+from ..errors import BlockIOError, ImageInUse, ImageNotFound, InvalidArgument, UnsupportedFeature
 from ..formats.qcow2.compress import ZSTD_NEEDED, compress_cluster, zstd_available
 from ..formats.qcow2.writer import Qcow2StreamWriter
 from ..fileio import BufferPool, zero_view
-from ..image import chain_block_status, full_backing_path, open_image
+from ..image import ChainExtent, chain_block_status, full_backing_path, open_image
 from ..util import atomic_output
 from ..protocols.cache import CONVERT_CACHE, cache_mode
 from .create import data_file_options, host_options, normalize_options, with_data_file
@@ -86,15 +86,58 @@ def parse_snapshot_param(text):
     return (snap_id, snap_name)
 
 
-def _source_status(devs, start, length):
-    """[(offset, length, zero, dev, dev_offset)] over the concatenated sources, merged zero runs."""
+def _salvage_status(dev, start, length, warn):
+    """chain_block_status() for --salvage (qemu-img's convert_iteration_sectors): a failing query
+    is retried on a quarter of the range down to one sector, which is then taken as data."""
+    out = []
+    pos, end = start, start + length
+    while pos < end:
+        n = end - pos
+        while True:
+            try:
+                exts = chain_block_status(dev, pos, n)
+                break
+            except BlockIOError as e:
+                if n > 512:
+                    n = ((n + 511) // 512 + 3) // 4 * 512
+                    continue
+                warn("error while reading block status at offset %d: %s" % (pos, e.message))
+                exts = [ChainExtent(pos, min(512, end - pos), 0, True, False, True, None, None)]
+                break
+        out.extend(exts)
+        pos = exts[-1].start + exts[-1].length if exts else end
+    return out
+
+
+def _salvage_readinto(dev, offset, view, warn):
+    """dev.readinto() for --salvage (convert_co_read): a failing read is redone sector by sector,
+    and the sectors that still fail read as zeros, each with qemu-img's warning."""
+    try:
+        dev.readinto(offset, view)
+        return
+    except BlockIOError:
+        pass
+    for i in range(0, len(view), 512):
+        part = view[i:i + 512]
+        try:
+            dev.readinto(offset + i, part)
+        except BlockIOError as e:
+            warn("error while reading offset %d: %s" % (offset + i, e.message))
+            part[:] = zero_view(len(part))
+
+
+def _source_status(devs, start, length, salvage=None):
+    """[(offset, length, zero, dev, dev_offset)] over the concatenated sources, merged zero runs.
+    salvage: the warning callback of --salvage (None: errors propagate)."""
     out = []
     base = 0
     end = start + length
     for dev in devs:
         lo, hi = max(start, base), min(end, base + dev.size)
         if lo < hi:
-            for ext in chain_block_status(dev, lo - base, hi - lo):
+            exts = chain_block_status(dev, lo - base, hi - lo) if salvage is None else \
+                _salvage_status(dev, lo - base, hi - lo, salvage)
+            for ext in exts:
                 if ext.zero and out and out[-1][2] and out[-1][0] + out[-1][1] == base + ext.start:
                     last = out[-1]
                     out[-1] = (last[0], last[1] + ext.length, True, None, None)
@@ -104,7 +147,7 @@ def _source_status(devs, start, length):
     return out
 
 
-def _read_pieces(status, start, end, sparse_size, buf):
+def _read_pieces(status, start, end, sparse_size, buf, salvage=None):
     """Pieces (offset, length, data-or-None) of [start, end): data extents are read into buf (at
     their offset from start) and passed on as views of it, zero runs are None."""
     view = memoryview(buf)
@@ -116,7 +159,10 @@ def _read_pieces(status, start, end, sparse_size, buf):
         if zero:
             pieces.append((s, e - s, None))
         else:
-            dev.readinto(dev_off + (s - off), view[s - start:e - start])
+            if salvage is None:
+                dev.readinto(dev_off + (s - off), view[s - start:e - start])
+            else:
+                _salvage_readinto(dev, dev_off + (s - off), view[s - start:e - start], salvage)
             pieces.extend(_split_zeros(s, buf, s - start, e - start, sparse_size))
     return pieces
 
@@ -161,14 +207,15 @@ def _split_zeros(offset, buf, lo, hi, sparse_size):
     return out
 
 
-def _reader(devs, total, sparse_size, q, stop, pool):
+def _reader(devs, total, sparse_size, q, stop, pool, salvage=None):
     """Produce chunks (aligned to CHUNK): block status is taken a window at a time, and runs of
     chunks that read as zeros go out as one chunk without being read."""
     try:
         pos = 0
         while pos < total and not stop.is_set():
-            wend = min(total, pos + STATUS_WINDOW)
-            status = _source_status(devs, pos, wend - pos)
+            # with --salvage, status and reads alternate per chunk (as qemu-img's warnings do)
+            wend = min(total, pos + (STATUS_WINDOW if salvage is None else CHUNK))
+            status = _source_status(devs, pos, wend - pos, salvage)
             zero_ends = [(off + ln) for off, ln, zero, dummy, dummy2 in status if zero]
             zero_starts = [off for off, ln, zero, dummy, dummy2 in status if zero]
 
@@ -188,21 +235,21 @@ def _reader(devs, total, sparse_size, q, stop, pool):
                 buf = pool.get(stop)
                 if buf is None:
                     break
-                q.put(("chunk", pos, n, _read_pieces(status, pos, pos + n, sparse_size, buf), buf))
+                q.put(("chunk", pos, n, _read_pieces(status, pos, pos + n, sparse_size, buf, salvage), buf))
                 pos += n
         q.put(("end", None, None, None, None))
     except BaseException as e:  # handed to the writing thread, which re-raises it
         q.put(("error", e, None, None, None))
 
 
-def _chunks(devs, total, sparse_size):
+def _chunks(devs, total, sparse_size, salvage=None):
     """Yield (pos, n, pieces, release) with reading one chunk ahead in a thread. The pieces' data
     are views of a pooled buffer: the consumer calls release() (None when nothing was read) once
     nothing it wrote still needs them. Close the generator before closing devs."""
     q = queue.Queue(maxsize=2)
     stop = threading.Event()
     pool = BufferPool(POOL_BUFFERS, lambda: bytearray(CHUNK))
-    t = threading.Thread(target=_reader, args=(devs, total, sparse_size, q, stop, pool))
+    t = threading.Thread(target=_reader, args=(devs, total, sparse_size, q, stop, pool, salvage))
     t.daemon = True
     t.start()
     try:
@@ -244,6 +291,9 @@ def _write_raw(node, chunks, total, fully_allocated, progress):
     (measured: more CPU and no gain on the qcow2 -> raw case of bench/bench_startup.py).
     node: the target's protocol node (aligned for O_DIRECT under cache=none)."""
     node.truncate(total)
+    if total and not fully_allocated:
+        # as QEMU's file driver, which allocates the first block of a file it creates
+        node.pwrite(0, bytes(min(total, 512 if total < 4096 else 4096)))
     for pos, n, pieces, release in chunks:
         try:
             for off, ln, data in pieces:
@@ -410,19 +460,22 @@ def _write_into(dev, chunks, target_is_zero, progress):
 def convert(sources, dest, src_fmt=None, out_fmt="raw", options=None, compress=False,
             sparse_size=4096, snapshot=None, backing_file=None, backing_fmt=None,
             target_exists=False, target_is_zero=False, progress=None, force_share=False,
-            allow_unsafe_backing=False, cache=None, src_cache=None, warn=None):
+            allow_unsafe_backing=False, cache=None, src_cache=None, warn=None, salvage=None):
     """Convert sources (concatenated) into dest. Returns {"virtual-size": n}.
 
     cache: the output's cache mode (qemu-img's `-t`, default unsafe: nothing is synced);
-    src_cache: the sources' (`-T`, default writeback). warn(message) gets qemu's warnings."""
+    src_cache: the sources' (`-T`, default writeback). warn(message) gets qemu's warnings.
+    salvage: a callable taking a warning (qemu-img --salvage): block status and read errors of the
+    sources are warned about and the unreadable sectors written as zeros."""
     mode = cache_mode(cache, default=CONVERT_CACHE)
     src_mode = cache_mode(src_cache, source=True)
     if not sources:
         raise InvalidArgument("Expecting at least one source image")
     if sparse_size < 0 or sparse_size % 512:
         raise InvalidArgument("Invalid buffer size for sparse output specified")
-    opts = normalize_options(out_fmt, None, options, backing_file, backing_fmt)
-    hints = host_options(out_fmt, options)
+    # out_fmt None: --target-image-opts, the target's spec names its driver
+    opts = normalize_options(out_fmt or "raw", None, options, backing_file, backing_fmt)
+    hints = host_options(out_fmt or "raw", options)
     backing_file = opts.pop("backing_file", None)
     backing_fmt = opts.pop("backing_fmt", None)
     if compress and out_fmt != "qcow2":
@@ -440,7 +493,11 @@ def convert(sources, dest, src_fmt=None, out_fmt="raw", options=None, compress=F
         sparse_size = opts.get("cluster_size", 65536)
     devs = _open_sources(sources, src_fmt, snapshot, force_share, allow_unsafe_backing, src_mode)
     total = sum(d.size for d in devs)
-    chunks = _chunks(devs, total, sparse_size)  # (its reading thread starts on the first chunk)
+    if salvage is not None:
+        # qemu-img first counts the allocated sectors (the status warnings come once from there)
+        for dev in devs:
+            _salvage_status(dev, 0, dev.size, salvage)
+    chunks = _chunks(devs, total, sparse_size, salvage)  # (its reading thread starts on the first chunk)
     try:
         report = _Progress(progress, total)
         fully_allocated = sparse_size == 0

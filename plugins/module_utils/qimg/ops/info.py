@@ -7,7 +7,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-from ..image import full_backing_path, open_image
+from ..image import backing_path, open_image
 
 
 def device_info(dev):
@@ -21,7 +21,9 @@ def device_info(dev):
         d["cluster-size"] = extra["cluster-size"]
     if dev.backing_filename:
         d["backing-filename"] = dev.backing_filename
-        d["full-backing-filename"] = full_backing_path(dev.filename, dev.backing_filename)
+        full = backing_path(dev)
+        if full is not None:
+            d["full-backing-filename"] = full
         if dev.backing_format:
             d["backing-filename-format"] = dev.backing_format
     if extra.get("snapshots"):

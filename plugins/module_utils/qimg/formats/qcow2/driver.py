@@ -85,6 +85,7 @@ class Qcow2Image(BlockDevice):
         and key_secret (the encrypt.key-secret id) unlock an encrypted image."""
         super(Qcow2Image, self).__init__(filename, read_only)
         self.file = file
+        self._debug_event = getattr(file, "debug_event", None)  # blkdebug below: data reads are events
         self.data_file = None
         self._own_data_file = False
         self.file_size = file.length()
@@ -477,6 +478,8 @@ class Qcow2Image(BlockDevice):
             self.crypto._need()
         segments = list(self._segments(offset, length))
         if len(segments) == 1 and segments[0][2] == DATA and self.crypto is None:  # one pread, no copy
+            if self._debug_event is not None:
+                self._debug_event("read_aio")
             return self.data_file.pread(segments[0][3], length)
         buf = bytearray(length)
         self._read_segments(offset, memoryview(buf), segments)
@@ -493,6 +496,8 @@ class Qcow2Image(BlockDevice):
         for start, n, kind, host in segments:
             part = view[start - offset:start - offset + n]
             if kind == DATA:
+                if self._debug_event is not None:
+                    self._debug_event("read_aio")  # blkdebug's event for a data read (BLKDBG_READ_AIO)
                 if self.crypto is None:
                     self.data_file.preadinto(host, part)
                 else:
