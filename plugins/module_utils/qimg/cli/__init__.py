@@ -37,6 +37,7 @@ COMMANDS = {
     "snapshot": "cmd_snapshot",
     "resize": "cmd_resize",
     "amend": "cmd_amend",
+    "rebase": "cmd_rebase",
 }
 
 # Names this package re-exports from its modules (the pre-package ``qimg.cli`` API), loaded on
