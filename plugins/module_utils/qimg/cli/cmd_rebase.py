@@ -70,8 +70,9 @@ def run(argv, ctx):
         def opened(dev):
             report_open(ctx, dev, fmt, filename)
 
-        def step(done, total):
-            bar.print_(100.0 * done / total, 0)
+        def step(_done, total):
+            # qemu-img: (float)100 / (size / MIN(size, IO_BUF_SIZE)) per compared step
+            bar.print_(100.0 / (total // min(total, ops_rebase.IO_BUF_SIZE)), 100)
 
         ops_rebase.rebase_image(filename, backing, backing_fmt, fmt=fmt, unsafe=unsafe, force_share=share,
                                 cache=cache, src_cache=src_cache, on_open=opened, progress=step)

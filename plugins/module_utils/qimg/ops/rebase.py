@@ -23,7 +23,6 @@ from ..errors import QimgError, InvalidArgument, UnsafeImage, UnsupportedFeature
 from ..image import (FORMATS, UNALLOCATED, MAX_CHAIN_DEPTH, full_backing_path, open_image,
                      refuse_pseudo_filename)
 
-CHUNK = 1024 * 1024
 SECTOR = 512
 
 
@@ -43,6 +42,8 @@ def _header_update(dev, backing_file, backing_fmt):
         raise _fail_change(backing_file, "backing format must be specified")
     from ..formats.qcow2 import header as hdr
     import copy
+    if backing_file and len(backing_file.encode("utf-8", "surrogateescape")) > hdr.MAX_BACKING_NAME:
+        raise _fail_change(backing_file, "Invalid argument")
     h = dev.header
     old_bytes = hdr.header_cluster_bytes(copy.copy(h), dev.cluster_size)
     new = copy.copy(h)
@@ -68,7 +69,7 @@ def _identity(path):
 
 
 def _open_new_backing(dev, backing_file, backing_fmt, force_share, src_cache):
-    """The new backing device and whether the caller must close it (False: a layer of dev's chain)."""
+    """(new backing device, whether the caller must close it, the layer of dev's chain it is or None)."""
     refuse_pseudo_filename(backing_file, "Backing file name")
     path = full_backing_path(dev.filename, backing_file)
     want = _identity(path)
@@ -76,7 +77,7 @@ def _open_new_backing(dev, backing_file, backing_fmt, force_share, src_cache):
     if want is not None:
         for layer in list(dev.chain())[1:]:
             if _identity(layer.filename) == want:
-                return layer, False
+                return layer, False, layer
     try:
         new = open_image(path, backing_fmt, read_only=True, force_share=force_share, cache=src_cache)
     except QimgError as e:
@@ -98,7 +99,7 @@ def _open_new_backing(dev, backing_file, backing_fmt, force_share, src_cache):
     except BaseException:
         new.close()
         raise
-    return new, True
+    return new, True, None
 
 
 def _read_below(dev, offset, length):
@@ -132,35 +133,84 @@ def _diff_runs(old, new, base):
     return runs
 
 
-def _unallocated(dev):
-    for ext in dev.block_status(0, dev.size):
-        if ext.status == UNALLOCATED and ext.length > 0:
-            yield ext.start, ext.start + ext.length
+IO_BUF_SIZE = 2 * 1024 * 1024   # qemu-img's step: the progress figures follow its iterations
 
 
-def _copy_differences(dev, new_backing, check_mode, progress):
-    """Write into dev every range where its old chain and new_backing differ; returns bytes written."""
+def _run(layer, offset, n):
+    """(allocated, length): qemu's bdrv_is_allocated() on one layer; an unallocated run stops at
+    the end of an L2 table, as QEMU's qcow2 block status does."""
+    if layer is None or offset >= layer.size:
+        return False, n
+    n = min(n, layer.size - offset)
+    exts = [e for e in layer.block_status(offset, n) if e.length > 0]
+    if not exts:
+        return False, n
+    allocated = exts[0].status != UNALLOCATED
+    if not allocated:
+        l2_cover = getattr(layer, "l2_entries", 0) * getattr(layer, "cluster_size", 0)
+        if l2_cover:
+            n = min(n, l2_cover - offset % l2_cover)
+    length = 0
+    for e in exts:
+        if (e.status != UNALLOCATED) != allocated:
+            break
+        length += e.length
+    return allocated, max(1, min(n, length))
+
+
+def _allocated_above(top, base, offset, n):
+    """qemu's bdrv_is_allocated_above(top, base, include_base=false): (allocated, length)."""
+    layer = top
+    while layer is not None and layer is not base:
+        allocated, pnum = _run(layer, offset, n)
+        if allocated:
+            return True, pnum
+        n = pnum
+        layer = layer.backing
+    return False, n
+
+
+def _copy_differences(dev, new_backing, prefix, check_mode, progress):
+    """Write into dev every range where its old chain and new_backing differ; returns bytes written.
+
+    The walk is qemu-img's: steps of at most IO_BUF_SIZE, allocated runs skipped, ranges the new
+    backing (a layer of the old chain) shares with the old one skipped; progress() after each
+    compared step."""
     copied = 0
     size = dev.size
-    for start, end in _unallocated(dev):
-        off = start
-        while off < end:
-            n = min(CHUNK - off % CHUNK, end - off)
-            old = _read_below(dev, off, n)
-            new = _read_layer(new_backing, off, n)
-            if old != new:
-                for s, e in _diff_runs(old, new, off):
-                    part = old[s - off:e - off]
-                    copied += e - s
-                    if check_mode:
-                        continue
-                    if part.count(0) == len(part):
-                        dev.write_zeroes(s, e - s)
-                    else:
-                        dev.write(s, bytes(part))
-            off += n
-            if progress is not None and size:
-                progress(off, size)
+    old_size = dev.backing.size if dev.backing is not None else 0
+    new_size = new_backing.size if new_backing is not None else 0
+    offset = 0
+    while offset < size:
+        n = min(IO_BUF_SIZE, size - offset)
+        allocated, n = _run(dev, offset, n)
+        if allocated:
+            offset += n
+            continue
+        if prefix is not None:
+            allocated, n = _allocated_above(dev.backing, prefix, offset, n)
+            if not allocated:
+                offset += n
+                continue
+        if offset < old_size < offset + n:
+            n = old_size - offset
+        if offset < new_size < offset + n:
+            n = new_size - offset
+        old = _read_below(dev, offset, n)
+        new = _read_layer(new_backing, offset, n)
+        if old != new:
+            for s, e in _diff_runs(old, new, offset):
+                part = old[s - offset:e - offset]
+                copied += e - s
+                if check_mode:
+                    continue
+                if offset >= old_size:
+                    dev.write_zeroes(s, e - s)
+                else:
+                    dev.write(s, bytes(part))
+        offset += n
+        if progress is not None:
+            progress(offset, size)
     return copied
 
 
@@ -170,7 +220,7 @@ def rebase_image(filename, backing_file, backing_fmt=None, fmt=None, unsafe=Fals
 
     unsafe: header only (the old backing file is not opened; it may be missing).
     on_open(dev): called once the image is open (the CLI prints its warnings there).
-    progress(done, total): called while safe mode compares the chains.
+    progress(done, total): called after each step of safe mode's comparison (qemu-img's steps).
     Returns {"changed", "copied-bytes", "old-backing-file", "old-backing-format", "backing-file",
     "backing-format"}; check_mode decides (and counts what safe mode would copy) without writing.
     """
@@ -186,9 +236,9 @@ def rebase_image(filename, backing_file, backing_fmt=None, fmt=None, unsafe=Fals
         if fmt_error is not None:
             raise fmt_error
         old_file, old_fmt = dev.backing_filename, dev.backing_format
-        new_backing, owned = None, False
+        new_backing, owned, prefix = None, False, None
         if not unsafe and backing_file:
-            new_backing, owned = _open_new_backing(dev, backing_file, backing_fmt, force_share, src_cache)
+            new_backing, owned, prefix = _open_new_backing(dev, backing_file, backing_fmt, force_share, src_cache)
         try:
             new_header, header_bytes = _header_update(dev, backing_file, backing_fmt)
             result = {"old-backing-file": old_file, "old-backing-format": old_fmt,
@@ -196,7 +246,7 @@ def rebase_image(filename, backing_file, backing_fmt=None, fmt=None, unsafe=Fals
                       "copied-bytes": 0}
             result["changed"] = (old_file, old_fmt) != (new_header.backing_file, new_header.backing_format)
             if not unsafe:
-                result["copied-bytes"] = _copy_differences(dev, new_backing, check_mode, progress)
+                result["copied-bytes"] = _copy_differences(dev, new_backing, prefix, check_mode, progress)
                 if result["copied-bytes"]:
                     result["changed"] = True
         finally:
