@@ -276,3 +276,20 @@ def test_kill_at_every_write(tmp_path, target):
     trials, failures = kill_at_every_write(prepare, argv, [work / "top.qcow2"], verify)
     assert trials >= 1
     assert not failures, failures[:5]
+
+
+def test_prefix_with_shorter_old_backing(as_qemu_img, tmp_path):
+    """Onto an image deeper in the chain when the old backing file is shorter than the image: past
+    its end the old chain reads zeros, which must be written (qemu-img 7.2 leaves the new
+    backing's data visible there; iotest 024 of later QEMU checks this)."""
+    d = str(tmp_path)
+    qemu_img_create(tmp_path / "new", "qcow2", 320 * 1024)
+    qemu_io(tmp_path / "new", "write -P 0xa 0 320k")
+    qemu_img_create(tmp_path / "old", "qcow2", 256 * 1024, backing="new", backing_fmt="qcow2")
+    qemu_io(tmp_path / "old", "write -P 0xb 0 64k")
+    qemu_img_create(tmp_path / "top", "qcow2", 320 * 1024, backing="old", backing_fmt="qcow2")
+    before = qemu_raw_digest(tmp_path / "top", tmp_path)
+    got = as_qemu_img("rebase", "-b", "new", "-F", "qcow2", "top", cwd=d)
+    assert got.returncode == 0, got.stderr
+    assert qemu_raw_digest(tmp_path / "top", tmp_path) == before
+    assert_check_clean(tmp_path / "top")

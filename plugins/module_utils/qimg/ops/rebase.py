@@ -19,7 +19,7 @@ __metaclass__ = type
 
 import os
 
-from ..errors import QimgError, InvalidArgument, UnsafeImage, UnsupportedFeature
+from ..errors import QimgError, InvalidArgument, UnsafeImage
 from ..image import (FORMATS, UNALLOCATED, MAX_CHAIN_DEPTH, full_backing_path, open_image,
                      refuse_pseudo_filename)
 
@@ -187,8 +187,10 @@ def _copy_differences(dev, new_backing, prefix, check_mode, progress):
         if allocated:
             offset += n
             continue
-        if prefix is not None:
-            allocated, n = _allocated_above(dev.backing, prefix, offset, n)
+        if prefix is not None and offset < old_size:
+            # the old chain reads the prefix here unless a layer above the prefix allocates it
+            # (past the old backing's end the old chain reads zeros: compare there, unlike 7.2)
+            allocated, n = _allocated_above(dev.backing, prefix, offset, min(n, old_size - offset))
             if not allocated:
                 offset += n
                 continue
