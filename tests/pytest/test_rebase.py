@@ -78,6 +78,15 @@ def _same_run(qemu_img, runner, tmp_path, args, scenario="v3"):
     assert (got.stdout, got.stderr, got.returncode) == (want.stdout, want.stderr, want.returncode)
     assert _chain(b, "top.qcow2") == _chain(a, "top.qcow2")
     _check_clean_alone(b / "top.qcow2")
+    # the header we wrote is one our own reader takes, and with the backing name where qemu-img puts it
+    ours_info = runner("info", "-U", "--output=json", "top.qcow2", cwd=str(b))
+    assert ours_info.returncode == 0, ours_info.stderr
+    if got.returncode == 0:
+        with open(str(a / "top.qcow2"), "rb") as f:
+            want_head = f.read(512)
+        with open(str(b / "top.qcow2"), "rb") as f:
+            got_head = f.read(512)
+        assert got_head[:32] == want_head[:32]   # magic, version, backing name offset and size, size
     return a, b, before, got
 
 
