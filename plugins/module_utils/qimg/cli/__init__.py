@@ -38,6 +38,7 @@ COMMANDS = {
     "resize": "cmd_resize",
     "amend": "cmd_amend",
     "rebase": "cmd_rebase",
+    "commit": "cmd_commit",
 }
 
 # Names this package re-exports from its modules (the pre-package ``qimg.cli`` API), loaded on

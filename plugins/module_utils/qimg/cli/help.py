@@ -31,6 +31,8 @@ COMMAND_SYNTAX = [
     "filename [+ | -]size",
     "rebase [--object objectdef] [--image-opts] [-U] [-q] [-f fmt] [-t cache] [-T src_cache] [-p] [-u] "
     "-b backing_file [-F backing_fmt] filename",
+    "commit [--object objectdef] [--image-opts] [-q] [-f fmt] [-t cache] [-b base] [-r rate_limit] [-d] [-p] "
+    "filename",
 ]
 
 
