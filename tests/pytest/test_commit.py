@@ -7,6 +7,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import json
 import os
 import shutil
 import sys
@@ -62,9 +63,10 @@ def test_commit_like_qemu_img(qemu_img, as_qemu_img, tmp_path, base_fmt, base_si
             assert_check_clean(b / name)
     assert os.path.getsize(str(b / ("base." + base_fmt))) >= 2 * MiB or base_fmt == "qcow2"
     assert qemu_raw_digest(top, tmp_path) == before
-    maps = [run(["qemu-img", "map", "--output=json", "-f", "qcow2", "top.qcow2"], cwd=str(d)).stdout for d in (a, b)]
+    maps = [[dict((k, v) for k, v in e.items() if k != "offset") for e in json.loads(
+        run(["qemu-img", "map", "--output=json", "-f", "qcow2", "top.qcow2"], cwd=str(d)).stdout)] for d in (a, b)]
     if "-d" not in args and "-b" not in args:
-        assert maps[0] == maps[1]   # emptied: everything from the base
+        assert maps[0] == maps[1]   # emptied: everything from the base (host layouts may differ)
 
 
 def test_commit_keeps_base_snapshots(tmp_path):
