@@ -130,3 +130,30 @@ def test_kill_at_every_write(tmp_path, base_fmt, drop):
     trials, failures = kill_at_every_write(prepare, argv, [work / "top.qcow2", work / ("base." + base_fmt)], verify)
     assert trials >= 1
     assert not failures, failures[:5]
+
+
+@pytest.mark.parametrize("base_fmt", ["qcow2", "raw"])
+def test_commit_into_deeper_base_like_qemu_img(qemu_img, as_qemu_img, tmp_path, base_fmt):
+    """-b an image below the backing file: what every image above it allocates goes in; -d implied."""
+    dirs = []
+    for name in ("qemu", "ours"):
+        d = tmp_path / name
+        d.mkdir()
+        _build(d, base_fmt, MiB)
+        os.rename(str(d / "top.qcow2"), str(d / "mid.qcow2"))
+        qemu_img_create(d / "top.qcow2", "qcow2", 3 * MiB, backing="mid.qcow2", backing_fmt="qcow2")
+        qemu_io(d / "top.qcow2", "write -P 7 96k 64k", "write -z 1M 4k", "write -P 8 2500k 8k")
+        dirs.append(d)
+    a, b = dirs
+    before = [qemu_raw_digest(b / n, tmp_path) for n in ("top.qcow2", "mid.qcow2")]
+    args = ["commit", "-b", "base." + base_fmt, "top.qcow2"]
+    want = run([qemu_img] + args, cwd=str(a), check=False)
+    got = as_qemu_img(*args, cwd=str(b))
+    assert (got.stdout, got.stderr, got.returncode) == (want.stdout, want.stderr, want.returncode)
+    assert got.returncode == 0
+    name = "base." + base_fmt
+    proc = run(["qemu-img", "compare", "-f", base_fmt, "-F", base_fmt, str(a / name), str(b / name)], check=False)
+    assert proc.returncode == 0, proc.stdout
+    assert [qemu_raw_digest(b / n, tmp_path) for n in ("top.qcow2", "mid.qcow2")] == before
+    for n in ("top.qcow2", "mid.qcow2"):
+        assert_check_clean(b / n)

@@ -3,7 +3,8 @@
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """`commit`: write what an image allocates into its backing file (qemu-img commit), then empty it.
 
-This version commits into the direct backing file only (qcow2 or raw). Write order: the base is
+The base is the backing file, or any image deeper in the chain (then every range an image above
+it allocates is written, and drop is implied as in qemu-img). Write order: the base is
 grown when it is smaller, the top's data and zero ranges are written into the base through its
 driver (refcounts, data, L2, L1 in that order), the base is flushed, and only then is the top
 emptied (unless drop). The top's guest view never changes: every range reads the same from the
@@ -18,8 +19,8 @@ __metaclass__ = type
 
 import os
 
-from ..errors import InvalidArgument, UnsupportedFeature
-from ..image import DATA, ZERO, full_backing_path, open_image
+from ..errors import InvalidArgument
+from ..image import UNALLOCATED, ZERO, open_image
 
 CHUNK = 1024 * 1024
 
@@ -45,6 +46,34 @@ def _find_base(top, base):
             return depth
         depth += 1
     return None
+
+
+def _allocated_above(layers, size):
+    """[(start, length, zero)]: the ranges of [0, size) that one of layers (top first) allocates, with
+    whether the first layer allocating it reads zeros there."""
+    out = []
+
+    def walk(i, offset, length):
+        if i == len(layers):
+            return
+        layer = layers[i]
+        end = offset + length
+        n = max(0, min(end, layer.size) - offset)
+        for e in (layer.block_status(offset, n) if n else []):
+            if not e.length:
+                continue
+            if e.status == UNALLOCATED:
+                walk(i + 1, e.start, e.length)
+            else:
+                zero = e.status == ZERO
+                if out and out[-1][0] + out[-1][1] == e.start and out[-1][2] == zero:
+                    out[-1] = (out[-1][0], out[-1][1] + e.length, zero)
+                else:
+                    out.append((e.start, e.length, zero))
+        if offset + n < end:
+            walk(i + 1, offset + n, end - offset - n)
+    walk(0, 0, size)
+    return out
 
 
 def _make_empty(dev):
@@ -84,42 +113,43 @@ def commit_image(filename, fmt=None, base=None, drop=False, cache=None, check_mo
     with open_image(filename, fmt, read_only=check_mode, force_share=check_mode, cache=cache) as top:
         if on_open is not None:
             on_open(top)
+        depth = 1
         if base is not None:
             depth = _find_base(top, base)
             if depth is None:
                 raise CommitError("Did not find '%s' in the backing chain of '%s'" % (base, filename))
-            if depth != 1:
-                raise UnsupportedFeature("Committing into '%s', which is not the backing file of '%s', is not "
-                                         "supported yet" % (base, filename))
         if top.backing is None:
             raise CommitError("Image does not have a backing file")
-        base_path = full_backing_path(top.filename, top.backing_filename)
-        base_fmt = top.backing.format_name
-        extents = [e for e in top.block_status(0, top.size) if e.status in (DATA, ZERO) and e.length]
-        committed = sum(e.length for e in extents)
+        layers = list(top.chain())
+        above, base_dev = layers[:depth], layers[depth]
+        base_path = base_dev.filename
+        base_fmt = base_dev.format_name
+        extents = _allocated_above(above, top.size)
+        committed = sum(length for _s, length, _z in extents)
         result = {"committed-bytes": committed, "base": base_path,
-                  "changed": bool(committed) or top.size > top.backing.size}
+                  "changed": bool(committed) or top.size > base_dev.size}
         if check_mode:
             return result
-        # the read-only backing chain lets go of its locks: the base is opened for writing now
-        for layer in list(top.backing.chain()):
+        # the read-only base chain lets go of its locks: the base is opened for writing now (what
+        # is read from the layers above it is all theirs: the ranges they allocate)
+        for layer in layers[depth:]:
             layer.close_self()
-        top.backing = None
+        above[-1].backing = None
         with open_image(base_path, base_fmt, read_only=False, cache=cache) as dest:
             if dest.size < top.size:
                 from .resize import resize_device
                 resize_device(dest, top.size)
             done = 0
-            for e in extents:
-                if e.status == ZERO:
-                    dest.write_zeroes(e.start, e.length)
+            for start, length, zero in extents:
+                if zero:
+                    dest.write_zeroes(start, length)
                 else:
-                    off, end = e.start, e.start + e.length
+                    off, end = start, start + length
                     while off < end:
                         n = min(CHUNK, end - off)
                         dest.write(off, top.read(off, n))
                         off += n
-                done += e.length
+                done += length
                 if progress is not None:
                     progress(done, committed)
             dest.flush()
