@@ -35,6 +35,18 @@ def _build(d, base_fmt, base_size=2 * MiB, top_size=2 * MiB, snapshot=False):
     return base, top
 
 
+def _layout(map_json):
+    """qemu-img map entries without host offsets, adjacent equal ones merged (host layouts differ)."""
+    out = []
+    for e in json.loads(map_json):
+        key = (e["depth"], e["present"], e["zero"], e["data"])
+        if out and out[-1][0] == key and out[-1][1] + out[-1][2] == e["start"]:
+            out[-1][2] += e["length"]
+        else:
+            out.append([key, e["start"], e["length"]])
+    return out
+
+
 CASES = [("qcow2", 2 * MiB, ()), ("qcow2", 2 * MiB, ("-d",)), ("raw", 2 * MiB, ()), ("raw", 2 * MiB, ("-d",)),
          ("qcow2", 1 * MiB, ()), ("raw", 1 * MiB, ()), ("qcow2", 2 * MiB, ("-q",)),
          ("qcow2", 2 * MiB, ("-b", "base.qcow2")), ("qcow2", 2 * MiB, ("-p",)), ("qcow2", 2 * MiB, ("-r", "1M"))]
@@ -63,8 +75,8 @@ def test_commit_like_qemu_img(qemu_img, as_qemu_img, tmp_path, base_fmt, base_si
             assert_check_clean(b / name)
     assert os.path.getsize(str(b / ("base." + base_fmt))) >= 2 * MiB or base_fmt == "qcow2"
     assert qemu_raw_digest(top, tmp_path) == before
-    maps = [[dict((k, v) for k, v in e.items() if k != "offset") for e in json.loads(
-        run(["qemu-img", "map", "--output=json", "-f", "qcow2", "top.qcow2"], cwd=str(d)).stdout)] for d in (a, b)]
+    maps = [_layout(run(["qemu-img", "map", "--output=json", "-f", "qcow2", "top.qcow2"], cwd=str(d)).stdout)
+            for d in (a, b)]
     if "-d" not in args and "-b" not in args:
         assert maps[0] == maps[1]   # emptied: everything from the base (host layouts may differ)
 
