@@ -37,6 +37,8 @@ COMMANDS = {
     "snapshot": "cmd_snapshot",
     "resize": "cmd_resize",
     "amend": "cmd_amend",
+    "rebase": "cmd_rebase",
+    "commit": "cmd_commit",
 }
 
 # Names this package re-exports from its modules (the pre-package ``qimg.cli`` API), loaded on

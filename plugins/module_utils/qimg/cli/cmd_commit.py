@@ -1,0 +1,75 @@
+# -*- coding: utf-8 -*-
+# Copyright: qimg.disk contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""``qemu-img commit [--object objectdef] [--image-opts] [-q] [-f fmt] [-t cache] [-b base] [-r rate_limit]
+[-d] [-p] filename``."""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+from .args import CACHE_MODES, cvtnum, image_name
+from .cmd_resize import image_opts_target, report_open
+from .errors import CommandError, HelpRequested, UsageError
+from .getopt import getopt
+from .progress import QemuProgress
+
+
+def run(argv, ctx):
+    longopts = {"help": (False, "h"), "object": (True, "object"), "image-opts": (False, "image-opts")}
+    opts, args = getopt(argv, ":f:ht:b:dpqr:", longopts)
+    fmt = base = None
+    cache = "writeback"
+    drop = progress = quiet = image_opts = False
+    for opt, arg in opts:
+        if opt == "h":
+            raise HelpRequested()
+        if opt == "f":
+            fmt = arg
+        elif opt == "t":
+            cache = arg
+        elif opt == "b":
+            base = arg
+            drop = True
+        elif opt == "d":
+            drop = True
+        elif opt == "p":
+            progress = True
+        elif opt == "q":
+            quiet = True
+        elif opt == "r":
+            cvtnum("rate limit", arg)   # accepted; the commit is not throttled
+        elif opt == "image-opts":
+            image_opts = True
+        elif opt == "object":
+            raise CommandError("--object is not supported")
+    if quiet:
+        progress = False
+    if len(args) != 1:
+        raise UsageError("Expecting one image file name")
+    filename = args[0]
+    if cache not in CACHE_MODES:
+        raise CommandError("Invalid cache option: %s" % cache)
+    if image_opts:
+        filename, fmt = image_opts_target(filename, fmt)
+    else:
+        filename = image_name(filename)
+    from ..ops import commit as ops_commit
+    bar = QemuProgress(progress, 1.0, ctx.out)
+
+    def opened(dev):
+        report_open(ctx, dev, fmt, filename)
+        bar.print_(0, 100)
+
+    def step(done, total):
+        bar.print_(100.0 * done / total, 0)
+
+    try:
+        ops_commit.commit_image(filename, fmt=fmt, base=base, drop=drop, cache=cache, on_open=opened,
+                                progress=step)
+        bar.print_(100, 0)
+    finally:
+        bar.end()
+    if not quiet:
+        ctx.out("Image committed.\n")
+    return 0

@@ -1,0 +1,82 @@
+# -*- coding: utf-8 -*-
+# Copyright: qimg.disk contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""``qemu-img rebase [-q] [-f fmt] [-t cache] [-T src_cache] [-p] [-u] [-U] [--object ...] [--image-opts]
+-b backing_file [-F backing_fmt] filename`` (qemu-img 7.2 has no -c for rebase: it is refused as there)."""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+from .args import CACHE_MODES, image_name
+from .cmd_resize import image_opts_target, report_open
+from .errors import CommandError, HelpRequested, UsageError
+from .getopt import getopt
+from .progress import QemuProgress
+
+
+def run(argv, ctx):
+    longopts = {"help": (False, "h"), "object": (True, "object"), "image-opts": (False, "image-opts"),
+                "force-share": (False, "U")}
+    opts, args = getopt(argv, ":hf:F:b:upt:T:qU", longopts)
+    fmt = backing_fmt = backing = None
+    cache = src_cache = "writeback"
+    unsafe = progress = quiet = share = image_opts = False
+    for opt, arg in opts:
+        if opt == "h":
+            raise HelpRequested()
+        if opt == "f":
+            fmt = arg
+        elif opt == "F":
+            backing_fmt = arg
+        elif opt == "b":
+            backing = arg
+        elif opt == "u":
+            unsafe = True
+        elif opt == "p":
+            progress = True
+        elif opt == "t":
+            cache = arg
+        elif opt == "T":
+            src_cache = arg
+        elif opt == "q":
+            quiet = True
+        elif opt == "U":
+            share = True
+        elif opt == "image-opts":
+            image_opts = True
+        elif opt == "object":
+            raise CommandError("--object is not supported")
+    if quiet:
+        progress = False
+    if len(args) != 1:
+        raise UsageError("Expecting one image file name")
+    if not unsafe and backing is None:
+        raise UsageError("Must specify backing file (-b) or use unsafe mode (-u)")
+    filename = args[0]
+    bar = QemuProgress(progress, 2.0, ctx.out)
+    bar.print_(0, 100)
+    try:
+        if cache not in CACHE_MODES:
+            raise CommandError("Invalid cache option: %s" % cache)
+        if src_cache not in CACHE_MODES:
+            raise CommandError("Invalid source cache option: %s" % src_cache)
+        if image_opts:
+            filename, fmt = image_opts_target(filename, fmt)
+        else:
+            filename = image_name(filename)
+        from ..ops import rebase as ops_rebase
+
+        def opened(dev):
+            report_open(ctx, dev, fmt, filename)
+
+        def step(_done, total):
+            # qemu-img: (float)100 / (size / MIN(size, IO_BUF_SIZE)) per compared step
+            bar.print_(100.0 / (total // min(total, ops_rebase.IO_BUF_SIZE)), 100)
+
+        ops_rebase.rebase_image(filename, backing, backing_fmt, fmt=fmt, unsafe=unsafe, force_share=share,
+                                cache=cache, src_cache=src_cache, on_open=opened, progress=step)
+        bar.print_(100, 0)
+    finally:
+        bar.end()
+    return 0
