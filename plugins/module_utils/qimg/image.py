@@ -406,71 +406,6 @@ def _base_driver(dev):
 
 
 # ---------------------------------------------------------------------------- specs
-class ProtocolDevice(BlockDevice):
-    """A protocol node at the top (`--image-opts driver=nbd,...`, `json:{"driver": "null-co"}`):
-    the guest sees its bytes, and qemu-img names the protocol as the format."""
-
-    def __init__(self, filename, node, read_only=True):
-        super(ProtocolDevice, self).__init__(filename, read_only)
-        self.file = node
-        self.format_name = node.driver
-        self.size = (node.length() + 511) // 512 * 512
-
-    @property
-    def fd(self):
-        return self.file.fd
-
-    def read(self, offset, length):
-        self.check_range(offset, length)
-        return self.file.pread(offset, length)
-
-    def readinto(self, offset, view):
-        self.check_range(offset, len(view))
-        self.file.preadinto(offset, view)
-
-    def write(self, offset, data):
-        self.check_writable()
-        self.check_range(offset, len(data))
-        self.file.pwrite(offset, data)
-
-    def write_zeroes(self, offset, length):
-        self.check_writable()
-        self.check_range(offset, length)
-        self.file.punch(offset, length)
-
-    def discard(self, offset, length):
-        self.write_zeroes(offset, length)
-
-    def block_status(self, offset, length):
-        self.check_range(offset, length)
-        status = getattr(self.file, "block_status", None)
-        if status is None:
-            return [Extent(s, n, DATA if is_data else ZERO, s) for s, n, is_data in self.file.extents(offset, length)]
-        out = []
-        for s, n, flags in status(offset, length):
-            data, zero = not flags & 1, bool(flags & 2)
-            kind = (DATA_ZERO if zero else DATA) if data else (ZERO if zero else HOLE)
-            out.append(Extent(s, n, kind, s))
-        return out
-
-    def flush(self):
-        if not self.read_only:
-            self.file.flush()
-
-    def close_self(self):
-        if self.file is None:
-            return
-        try:
-            if not self.read_only:
-                self.file.flush()
-        finally:
-            self.file.close()
-            self.file = None
-
-    def actual_size(self):
-        return self.file.allocated_bytes()
-
-
 class DeviceNode(object):
     """A block device used as another format's file (qcow2 inside qcow2, as QEMU allows)."""
 
@@ -657,6 +592,7 @@ def _open_top(tree, read_only, force_share):
     if isinstance(obj, BlockDevice):
         return obj
     try:
+        from .formats.raw import ProtocolDevice
         dev = ProtocolDevice(tree.filename(), obj, read_only)
     except BaseException:
         obj.close()

@@ -8,7 +8,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 from ..errors import InvalidArgument, QimgError
-from ..image import DATA, ZERO, BlockDevice, Extent
+from ..image import DATA, DATA_ZERO, HOLE, ZERO, BlockDevice, Extent
 from ..protocols.cache import write_zeros
 
 
@@ -92,6 +92,27 @@ class RawImage(BlockDevice):
             raise QimgError("Could not resize file: %s" % e.strerror)
         self.file.flush()
         self.size = (new_size + 511) // 512 * 512
+
+
+class ProtocolDevice(RawImage):
+    """A protocol node at the top (`--image-opts driver=nbd,...`, `json:{"driver": "null-co"}`):
+    the guest sees its bytes, and qemu-img names the protocol as the format."""
+
+    def __init__(self, filename, node, read_only=True):
+        super(ProtocolDevice, self).__init__(filename, node, read_only)
+        self.format_name = node.driver
+
+    def block_status(self, offset, length):
+        status = getattr(self.file, "block_status", None)
+        if status is None:
+            return super(ProtocolDevice, self).block_status(offset, length)
+        self.check_range(offset, length)
+        out = []
+        for s, n, flags in status(offset, length):  # NBD-style flags: 1 hole, 2 zero
+            data, zero = not flags & 1, bool(flags & 2)
+            kind = (DATA_ZERO if zero else DATA) if data else (ZERO if zero else HOLE)
+            out.append(Extent(s, n, kind, s))
+        return out
 
 
 def create_raw(file, size, preallocation="off"):
