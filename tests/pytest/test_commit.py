@@ -52,7 +52,7 @@ CASES = [("qcow2", 2 * MiB, ()), ("qcow2", 2 * MiB, ("-d",)), ("raw", 2 * MiB, (
          ("qcow2", 2 * MiB, ("-b", "base.qcow2")), ("qcow2", 2 * MiB, ("-p",)), ("qcow2", 2 * MiB, ("-r", "1M"))]
 
 
-@pytest.mark.parametrize("base_fmt,base_size,args", CASES, ids=lambda v: str(v))
+@pytest.mark.parametrize("base_fmt,base_size,args", CASES, ids=str)
 def test_commit_like_qemu_img(qemu_img, as_qemu_img, tmp_path, base_fmt, base_size, args):
     a, b = tmp_path / "qemu", tmp_path / "ours"
     a.mkdir()

@@ -55,21 +55,21 @@ def run(argv, ctx):
     else:
         filename = image_name(filename)
     from ..ops import commit as ops_commit
-    bar = QemuProgress(progress, 1.0, ctx.out)
+    meter = QemuProgress(progress, 1.0, ctx.out)
 
     def opened(dev):
         report_open(ctx, dev, fmt, filename)
-        bar.print_(0, 100)
+        meter.print_(0, 100)
 
     def step(done, total):
-        bar.print_(100.0 * done / total, 0)
+        meter.print_(100.0 * done / total, 0)
 
     try:
         ops_commit.commit_image(filename, fmt=fmt, base=base, drop=drop, cache=cache, on_open=opened,
                                 progress=step)
-        bar.print_(100, 0)
+        meter.print_(100, 0)
     finally:
-        bar.end()
+        meter.end()
     if not quiet:
         ctx.out("Image committed.\n")
     return 0

@@ -54,8 +54,8 @@ def run(argv, ctx):
     if not unsafe and backing is None:
         raise UsageError("Must specify backing file (-b) or use unsafe mode (-u)")
     filename = args[0]
-    bar = QemuProgress(progress, 2.0, ctx.out)
-    bar.print_(0, 100)
+    meter = QemuProgress(progress, 2.0, ctx.out)
+    meter.print_(0, 100)
     try:
         if cache not in CACHE_MODES:
             raise CommandError("Invalid cache option: %s" % cache)
@@ -72,11 +72,11 @@ def run(argv, ctx):
 
         def step(_done, total):
             # qemu-img: (float)100 / (size / MIN(size, IO_BUF_SIZE)) per compared step
-            bar.print_(100.0 / (total // min(total, ops_rebase.IO_BUF_SIZE)), 100)
+            meter.print_(100.0 / (total // min(total, ops_rebase.IO_BUF_SIZE)), 100)
 
         ops_rebase.rebase_image(filename, backing, backing_fmt, fmt=fmt, unsafe=unsafe, force_share=share,
                                 cache=cache, src_cache=src_cache, on_open=opened, progress=step)
-        bar.print_(100, 0)
+        meter.print_(100, 0)
     finally:
-        bar.end()
+        meter.end()
     return 0
