@@ -26,6 +26,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 from .errors import InvalidArgument, UnsupportedFeature
+from .qjson import json_str as _json_text, tdb_hash as _tdb_hash
 
 MAX_NESTING = 64          # json: nesting (QEMU allows 1024; a typed name never needs more)
 MAX_SPEC_LENGTH = 1 << 20  # characters in one json:/--image-opts text
@@ -257,35 +258,6 @@ def parse_json(text):
     if len(text) > MAX_SPEC_LENGTH:
         raise SpecError("Could not parse the JSON options: JSON parse error, too large")
     return _Json(text).document()
-
-
-def _json_text(s):
-    out = ['"']
-    for ch in s:
-        cp = ord(ch)
-        if ch == '"':
-            out.append('\\"')
-        elif ch == "\\":
-            out.append("\\\\")
-        elif ch in "\b\f\n\r\t":
-            out.append({"\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r", "\t": "\\t"}[ch])
-        elif cp > 0xFFFF:
-            cp -= 0x10000
-            out.append("\\u%04X\\u%04X" % (0xD800 + (cp >> 10), 0xDC00 + (cp & 0x3FF)))
-        elif cp < 0x20 or cp >= 0x7F:
-            out.append("\\u%04X" % cp)
-        else:
-            out.append(ch)
-    out.append('"')
-    return "".join(out)
-
-
-def _tdb_hash(key):
-    data = key.encode("utf-8", "surrogateescape")
-    value = (0x238F13AF * len(data)) & 0xffffffff
-    for i, byte in enumerate(data):
-        value = (value + (byte << (i * 5 % 24))) & 0xffffffff
-    return (1103515243 * value + 12345) & 0xffffffff
 
 
 def qdict_order(d):

@@ -10,6 +10,8 @@ __metaclass__ = type
 
 import time
 
+from ..qjson import json_str as _json_str, tdb_hash
+
 
 # QAPI member order (qapi/block-core.json): qemu inserts QDict keys in this order, which
 # decides the output order of keys that fall into the same hash bucket.
@@ -34,15 +36,6 @@ QAPI_ORDER = [
 _QAPI_RANK = dict((k, i) for i, k in enumerate(QAPI_ORDER))
 
 
-def tdb_hash(key):
-    """qemu's QDict hash (tdb_hash of the key's UTF-8 bytes), before the modulo."""
-    data = key.encode("utf-8", "surrogateescape")
-    value = (0x238F13AF * len(data)) & 0xffffffff
-    for i, byte in enumerate(data):
-        value = (value + (byte << (i * 5 % 24))) & 0xffffffff
-    return (1103515243 * value + 12345) & 0xffffffff
-
-
 QDICT_BUCKETS = 512
 
 
@@ -60,36 +53,6 @@ def qdict_order(keys):
 
     return sorted(keys, key=lambda k: (tdb_hash(k) % QDICT_BUCKETS,
                                        tuple(-x for x in inserted(k))))
-
-
-def _json_str(text):
-    raw = text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-    out = ['"']
-    for ch in raw:
-        cp = ord(ch)
-        if ch == '"':
-            out.append('\\"')
-        elif ch == "\\":
-            out.append("\\\\")
-        elif ch == "\b":
-            out.append("\\b")
-        elif ch == "\f":
-            out.append("\\f")
-        elif ch == "\n":
-            out.append("\\n")
-        elif ch == "\r":
-            out.append("\\r")
-        elif ch == "\t":
-            out.append("\\t")
-        elif cp > 0xFFFF:
-            cp -= 0x10000
-            out.append("\\u%04X\\u%04X" % (0xD800 + (cp >> 10), 0xDC00 + (cp & 0x3FF)))
-        elif cp < 0x20 or cp >= 0x7F:
-            out.append("\\u%04X" % cp)
-        else:
-            out.append(ch)
-    out.append('"')
-    return "".join(out)
 
 
 def _json_scalar(value):
