@@ -206,7 +206,7 @@ def test_sigint(tmp_path, big_source, cli, out_fmt):
         # the conversion is under way: the engine child says "started", the CLI prints its -p progress
         first = proc.stdout.read(1)
         assert first in ("s", " ", "("), "no progress output: %r" % first
-        time.sleep(0.3)
+        time.sleep(0.05)  # well before the end: a 512 MiB copy takes a few tenths of a second at best
         assert proc.poll() is None, "conversion ended before the interrupt; make the source larger"
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=60)
@@ -217,3 +217,37 @@ def test_sigint(tmp_path, big_source, cli, out_fmt):
     assert proc.returncode in (130, -signal.SIGINT), "rc=%s %s" % (proc.returncode, err)
     assert "Traceback" not in err, err
     _assert_untouched(out_dir, dest, before)
+
+
+def test_interrupt_at_the_commit_point(tmp_path):
+    """An interrupt that is pending when atomic_output is about to rename gives up (old file kept, no
+    temporary left); one that comes during the rename is dropped, as the new file is complete."""
+    from qimg.util import atomic_output
+    dest = tmp_path / "dest.img"
+    dest.write_bytes(b"old" * 1000)
+
+    def build_then_interrupt(node):
+        node.pwrite(0, b"new" * 1000)
+        signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGINT])  # lands just before the commit
+        os.kill(os.getpid(), signal.SIGINT)
+
+    with pytest.raises(KeyboardInterrupt):
+        atomic_output(str(dest), build_then_interrupt)
+    assert dest.read_bytes() == b"old" * 1000
+    assert os.listdir(str(tmp_path)) == ["dest.img"]
+    assert signal.SIGINT not in signal.sigpending()
+    assert signal.SIGINT not in signal.pthread_sigmask(signal.SIG_BLOCK, [])
+
+    real_rename = os.rename
+
+    def rename_then_interrupt(src, dst):
+        real_rename(src, dst)
+        os.kill(os.getpid(), signal.SIGINT)  # held until the window closes, then dropped
+
+    os.rename = rename_then_interrupt
+    try:
+        atomic_output(str(dest), lambda node: node.pwrite(0, b"new" * 1000))
+    finally:
+        os.rename = real_rename
+    assert dest.read_bytes() == b"new" * 1000
+    assert os.listdir(str(tmp_path)) == ["dest.img"]

@@ -10,6 +10,8 @@ __metaclass__ = type
 
 import errno
 import os
+import signal
+import threading
 
 from .errors import InvalidArgument, QimgError
 from .protocols.cache import cache_mode, flush_directory, flush_fd, reopen_fd
@@ -108,6 +110,38 @@ def apply_host_hints(fd, nocow=False, extent_size_hint=None, warn=None):
         warn("Failed to set extent size hint: %s" % (err.strerror or err))
 
 
+class _interrupts_held:
+    """Hold SIGINT around the rename that commits an output, so that "interrupted" always means "the
+    old file is untouched": the block asks interrupted() before renaming and gives up if one came;
+    one that comes after the rename is dropped, as the command has nothing left to undo.
+    A no-op off the main thread or without pthread_sigmask (Python handles signals in the main
+    thread only, so an interrupt cannot land in the middle there)."""
+
+    def __init__(self):
+        self.active = hasattr(signal, "pthread_sigmask") and threading.current_thread() is threading.main_thread()
+
+    def __enter__(self):
+        if self.active:
+            signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGINT])
+        return self.interrupted
+
+    def interrupted(self):
+        return self.active and self._take_pending()
+
+    @staticmethod
+    def _take_pending():
+        if signal.SIGINT not in signal.sigpending():
+            return False
+        signal.sigtimedwait([signal.SIGINT], 0)
+        return True
+
+    def __exit__(self, *exc):
+        if self.active:
+            self._take_pending()
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT])
+        return False
+
+
 def atomic_output(filename, build, cache=None, nocow=False, extent_size_hint=None, warn=None):
     """Call build(node) on a fresh temporary file next to filename and rename it into place.
 
@@ -149,9 +183,12 @@ def atomic_output(filename, build, cache=None, nocow=False, extent_size_hint=Non
         io_fd = None
         os.close(fd)
         fd = None
-        os.rename(tmp, filename)
-        tmp = None
-        flush_directory(directory, mode)
+        with _interrupts_held() as interrupted:
+            if interrupted():
+                raise KeyboardInterrupt
+            os.rename(tmp, filename)
+            tmp = None
+            flush_directory(directory, mode)
     except OSError as e:
         raise QimgError("Could not create '%s': %s" % (filename, e.strerror))
     finally:
