@@ -12,9 +12,6 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import array
-import bisect
-import collections
 import os
 import struct
 
@@ -27,7 +24,6 @@ from .compress import decompress_cluster
 from .entries import (ALL_SUBCLUSTERS, ALL_ZERO_BITS, COMPRESSED, COPIED, L1E_RESERVED, L2E_RESERVED, OFFSET_MASK,
                       ZERO_FLAG, decode_table, encode_table, nonzero_entries)
 from ...fileio import zero_view
-from .refcounts import Refcounts
 from .snapshots import read_snapshots, snapshot_info
 
 L2_CACHE_BYTES = 32 * 1024 * 1024
@@ -117,12 +113,13 @@ class Qcow2Image(BlockDevice):
                                "of at least 16384 bytes" % filename)
         if h.incompatible_features & hdr.INCOMPAT_CORRUPT and not repair:
             self.read_only = True  # corrupt images may be read, never written (except by repair)
-        self.l1 = decode_table(file.pread(h.l1_table_offset, h.l1_size * 8))
+        # The L1 and refcount tables are read on first use: info needs neither (start-up time)
+        self._l1 = None
         self.l1_dirty = set()
-        self.refcounts = Refcounts(self)
+        self._refcounts = None
         self.snapshots = read_snapshots(self)
         self.bitmaps = read_bitmaps(self) if h.autoclear_features & hdr.AUTOCLEAR_BITMAPS else []
-        self.l2_cache = collections.OrderedDict()
+        self.l2_cache = {}  # offset -> table, least recently used first
         self.l2_dirty = {}  # offset -> table: modified tables stay reachable even if evicted
         self.pending_decrefs = []
         self.prepared_for_write = False
@@ -248,8 +245,9 @@ class Qcow2Image(BlockDevice):
             self._refuse_write(offset, what, "it is beyond the addressable range")
         regions = self._metadata_regions()
         # only regions starting within one maximal region length before the write can overlap it
-        i = bisect.bisect_left(self._region_starts, offset - self._region_max_len)
-        j = bisect.bisect_left(self._region_starts, offset + length)
+        from bisect import bisect_left
+        i = bisect_left(self._region_starts, offset - self._region_max_len)
+        j = bisect_left(self._region_starts, offset + length)
         for start, end, kind in regions[i:j]:
             if offset < end and start < offset + length and kind != what:
                 self._refuse_write(offset, what, "it would overlap the %s at %#x" % (kind, start))
@@ -320,14 +318,15 @@ class Qcow2Image(BlockDevice):
         return off, e
 
     def _load_l2(self, off):
-        t = self.l2_cache.get(off)
+        t = self.l2_cache.pop(off, None)
         if t is not None:
-            self.l2_cache.move_to_end(off)
+            self.l2_cache[off] = t  # now the most recently used
             return t
         t = decode_table(self.file.pread(off, self.cluster_size))
         self.l2_cache[off] = t
         if len(self.l2_cache) * self.cluster_size > L2_CACHE_BYTES:
-            old, table = self.l2_cache.popitem(last=False)
+            old = next(iter(self.l2_cache))
+            table = self.l2_cache.pop(old)
             if old in self.l2_dirty:
                 self.refcounts.flush()
                 self._write_l2(old, table)
@@ -549,8 +548,32 @@ class Qcow2Image(BlockDevice):
         self.written = True
 
     def reload_refcounts(self):
-        self.refcounts = Refcounts(self)
+        self._refcounts = None
         self.metadata_changed()
+
+    @property
+    def l1(self):
+        """The active L1 table (array of host-order entries), read on first use."""
+        if self._l1 is None:
+            h = self.header
+            self._l1 = decode_table(self.file.pread(h.l1_table_offset, h.l1_size * 8))
+        return self._l1
+
+    @l1.setter
+    def l1(self, table):
+        self._l1 = table
+
+    @property
+    def refcounts(self):
+        """The refcount table and block cache (refcounts.Refcounts), read on first use."""
+        if self._refcounts is None:
+            from .refcounts import Refcounts
+            self._refcounts = Refcounts(self)
+        return self._refcounts
+
+    @refcounts.setter
+    def refcounts(self, value):
+        self._refcounts = value
 
     def check_writable(self):
         if self.header.incompatible_features & hdr.INCOMPAT_CORRUPT:
@@ -564,16 +587,17 @@ class Qcow2Image(BlockDevice):
         l2off, l1e = self._l2_offset(l1i)
         if l2off and l1e & COPIED:
             return l2off, self._load_l2(l2off), l2i * self.l2_step
+        from array import array  # not at the top: importing array imports collections (start-up time)
         new = self.refcounts.alloc(1)
         self.refcounts.flush()
         if l2off:
-            table = array.array("Q", self._load_l2(l2off))
+            table = array("Q", self._load_l2(l2off))
             # the copy is shared with snapshots: no entry in it may claim refcount 1
             for i in range(0, len(table), self.l2_step):
                 table[i] &= ~COPIED
             self.pending_decrefs.append((l2off, 1))
         else:
-            table = array.array("Q", bytes(self.cluster_size))
+            table = array("Q", bytes(self.cluster_size))
         self._write_l2(new, table)
         self.l2_cache[new] = table
         self.l1[l1i] = new | COPIED
