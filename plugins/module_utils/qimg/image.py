@@ -45,7 +45,6 @@ DATA_ZERO = "data-zero"
 HOLE = "hole"
 
 
-
 def _named_tuple(name, fields, doc):
     """A tuple type with named fields, like collections.namedtuple, without importing collections
     (that import is a millisecond of every command's start-up, and info needs nothing else from it)."""
