@@ -30,8 +30,9 @@ L2_CACHE_BYTES = 32 * 1024 * 1024
 COMPRESSED_KIND = "compressed"
 
 
-def open_data_file_node(image_filename, name, read_only, force_share):
-    """The external data file named in an image's header, as a local file node.
+def open_data_file_node(image_filename, name, read_only, force_share, cache=None):
+    """The external data file named in an image's header, as a local file node, with the image
+    file's cache mode (cache: a CacheMode or its name; QEMU's children inherit it too).
 
     As QEMU 7.2 opens it (bdrv_open_child without filename parsing): the name is a plain file name,
     never json: or a protocol, and a relative one is taken relative to the working directory (not
@@ -48,7 +49,7 @@ def open_data_file_node(image_filename, name, read_only, force_share):
         raise ImageNotFound("Could not open '%s': 'file' driver requires '%s' to be a regular file"
                             % (image_filename, name))
     try:
-        return HostFile(name, read_only, force_share)
+        return HostFile(name, read_only, force_share, cache=cache)
     except QimgError as e:
         msg = e.message
         prefix = "Could not open '%s': " % name
@@ -157,7 +158,8 @@ class Qcow2Image(BlockDevice):
         if node is None:
             if h.data_file is None:
                 raise ImageCorrupt("Could not open '%s': 'data-file' is required for this image" % self.filename)
-            node = open_data_file_node(self.filename, h.data_file, self.read_only, self.file.lock is None)
+            node = open_data_file_node(self.filename, h.data_file, self.read_only, self.file.lock is None,
+                                       getattr(self.file, "cache", None))
             self._own_data_file = True
         self.data_file = node
 
