@@ -193,14 +193,18 @@ def _offload_fd(dev):
     return node.fd
 
 
-def _read_pieces(status, start, end, sparse_size, buf, salvage=None, offload=False):
+def _read_pieces(status, start, end, sparse_size, buf, salvage=None, offload=False, first=0):
     """Pieces (offset, length, data-or-None) of [start, end): data extents are read into buf (at
     their offset from start) and passed on as views of it, zero runs are None. offload (-C):
     data of a raw source on a local file becomes a CopyRange instead (not read, not checked for
-    zeros, as qemu-img's copy offloading)."""
+    zeros, as qemu-img's copy offloading). status is sorted: the scan starts at status[first] and
+    stops past end (a window's status is scanned once over its chunks, not once per chunk)."""
     view = memoryview(buf)
     pieces = []
-    for off, ln, zero, dev, dev_off in status:
+    for i in range(first, len(status)):
+        off, ln, zero, dev, dev_off = status[i]
+        if off >= end:
+            break
         s, e = max(off, start), min(off + ln, end)
         if s >= e:
             continue
@@ -274,7 +278,10 @@ def _reader(devs, total, sparse_size, q, stop, pool, salvage=None, offload=False
                 i = bisect.bisect_right(zero_starts, a) - 1
                 return i >= 0 and zero_ends[i] >= b
 
+            first = 0  # the first status entry that ends after pos
             while pos < wend and not stop.is_set():
+                while first < len(status) and status[first][0] + status[first][1] <= pos:
+                    first += 1
                 n = min(CHUNK, wend - pos)
                 if sparse_size and all_zero(pos, pos + n):  # (fully allocated output writes every chunk)
                     z = pos + n
@@ -286,7 +293,8 @@ def _reader(devs, total, sparse_size, q, stop, pool, salvage=None, offload=False
                 buf = pool.get(stop)
                 if buf is None:
                     break
-                q.put(("chunk", pos, n, _read_pieces(status, pos, pos + n, sparse_size, buf, salvage, offload), buf))
+                q.put(("chunk", pos, n, _read_pieces(status, pos, pos + n, sparse_size, buf, salvage, offload,
+                                                            first), buf))
                 pos += n
         q.put(("end", None, None, None, None))
     except BaseException as e:  # handed to the writing thread, which re-raises it
