@@ -19,12 +19,9 @@ from ...errors import ImageCorrupt, ImageNotFound, InvalidArgument, QimgError, R
 from ...image import DATA, UNALLOCATED, ZERO, BlockDevice, Extent
 from ...protocols.base import ProtocolNode
 from . import header as hdr
-from .bitmaps import bitmap_info, mark_in_use, read_bitmaps
-from .compress import decompress_cluster
 from .entries import (ALL_SUBCLUSTERS, ALL_ZERO_BITS, COMPRESSED, COPIED, L1E_RESERVED, L2E_RESERVED, OFFSET_MASK,
                       ZERO_FLAG, decode_table, encode_table, nonzero_entries)
 from ...fileio import zero_view
-from .snapshots import read_snapshots, snapshot_info
 
 L2_CACHE_BYTES = 32 * 1024 * 1024
 COMPRESSED_KIND = "compressed"
@@ -118,8 +115,15 @@ class Qcow2Image(BlockDevice):
         self._l1 = None
         self.l1_dirty = set()
         self._refcounts = None
-        self.snapshots = read_snapshots(self)
-        self.bitmaps = read_bitmaps(self) if h.autoclear_features & hdr.AUTOCLEAR_BITMAPS else []
+        # the snapshot, bitmap and compression modules are imported where an image needs them
+        self.snapshots = []
+        if h.nb_snapshots:
+            from .snapshots import read_snapshots
+            self.snapshots = read_snapshots(self)
+        self.bitmaps = []
+        if h.autoclear_features & hdr.AUTOCLEAR_BITMAPS:
+            from .bitmaps import read_bitmaps
+            self.bitmaps = read_bitmaps(self)
         self.l2_cache = {}  # offset -> table, least recently used first
         self.l2_dirty = {}  # offset -> table: modified tables stay reachable even if evicted
         self.pending_decrefs = []
@@ -469,6 +473,7 @@ class Qcow2Image(BlockDevice):
             raise ImageCorrupt("%s: compressed cluster offset %#x is invalid" % (self.filename, host))
         nbytes = (sectors + 1) * 512 - (host & 511)
         data = self.file.pread(host, min(nbytes, 2 * self.cluster_size + 512))
+        from .compress import decompress_cluster
         out = decompress_cluster(data, self.cluster_size, self.header.compression_type, self.filename)
         self._last_compressed = (e, out)
         return out
@@ -544,6 +549,7 @@ class Qcow2Image(BlockDevice):
             self.write_header()
             self.sync()
         if self.bitmaps:
+            from .bitmaps import mark_in_use
             mark_in_use(self, self.bitmaps)
             self.sync()
         self.prepared_for_write = True
@@ -905,6 +911,7 @@ class Qcow2Image(BlockDevice):
         else:
             data["compression-type"] = "zlib"
         if self.bitmaps:
+            from .bitmaps import bitmap_info
             data["bitmaps"] = [bitmap_info(b) for b in self.bitmaps]
         data["refcount-bits"] = h.refcount_bits
         if h.data_file is not None:
@@ -922,6 +929,7 @@ class Qcow2Image(BlockDevice):
         d = {"cluster-size": self.cluster_size,
              "dirty-flag": bool(self.header.incompatible_features & hdr.INCOMPAT_DIRTY)}
         if self.snapshots and not self.has_data_file:  # QEMU lists no snapshots with a data file (-ENOTSUP)
+            from .snapshots import snapshot_info
             d["snapshots"] = [snapshot_info(s) for s in self.snapshots]
         if self.crypto is not None:
             d["encrypted"] = True
