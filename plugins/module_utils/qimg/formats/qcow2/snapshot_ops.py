@@ -32,7 +32,7 @@ import os
 import struct
 import sys
 
-from ...errors import ImageCorrupt, QimgError
+from ...errors import BlockIOError, ImageCorrupt, QimgError
 from . import header as hdr
 from .refcounts import decode_block, encode_block
 from .entries import COMPRESSED, COPIED, OFFSET_MASK, decode_table, encode_table
@@ -85,10 +85,11 @@ def _from_int(value, m):
 class SnapshotOpError(QimgError):
     """A snapshot operation failed; errno is the POSIX code QEMU would report (qemu-img prints it)."""
 
-    def __init__(self, message, err=errno.EINVAL, first_line=None):
+    def __init__(self, message, err=errno.EINVAL, first_line=None, notes=()):
         super(SnapshotOpError, self).__init__(message)
         self.errno = err
         self.first_line = first_line  # an error qemu-img prints on its own line before the main one
+        self.notes = list(notes)  # lines QEMU's driver prints to stderr as they are (no program name)
 
 
 def _typecode(bits):
@@ -838,28 +839,62 @@ def create(img, name, date_sec, date_nsec, vm_clock_nsec=0, icount=0):
     return img.snapshots[-1]
 
 
+def _debug_event(img, name):
+    """blkdebug's event for what QEMU's qcow2 driver is doing (a blkdebug node under the image)."""
+    event = getattr(img.file, "debug_event", None)
+    if event is not None:
+        event(name)
+
+
 def delete(img, index):
-    """Remove snapshot number index (0-based in the table) and free what only it used."""
+    """Remove snapshot number index (0-based in the table) and free what only it used.
+
+    Two transactions, in QEMU's order: the snapshot leaves the table first (its clusters then count
+    one reference too many: leaks, nothing worse, if the second step never happens), then the
+    refcounts drop and the active tables' COPIED flags follow them."""
     _refuse_common(img)
     snap = img.snapshots[index]
     bad = validate_snapshot_l1(img, snap)
     if bad:
         raise SnapshotOpError(bad[0], bad[1])
+    h = img.header
+    old_table = (h.snapshots_offset, _table_bytes(img.snapshots))
     txn = _Txn(img)
-    rc, h = txn.rc, img.header
-    snap_l1 = txn.read_l1(snap.l1_table_offset, snap.l1_size, "Snapshot L1 table")
-    txn.count_l1(snap_l1, -1, "snapshot")
-    rc.add_bytes(snap.l1_table_offset, snap.l1_size * 8, -1)
     remaining = [s for k, s in enumerate(img.snapshots) if k != index]
     fields = {"nb_snapshots": len(remaining), "snapshots_offset": 0}
     if remaining:
         fields["snapshots_offset"] = txn.write_new(encode_snapshot_table(remaining), "snapshot table", pad=False)
-    rc.add_bytes(h.snapshots_offset, _table_bytes(img.snapshots), -1)
-    new_l1 = txn.refresh_active(img.l1)
-    if new_l1 != img.l1:
-        fields["l1_table_offset"] = txn.write_new(encode_table(new_l1), "L1 table")
-        rc.add_bytes(h.l1_table_offset, h.l1_size * 8, -1)
-    txn.commit(**fields)
+    try:
+        txn.commit(**fields)
+    except BlockIOError as e:
+        raise SnapshotOpError("Failed to remove snapshot from snapshot list: %s" % os.strerror(e.errno), e.errno)
+    txn = _Txn(img)
+    rc, h = txn.rc, img.header
+    notes = []
+    # QEMU frees the old snapshot table first; a failure there is only reported (the clusters leak)
+    _debug_event(img, "cluster_free")
+    try:
+        rc.add_bytes(old_table[0], old_table[1], -1)
+    except BlockIOError as e:
+        notes.append("qcow2_free_clusters failed: %s" % os.strerror(e.errno))
+    try:
+        snap_l1 = txn.read_l1(snap.l1_table_offset, snap.l1_size, "Snapshot L1 table")
+        txn.count_l1(snap_l1, -1, "snapshot")
+    except BlockIOError as e:
+        raise SnapshotOpError("Failed to free the cluster and L1 table: %s" % os.strerror(e.errno), e.errno,
+                              notes=notes)
+    _debug_event(img, "cluster_free")
+    try:
+        rc.add_bytes(snap.l1_table_offset, snap.l1_size * 8, -1)
+        fields = {}
+        new_l1 = txn.refresh_active(img.l1)
+        if new_l1 != img.l1:
+            fields["l1_table_offset"] = txn.write_new(encode_table(new_l1), "L1 table")
+            rc.add_bytes(h.l1_table_offset, h.l1_size * 8, -1)
+        txn.commit(**fields)
+    except BlockIOError as e:
+        raise SnapshotOpError("Failed to update snapshot status in disk: %s" % os.strerror(e.errno), e.errno,
+                              notes=notes)
     return snap
 
 
