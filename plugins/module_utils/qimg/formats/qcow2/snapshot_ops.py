@@ -48,6 +48,7 @@ _SERIES = {}
 # create first moves what it rewrites out of the way, to write it back in place as QEMU does (see
 # _evacuate): a second copy of those tables, done only while they total at most this much
 EVACUATE_BYTES = 8 * 1024 * 1024
+MAX_DISCARD_RUNS = 1 << 16
 
 
 def _series(m):
@@ -127,6 +128,7 @@ class ShadowRefcounts(object):
         self.hinted = {}        # first cluster -> clusters kept free for a structure's old place
         self.block_hints = {}   # t -> offset where block t should go (when it is kept free)
         self.table_hint = None  # (offset, clusters) for the refcount table
+        self.freed = []         # [first cluster, count] runs whose refcount fell to 0
 
     # --- views
     def _old_block(self, t):
@@ -256,17 +258,33 @@ class ShadowRefcounts(object):
                 if nv < 0 or nv > self.max:
                     raise self._range_error(c, nv)
                 blk[i:i + m] = (array.array(self.code, [nv]) if self.code else [nv]) * m
+                if nv == 0 and delta < 0:
+                    self._freed(c, m)
             else:
                 for k in range(i, i + m):
                     nv = blk[k] + delta
                     if nv < 0 or nv > self.max:
                         raise self._range_error(t * self.per + k, nv)
                     blk[k] = nv
+                    if nv == 0 and delta < 0:
+                        self._freed(t * self.per + k, 1)
             self.dirty.add(t)
             c += m
             n -= m
         if len(self.blocks) > self.keep:
             self._spill()
+
+    def _freed(self, c, n):
+        """Note clusters whose refcount fell to 0 (QEMU discards them: pass-discard-snapshot=on)."""
+        runs = self.freed
+        if runs is None:
+            return
+        if runs and runs[-1][0] + runs[-1][1] == c:
+            runs[-1][1] += n
+        elif len(runs) < MAX_DISCARD_RUNS:
+            runs.append([c, n])
+        else:
+            self.freed = None  # too scattered to be worth it: the clusters stay as they are
 
     def add_bytes(self, offset, nbytes, delta):
         if nbytes > 0:
@@ -397,6 +415,7 @@ class _Txn(object):
         self.cb = img.cluster_bits
         self.step = img.l2_step
         self.limit = img.file_end_limit()
+        self.discard = True  # punch what the operation frees (_discard_freed)
 
     def reserve(self, nbytes):
         """Allocate clusters for nbytes (written later with write_at); returns the offset."""
@@ -574,6 +593,23 @@ class _Txn(object):
             new_l1[i] = off | (COPIED if rc.get(off >> self.cb) == 1 else 0)
         return new_l1
 
+    def _discard_freed(self):
+        """After the switch: punch out what the operation freed, as QEMU discards what a snapshot
+        operation frees (only clusters free in the new refcounts and not handed out again)."""
+        rc = self.rc
+        if not self.discard or not rc.freed:
+            return
+        punch = getattr(self.img.file, "punch", None)
+        if punch is None:
+            return
+        for c, n in rc.freed:
+            if rc.uniform(c, n) == 0 and not any(k in rc.taken for k in range(c, c + n)):
+                try:
+                    punch(c << self.cb, n << self.cb)
+                except (OSError, QimgError):
+                    return  # a discard is advisory
+        self.img.sync()
+
     # --- commit
     def commit(self, **fields):
         """Write the new refcount structures, fsync, switch the header with one sector write, fsync."""
@@ -597,6 +633,7 @@ class _Txn(object):
             struct.pack_into(">Q", sector, 88, h.autoclear_features)
         img._pwrite(0, bytes(sector))
         img.sync()
+        self._discard_freed()
         # the image object follows the new header
         img.size = h.size
         img.l1 = decode_table(img._pread(h.l1_table_offset, h.l1_size * 8)) if h.l1_size else array.array("Q")
@@ -679,9 +716,10 @@ def _evacuate(img, gap):
     if not h.l1_size:
         return None
     txn = _Txn(img)
+    txn.discard = False  # create writes the freed places again
     rc, cb, cs = txn.rc, img.cluster_bits, img.cluster_size
     per = rc.per
-    rc.cursor = img.end_cluster() + gap
+    rc.cursor = img.end_cluster() + gap + 1
     new_l1 = array.array("Q", l1)
     l2_hints = {}
     touched = set()
@@ -707,8 +745,8 @@ def _evacuate(img, gap):
             moving.append(i)
         if (len(moving) + len(touched)) * cs > EVACUATE_BYTES:
             return None
-    if not flagged:
-        return None
+    end = img.end_cluster()
+    touched.update(range(end // per, (end + gap) // per + 1))  # where create's new clusters go
     for i in moving:
         off = l1[i] & L1_OFFSET_MASK
         new_l1[i] = txn.write_new(encode_table(txn.l2_table(off, i, "active")), "L2 table") | COPIED
@@ -725,11 +763,13 @@ def _evacuate(img, gap):
             rc.dirty.add(t)
             if len(rc.blocks) > rc.keep:
                 rc._spill()
-    new_off = txn.write_new(encode_table(new_l1), "L1 table")
-    rc.add_bytes(h.l1_table_offset, h.l1_size * 8, -1)
+    fields = {}
+    if flagged:  # create rewrites the active L1 table: it moves too
+        fields["l1_table_offset"] = txn.write_new(encode_table(new_l1), "L1 table")
+        rc.add_bytes(h.l1_table_offset, h.l1_size * 8, -1)
     hints = {"l1": h.l1_table_offset, "l2": l2_hints, "temp": set(rc.taken)}
     old_table = (rc.old.table_offset, rc.old.table_clusters)
-    txn.commit(l1_table_offset=new_off)
+    txn.commit(**fields)
     hints["blocks"] = dict((t, rc.old._block_offset(t)) for t in rc.moved if rc.old._block_offset(t))
     hints["table"] = old_table
     hints["temp"] |= rc.taken
