@@ -209,11 +209,18 @@ class _Walker(object):
             self.res.error("ERROR %d snapshots in image with data file" % len(img.snapshots))
         snapshot_bytes = 0
         for snap in img.snapshots:
-            self.l1(snap.l1_table_offset, snap.l1_size, False)
-            entry = 40 + len(snap.extra) + len(snap.id.encode("utf-8")) + len(snap.name.encode("utf-8"))
-            snapshot_bytes += (entry + 7) & ~7
+            if snap.l1_table_offset % cs:
+                self.res.error("ERROR snapshot %s (%s) l1_offset=%#x: L1 table is not cluster aligned; snapshot "
+                               "table entry corrupted" % (snap.id, snap.name, snap.l1_table_offset))
+            elif snap.l1_size > hdr.MAX_L1_BYTES // 8:
+                self.res.error("ERROR snapshot %s (%s) l1_size=%#x: L1 table is too large; snapshot table entry "
+                               "corrupted" % (snap.id, snap.name, snap.l1_size))
+            else:
+                self.l1(snap.l1_table_offset, snap.l1_size, False)
+            entry = 40 + len(snap.extra) + len(snap.raw_id) + len(snap.raw_name)
+            snapshot_bytes = ((snapshot_bytes + 7) & ~7) + entry  # no padding after the last entry
         if h.nb_snapshots:
-            self.inc(h.snapshots_offset, snapshot_bytes)
+            self.inc(h.snapshots_offset, getattr(img, "snapshots_size", snapshot_bytes))
         self.inc(h.refcount_table_offset, h.refcount_table_clusters * cs)
         crypto = getattr(img, "crypto", None)
         if crypto is not None and crypto.region is not None:

@@ -849,7 +849,11 @@ class Qcow2Image(BlockDevice):
                 break
         else:
             raise ImageNotFound("Failed to load snapshot: Can't find snapshot")
-        if snap.l1_size * 8 > hdr.MAX_L1_BYTES or snap.l1_table_offset + snap.l1_size * 8 > self.file_end_limit():
+        from .snapshot_ops import validate_snapshot_l1
+        bad = validate_snapshot_l1(self, snap)  # qcow2_snapshot_load_tmp()'s checks and messages
+        if bad:
+            raise ImageCorrupt("Failed to load snapshot: %s" % bad[0])
+        if snap.l1_table_offset + snap.l1_size * 8 > self.file_end_limit():
             raise ImageCorrupt("%s: snapshot '%s' has an invalid L1 table" % (self.filename, snap.name))
         self.l1 = decode_table(self.file.pread(snap.l1_table_offset, snap.l1_size * 8))
         self.size = snap.disk_size

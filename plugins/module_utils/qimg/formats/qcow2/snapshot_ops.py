@@ -483,8 +483,16 @@ class _Txn(object):
             raise ImageCorrupt("%s: Cluster allocation offset %#x unaligned (L2 offset: %#x, L2 index: %#x)"
                                % (self.img.filename, host, l2off, idx))
         if host >= self.limit:
-            raise ImageCorrupt("%s: cluster offset %#x is past the end of the image file (L2 offset: %#x, "
-                               "L2 index: %#x)" % (self.img.filename, host, l2off, idx))
+            what = ("%s: cluster offset %#x is past the end of the image file (L2 offset: %#x, L2 index: %#x)"
+                    % (self.img.filename, host, l2off, idx))
+            # where QEMU's refcount update fails: a refcount table bigger than allowed (EFBIG), or one
+            # that has to grow first (its alloc_refcount_block() then reports EAGAIN)
+            t = (host >> self.cb) // self.rc.per
+            if (t + 1) * 8 > hdr.MAX_REFTABLE_BYTES:
+                raise SnapshotOpError(what, errno.EFBIG)
+            if t >= len(self.rc.old.table) or not self.rc.old._block_offset(t):
+                raise SnapshotOpError(what, errno.EAGAIN)
+            raise ImageCorrupt(what)
 
     def _compressed_span(self, e):
         x = 62 - (self.cb - 8)
