@@ -70,6 +70,7 @@ class _Walker(object):
         self.bad_l2 = set()
         self.copied_messages = []
         self.past_end = []  # (L2 table offset, byte offset in it) of data entries past the end of the file
+        self.fix_errors = False  # check -r all: entries qemu's check repairs on the spot are repaired
 
     def inc(self, offset, length):
         """Count one reference to every cluster of [offset, offset+length); False if not counted."""
@@ -185,8 +186,22 @@ class _Walker(object):
                     res.fragmented_clusters += 1
                 state["next"] = host + cs
             if host % cs:
-                res.error("ERROR offset=%x: Cluster is not properly aligned; L2 entry corrupted." % host)
-                continue
+                # qemu's check_refcounts_l2(): without data in it the cluster can be dropped (-r all)
+                if step == 2:
+                    has_data = bool(bitmap & 0xFFFFFFFF)
+                else:
+                    has_data = not e & ZERO_FLAG
+                if has_data:
+                    res.error("ERROR offset=%x: Data cluster is not properly aligned; L2 entry corrupted." % host)
+                elif self.fix_errors:
+                    res.messages.append("Repairing offset=%x: Preallocated cluster is not properly aligned; L2 entry "
+                                        "corrupted." % host)
+                    self._zero_entry(l2off, pos, bitmap)
+                    res.corruptions_fixed += 1
+                    continue
+                else:
+                    res.error("ERROR offset=%x: Preallocated cluster is not properly aligned; L2 entry corrupted."
+                              % host)
             if external:
                 if active and not e & COPIED:  # implicitly refcount 1: COPIED must be set
                     self.copied_messages.append("ERROR OFLAG_COPIED data cluster: l2_entry=%x refcount=1" % e)
@@ -198,6 +213,18 @@ class _Walker(object):
                 stored = rc.get(host >> self.cb)
                 if (stored == 1) != bool(e & COPIED):
                     self.copied_messages.append("ERROR OFLAG_COPIED data cluster: l2_entry=%x refcount=%d" % (e, stored))
+
+    def _zero_entry(self, l2off, pos, bitmap):
+        """QEMU's fix_l2_entry_by_zero(): the entry becomes an unallocated zero cluster, in place (with
+        subclusters: unallocated, and the allocated and zero subclusters read as zeros)."""
+        img = self.img
+        if img.extended_l2:
+            zeros = (bitmap | bitmap << 32) & (0xFFFFFFFF << 32)
+            img.file.pwrite(l2off + pos, struct.pack(">QQ", 0, zeros))
+        else:
+            img.file.pwrite(l2off + pos, struct.pack(">Q", ZERO_FLAG))
+        img.l2_cache.clear()
+        img.sync()
 
     def walk(self):
         img = self.img
@@ -270,6 +297,7 @@ def check(img, repair=None):
     res = CheckResult()
     res.total_clusters = -(-img.size // img.cluster_size)
     walker = _Walker(img, res)
+    walker.fix_errors = repair == "all"
     walker.walk()
     if repair == "all" and walker.past_end:
         # our addition to qemu-img's repair: data clusters past the end of the file read as zeros,
