@@ -22,6 +22,8 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import array
+import errno
+import os
 import struct
 
 from ...errors import ImageCorrupt
@@ -29,6 +31,9 @@ from . import header as hdr
 from .entries import (COMPRESSED, COPIED, L1E_RESERVED, L2E_RESERVED, OFFSET_MASK, ZERO_FLAG, decode_table,
                       nonzero_entries)
 from .refcounts import REFTABLE_OFFSET_MASK, encode_block
+from .snapshots import SnapshotTableError, read_snapshots
+
+PROG = "\0"  # a message line starting so is an error_report(): the CLI puts its program name there
 
 
 class CheckResult(object):
@@ -296,6 +301,9 @@ def check(img, repair=None):
         raise ImageCorrupt("%s: the image must be opened for writing to repair it" % img.filename)
     res = CheckResult()
     res.total_clusters = -(-img.size // img.cluster_size)
+    snapshot_corruptions = _read_snapshot_table(img, res, repair == "all")
+    if snapshot_corruptions is None:
+        return res
     walker = _Walker(img, res)
     walker.fix_errors = repair == "all"
     walker.walk()
@@ -343,6 +351,13 @@ def check(img, repair=None):
         _copied_pass(img, res, repair)
         img.refcounts.flush()
         img.sync()
+    if snapshot_corruptions:
+        if repair == "all" and not res.check_errors:
+            _rewrite_snapshot_table(img)  # qcow2_check_fix_snapshot_table()
+            res.corruptions_fixed += snapshot_corruptions
+        else:
+            res.corruptions += snapshot_corruptions
+    if repair is not None:
         h = img.header
         if not res.check_errors and not res.corruptions and \
                 h.incompatible_features & (hdr.INCOMPAT_DIRTY | hdr.INCOMPAT_CORRUPT):
@@ -350,6 +365,68 @@ def check(img, repair=None):
             img.write_header()
             img.sync()
     return res
+
+
+def _read_snapshot_table(img, res, fix):
+    """QEMU's qcow2_check_read_snapshot_table(): the image was opened in check mode, so the snapshot
+    table is read here. With fix (-r all) snapshots past the limits are dropped (the count in the
+    header is lowered at once: that only leaks) and too much extra data is cut. Returns the number of
+    corruptions the table still has (fixed by rewriting it at the end), or None when the check stops
+    (res.failed)."""
+    h = img.header
+    reduced = 0
+    if h.nb_snapshots > hdr.MAX_SNAPSHOTS and fix:
+        res.messages.append("Discarding %d overhanging snapshots" % (h.nb_snapshots - hdr.MAX_SNAPSHOTS))
+        reduced += h.nb_snapshots - hdr.MAX_SNAPSHOTS
+        h.nb_snapshots = hdr.MAX_SNAPSHOTS
+    bad = hdr.snapshot_table_problem(h, img.cluster_size)
+    if bad:
+        res.check_errors += 1
+        res.messages.append(PROG + "ERROR snapshot table %s" % bad[0])
+        if h.nb_snapshots > hdr.MAX_SNAPSHOTS:
+            res.messages.append("You can force-remove all %d overhanging snapshots with qemu-img check -r all"
+                                % (h.nb_snapshots - hdr.MAX_SNAPSHOTS))
+        res.failed = os.strerror(bad[1])
+        img.snapshots = []
+        return None
+    repair = {"messages": [], "extra_dropped": 0, "overhanging": 0} if fix else None
+    try:
+        snaps = read_snapshots(img, repair)
+    except SnapshotTableError as e:
+        res.check_errors += 1
+        msg = e.message
+        head = "Could not open '%s': " % img.filename
+        if msg.startswith(head):
+            msg = msg[len(head):]
+        res.messages.append(PROG + "ERROR failed to read the snapshot table: " + msg)
+        res.messages.extend(e.hint)
+        res.failed = os.strerror(errno.EFBIG)
+        img.snapshots = []
+        return None
+    img.snapshots = snaps
+    corruptions = 0
+    if repair is not None:
+        res.messages.extend(repair["messages"])
+        reduced += repair["overhanging"]
+        corruptions += repair["extra_dropped"]
+    if reduced:
+        h.nb_snapshots = len(snaps)
+        img.file.pwrite(60, struct.pack(">I", h.nb_snapshots))
+        img.sync()
+        res.corruptions_fixed += reduced
+    if h.version >= 3:
+        for i, snap in enumerate(snaps):
+            if len(snap.extra) < 16:
+                corruptions += 1
+                res.messages.append("%s snapshot table entry %d is incomplete" % ("Repairing" if fix else "ERROR", i))
+    return corruptions
+
+
+def _rewrite_snapshot_table(img):
+    """qcow2_write_snapshots() after a repair: every entry as QEMU writes it, in new clusters."""
+    from .snapshot_ops import rewrite_snapshot_table
+    img.reload_refcounts()
+    rewrite_snapshot_table(img)
 
 
 def _compare_refcounts(img, walker, res, fix=None):

@@ -90,7 +90,8 @@ class Qcow2Image(BlockDevice):
         self._own_data_file = False
         self.file_size = file.length()
         buf = file.pread(0, min(self.file_size, 1 << hdr.MAX_CLUSTER_BITS))
-        self.header = h = hdr.parse_header(buf, self.file_size, filename)
+        # repair: opened by check (read-only too): the snapshot table is check's to read (QEMU's BDRV_O_CHECK)
+        self.header = h = hdr.parse_header(buf, self.file_size, filename, check_mode=bool(repair))
         self.cluster_size = cs = h.cluster_size
         self.cluster_bits = h.cluster_bits
         self.size = h.size
@@ -120,7 +121,7 @@ class Qcow2Image(BlockDevice):
         self.l1 = decode_table(file.pread(h.l1_table_offset, h.l1_size * 8))
         self.l1_dirty = set()
         self.refcounts = Refcounts(self)
-        self.snapshots = read_snapshots(self)
+        self.snapshots = [] if repair and hdr.snapshot_table_problem(h, cs) else read_snapshots(self, check=repair)
         self.bitmaps = read_bitmaps(self) if h.autoclear_features & hdr.AUTOCLEAR_BITMAPS else []
         self.l2_cache = collections.OrderedDict()
         self.l2_dirty = {}  # offset -> table: modified tables stay reachable even if evicted

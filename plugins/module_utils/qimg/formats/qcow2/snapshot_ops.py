@@ -946,6 +946,19 @@ def delete(img, index):
     return snap
 
 
+def rewrite_snapshot_table(img):
+    """Write the snapshot table again (QEMU's qcow2_write_snapshots(): every entry with its extra
+    data as QEMU writes it) in new clusters; one header switch; the old table freed."""
+    h = img.header
+    txn = _Txn(img)
+    fields = {"nb_snapshots": len(img.snapshots), "snapshots_offset": 0}
+    if img.snapshots:
+        fields["snapshots_offset"] = txn.write_new(encode_snapshot_table(img.snapshots), "snapshot table", pad=False)
+    if h.snapshots_offset:
+        txn.rc.add_bytes(h.snapshots_offset, getattr(img, "snapshots_size", 0) or _table_bytes(img.snapshots), -1)
+    txn.commit(**fields)
+
+
 def apply(img, index):
     """Make snapshot number index the active image's content (and virtual size)."""
     _refuse_common(img)

@@ -46,14 +46,22 @@ class SnapshotTableError(ImageCorrupt):
         self.repairable = repairable
 
 
-def read_snapshots(img, repair=None):
+def read_snapshots(img, repair=None, check=False):
     """Parse the snapshot table (QEMU's qcow2_read_snapshots()). Each entry's L1 table is checked
     where it is used, as QEMU does, not here.
 
     repair: None, or a dict that check -r all passes: entries with too much extra data are cut to
     MAX_EXTRA (repair["extra_dropped"] counts them) and the snapshots from the first one that makes
     the table too big on are dropped (repair["overhanging"]); the lines QEMU prints about it go to
-    repair["messages"]."""
+    repair["messages"]. check: an image opened by check, which reads the table itself: a table
+    that cannot be read leaves the list empty here.
+    """
+    if check and repair is None:
+        try:
+            return read_snapshots(img)
+        except SnapshotTableError:
+            img.snapshots_size = 0
+            return []
     h = img.header
     out = []
     if not h.nb_snapshots:
@@ -61,6 +69,7 @@ def read_snapshots(img, repair=None):
     off = h.snapshots_offset
     total = 0
     for n in range(h.nb_snapshots):
+        pre = off
         off = (off + 7) & ~7
         total = (total + 7) & ~7
         raw = _pread_zeros(img, off, SNAPSHOT_HEADER.size)
@@ -91,6 +100,7 @@ def read_snapshots(img, repair=None):
                                           "check -r all" % left], "overhanging")
             repair["messages"].append("Discarding %d overhanging snapshots (snapshot table is too big)" % left)
             repair["overhanging"] += left
+            off = pre
             break
         s.extra = extra
         s.vm_state_size = vm_state_size
