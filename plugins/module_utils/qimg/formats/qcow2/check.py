@@ -217,7 +217,8 @@ class _Walker(object):
             if active:
                 stored = rc.get(host >> self.cb)
                 if (stored == 1) != bool(e & COPIED):
-                    self.copied_messages.append("ERROR OFLAG_COPIED data cluster: l2_entry=%x refcount=%d" % (e, stored))
+                    self.copied_messages.append("ERROR OFLAG_COPIED data cluster: l2_entry=%x refcount=%d"
+                                                % (e, stored))
 
     def _zero_entry(self, l2off, pos, bitmap):
         """QEMU's fix_l2_entry_by_zero(): the entry becomes an unallocated zero cluster, in place (with

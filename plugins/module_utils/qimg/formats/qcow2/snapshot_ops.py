@@ -688,6 +688,12 @@ def _table_bytes(snapshots):
     return total
 
 
+def _stored_table_bytes(img):
+    """Bytes the snapshot table spans on disk (as read: QEMU's snapshots_size)."""
+    got = getattr(img, "snapshots_size", None)
+    return got if got else _table_bytes(img.snapshots)
+
+
 def _refuse_common(img):
     if img.header.data_file is not None:
         raise SnapshotOpError("%s: snapshots are not supported with an external data file" % img.filename,
@@ -714,7 +720,8 @@ def _evacuate(img, gap):
     active L1 and L2 tables and raises refcounts in place, which no order of writes makes safe. Here
     the active L1 table, the active L2 tables whose flags change and the refcount blocks create changes
     (when they total at most EVACUATE_BYTES: above that the second copy is not worth its time, and
-    create leaves the new tables where it allocates them) move to clusters past the end of the file (gap clusters further: room for what create allocates),
+    create leaves the new tables where it allocates them) move to clusters past the end of the file (gap
+    clusters further: room for what create allocates),
     their content unchanged, in one transaction of their own; create then writes the new versions back
     where the old ones were. Returns the hints for create ({"l1": offset, "l2": {L1 index: offset},
     "blocks": {t: offset}, "table": (offset, clusters), "temp": clusters taken here}) or None when
@@ -761,7 +768,7 @@ def _evacuate(img, gap):
         rc.add_run(off >> cb, 1, -1)
         l2_hints[i] = off
     for off, nbytes in ((h.l1_table_offset, h.l1_size * 8),
-                        (h.snapshots_offset, _table_bytes(img.snapshots) if h.nb_snapshots else 0)):
+                        (h.snapshots_offset, _stored_table_bytes(img) if h.nb_snapshots else 0)):
         if nbytes:
             first = off >> cb
             touched.update(range(first // per, ((off + nbytes - 1) >> cb) // per + 1))
@@ -881,7 +888,7 @@ def create(img, name, date_sec, date_nsec, vm_clock_nsec=0, icount=0):
     fields["snapshots_offset"] = table_off
     fields["nb_snapshots"] = len(new_list)
     if h.nb_snapshots:
-        rc.add_bytes(h.snapshots_offset, _table_bytes(img.snapshots), -1)
+        rc.add_bytes(h.snapshots_offset, _stored_table_bytes(img), -1)
     txn.commit(**fields)
     _trim(img, hints, rc, before, (table_off, len(table_raw)))
     return img.snapshots[-1]
@@ -906,7 +913,7 @@ def delete(img, index):
     if bad:
         raise SnapshotOpError(bad[0], bad[1])
     h = img.header
-    old_table = (h.snapshots_offset, _table_bytes(img.snapshots))
+    old_table = (h.snapshots_offset, _stored_table_bytes(img))
     txn = _Txn(img)
     remaining = [s for k, s in enumerate(img.snapshots) if k != index]
     fields = {"nb_snapshots": len(remaining), "snapshots_offset": 0}
@@ -955,7 +962,7 @@ def rewrite_snapshot_table(img):
     if img.snapshots:
         fields["snapshots_offset"] = txn.write_new(encode_snapshot_table(img.snapshots), "snapshot table", pad=False)
     if h.snapshots_offset:
-        txn.rc.add_bytes(h.snapshots_offset, getattr(img, "snapshots_size", 0) or _table_bytes(img.snapshots), -1)
+        txn.rc.add_bytes(h.snapshots_offset, _stored_table_bytes(img), -1)
     txn.commit(**fields)
 
 

@@ -64,6 +64,7 @@ def read_snapshots(img, repair=None, check=False):
             return []
     h = img.header
     out = []
+    img.snapshots_size = 0
     if not h.nb_snapshots:
         return out
     off = h.snapshots_offset
@@ -114,8 +115,9 @@ def read_snapshots(img, repair=None, check=False):
             s.icount = struct.unpack_from(">Q", extra, 16)[0]
         s.raw_id = bytes(names[:id_size])
         s.raw_name = bytes(names[id_size:])
-        s.id = s.raw_id.decode("utf-8", "replace")
-        s.name = s.raw_name.decode("utf-8", "replace")
+        # QEMU keeps them as C strings: what follows a NUL is not part of the id or name
+        s.id = s.raw_id.split(b"\0", 1)[0].decode("utf-8", "replace")
+        s.name = s.raw_name.split(b"\0", 1)[0].decode("utf-8", "replace")
         out.append(s)
         off = end
     img.snapshots_size = off - h.snapshots_offset
@@ -142,6 +144,8 @@ def _entry_bytes(s):
     """One snapshot table entry as QEMU's qcow2_write_snapshots() writes it (without padding)."""
     raw_id = s.raw_id if getattr(s, "raw_id", None) is not None else s.id.encode("utf-8")
     raw_name = s.raw_name if getattr(s, "raw_name", None) is not None else s.name.encode("utf-8")
+    raw_id = raw_id.split(b"\0", 1)[0]  # strlen(), as QEMU writes them
+    raw_name = raw_name.split(b"\0", 1)[0]
     unknown = bytes(s.extra[EXTRA_DATA.size:]) if s.extra else b""
     extra = EXTRA_DATA.pack(s.vm_state_size, s.disk_size,
                             NO_ICOUNT if s.icount is None else s.icount) + unknown
