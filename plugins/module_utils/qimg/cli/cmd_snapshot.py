@@ -33,6 +33,7 @@ def run(argv, ctx):
     longopts = {"help": (False, "h"), "object": (True, "object"), "image-opts": (False, "image-opts"),
                 "force-share": (False, "U")}
     action, name, share = None, None, False
+    objects, image_opts = [], False
     args = []
     for opt, arg in iter_getopt(argv, ":la:c:d:hqU", longopts):
         if opt is None:
@@ -45,14 +46,16 @@ def run(argv, ctx):
             action, name = opt, arg
         elif opt == "U":
             share = True
-        elif opt in ("object", "image-opts"):
-            raise CommandError("--%s is not supported" % opt)
+        elif opt == "object":
+            objects.append(arg)
+        elif opt == "image-opts":
+            image_opts = True
     if len(args) != 1:
         raise UsageError("Expecting one image file name")
-    filename = image_name(args[0])
+    filename = image_name(args[0], image_opts=image_opts, objects=objects)
     from ..ops import snapshot as ops_snapshot
     if action == "l":
-        ctx.out(format_snapshot_list(ops_snapshot.list_snapshots(filename, force_share=share)))
+        ctx.out(format_snapshot_list(ops_snapshot.list_snapshots(filename, force_share=share, specs=True)))
         return 0
     if share:
         raise CommandError("Could not open '%s': force-share=on can only be used with read-only images" % filename)
@@ -62,13 +65,15 @@ def run(argv, ctx):
         ctx.err(PROBED_RAW_WARNING % filename * (2 if action == "a" else 1))
     try:
         if action == "c":
-            ops_snapshot.create_snapshot(filename, name)
+            ops_snapshot.create_snapshot(filename, name, specs=True)
         elif action == "a":
-            ops_snapshot.apply_snapshot(filename, name)
+            ops_snapshot.apply_snapshot(filename, name, specs=True)
         elif action == "d":
-            ops_snapshot.delete_snapshot(filename, name=name)
+            ops_snapshot.delete_snapshot(filename, name=name, specs=True)
         else:
-            ops_snapshot.open_for_nothing(filename, force_share=share)
+            ops_snapshot.open_for_nothing(filename, force_share=share, specs=True)
     except ops_snapshot.SnapshotFailed as err:
+        if err.notes:
+            ctx.err("".join(line + "\n" for line in err.notes))
         raise CommandError(err.lines)
     return 0

@@ -26,7 +26,6 @@ from ...errors import InvalidArgument, QimgError, UnsupportedFeature
 from . import header as hdr
 from .entries import COMPRESSED, COPIED, OFFSET_MASK, ZERO_FLAG, decode_table, encode_table
 from .refcounts import encode_block
-from .snapshots import SNAPSHOT_HEADER
 
 # qemu-img amend -o help for qcow2 (name, qemu type, help), in its order
 AMEND_OPTIONS = [
@@ -195,19 +194,9 @@ def upgrade(img, status=None):
 
 
 def _snapshot_table_bytes(img):
-    out = bytearray()
-    for s in img.snapshots:
-        extra = bytes(s.extra)
-        if len(extra) < 16:
-            extra = struct.pack(">QQ", s.vm_state_size, s.disk_size) + extra[16:]
-        sid = s.id.encode("utf-8")
-        name = s.name.encode("utf-8")
-        out += SNAPSHOT_HEADER.pack(s.l1_table_offset, s.l1_size, len(sid), len(name), s.date_sec, s.date_nsec,
-                                    s.vm_clock_nsec, s.vm_state_size & 0xFFFFFFFF, len(extra))
-        out += extra + sid + name
-        out += bytes(-len(out) % 8)
-        s.extra = extra
-    return bytes(out)
+    # QEMU's qcow2_write_snapshots(): 24 bytes of extra data (vm state, disk size, icount) or more
+    from .snapshots import encode_snapshot_table
+    return encode_snapshot_table(img.snapshots)
 
 
 def _rewrite_snapshot_table(img):
@@ -215,9 +204,7 @@ def _rewrite_snapshot_table(img):
     in-memory header at it; returns the old table's (offset, bytes) to free after the switch."""
     h = img.header
     cs = img.cluster_size
-    old_bytes = 0
-    for s in img.snapshots:
-        old_bytes += (40 + len(s.extra) + len(s.id.encode("utf-8")) + len(s.name.encode("utf-8")) + 7) & ~7
+    old_bytes = getattr(img, "snapshots_size", 0)  # the table as it is on disk (snapshots.read_snapshots)
     raw = _snapshot_table_bytes(img)
     img._commit_metadata()
     off = img.refcounts.alloc(_div_up(len(raw), cs))

@@ -84,7 +84,8 @@ class Qcow2Image(BlockDevice):
         self._own_data_file = False
         self.file_size = file.length()
         buf = file.pread(0, min(self.file_size, 1 << hdr.MAX_CLUSTER_BITS))
-        self.header = h = hdr.parse_header(buf, self.file_size, filename)
+        # repair: opened by check (read-only too): the snapshot table is check's to read (QEMU's BDRV_O_CHECK)
+        self.header = h = hdr.parse_header(buf, self.file_size, filename, check_mode=bool(repair))
         self.cluster_size = cs = h.cluster_size
         self.cluster_bits = h.cluster_bits
         self.size = h.size
@@ -117,9 +118,10 @@ class Qcow2Image(BlockDevice):
         self._refcounts = None
         # the snapshot, bitmap and compression modules are imported where an image needs them
         self.snapshots = []
-        if h.nb_snapshots:
+        self.snapshots_size = 0
+        if h.nb_snapshots and not (repair and hdr.snapshot_table_problem(h, cs)):
             from .snapshots import read_snapshots
-            self.snapshots = read_snapshots(self)
+            self.snapshots = read_snapshots(self, check=repair)
         self.bitmaps = []
         if h.autoclear_features & hdr.AUTOCLEAR_BITMAPS:
             from .bitmaps import read_bitmaps
@@ -881,7 +883,11 @@ class Qcow2Image(BlockDevice):
                 break
         else:
             raise ImageNotFound("Failed to load snapshot: Can't find snapshot")
-        if snap.l1_size * 8 > hdr.MAX_L1_BYTES or snap.l1_table_offset + snap.l1_size * 8 > self.file_end_limit():
+        from .snapshot_ops import validate_snapshot_l1
+        bad = validate_snapshot_l1(self, snap)  # qcow2_snapshot_load_tmp()'s checks and messages
+        if bad:
+            raise ImageCorrupt("Failed to load snapshot: %s" % bad[0])
+        if snap.l1_table_offset + snap.l1_size * 8 > self.file_end_limit():
             raise ImageCorrupt("%s: snapshot '%s' has an invalid L1 table" % (self.filename, snap.name))
         self.l1 = decode_table(self.file.pread(snap.l1_table_offset, snap.l1_size * 8))
         self.size = snap.disk_size

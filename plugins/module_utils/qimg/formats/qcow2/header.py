@@ -118,8 +118,11 @@ def _u(buf, fmt, off):
     return struct.unpack_from(fmt, buf, off)[0]
 
 
-def parse_header(buf, file_size, filename):
+def parse_header(buf, file_size, filename, check_mode=False):
     """Decode and validate the header held in buf (the first cluster, or less if the file is small).
+
+    check_mode: as QEMU opens an image for check (BDRV_O_CHECK), the snapshot table is left for
+    check to validate (see check.py).
 
     file_size bounds every offset. Raises ImageCorrupt / UnsupportedFeature with one line.
     """
@@ -187,12 +190,12 @@ def parse_header(buf, file_size, filename):
         raise corrupt("Reference count table too large")
     _check_table(h.refcount_table_offset, h.refcount_table_clusters * cs, cs, file_size, corrupt,
                  "Reference count table")
-    if h.nb_snapshots > MAX_SNAPSHOTS:
-        raise corrupt("Too many snapshots")
-    if h.nb_snapshots:
-        _check_table(h.snapshots_offset, h.nb_snapshots * 40, cs, file_size, corrupt, "Snapshot table")
-    elif h.snapshots_offset % cs:
-        raise corrupt("Snapshot table offset invalid")
+    # qcow2_validate_table(): a size limit and an aligned offset, not a place inside the file (the
+    # entries are read later, as zeros past the end of the file)
+    bad = None if check_mode else snapshot_table_problem(h, cs)
+    if bad:
+        from .snapshots import SnapshotTableError
+        raise SnapshotTableError(corrupt("Snapshot table %s" % bad[0]).message)
     if h.l1_size > MAX_L1_BYTES // 8:
         raise corrupt("Active L1 table too large")
     _check_table(h.l1_table_offset, h.l1_size * 8, cs, file_size, corrupt, "Active L1 table")
@@ -234,6 +237,16 @@ def parse_header(buf, file_size, filename):
 
 def _decode(raw):
     return bytes(raw).decode("utf-8", "surrogateescape")
+
+
+def snapshot_table_problem(h, cs):
+    """qcow2_validate_table() of the snapshot table pointer: ("too large" | "offset invalid", errno) or None."""
+    import errno
+    if h.nb_snapshots > MAX_SNAPSHOTS:
+        return "too large", errno.EFBIG
+    if h.snapshots_offset % cs or (1 << 63) - 1 - h.nb_snapshots * 40 < h.snapshots_offset:
+        return "offset invalid", errno.EINVAL
+    return None
 
 
 def _check_table(offset, nbytes, cs, file_size, corrupt, what):
