@@ -303,3 +303,21 @@ def test_prefix_with_shorter_old_backing(as_qemu_img, tmp_path):
     assert got.returncode == 0, got.stderr
     assert qemu_raw_digest(tmp_path / "top", tmp_path) == before
     assert_check_clean(tmp_path / "top")
+
+
+def test_header_bytes_without_backing_name_clear_its_offset(tmp_path):
+    """header_cluster_bytes() of a header whose backing name was emptied writes offset and size 0."""
+    import copy
+    import struct
+    from qimg.formats.qcow2 import header as hdr
+    from qimg.image import open_image
+    base, top = str(tmp_path / "b.qcow2"), str(tmp_path / "t.qcow2")
+    qemu_img_create(base, "qcow2", MiB)
+    qemu_img_create(top, "qcow2", MiB, backing="b.qcow2", backing_fmt="qcow2")
+    with open_image(top, "qcow2", open_backing=False) as dev:
+        h = copy.copy(dev.header)
+        assert h.backing_file_offset
+        h.backing_file = h.backing_format = None
+        raw = hdr.header_cluster_bytes(h, dev.cluster_size)
+    assert struct.unpack(">QI", raw[8:20]) == (0, 0)
+    assert (h.backing_file_offset, h.backing_file_size) == (0, 0)

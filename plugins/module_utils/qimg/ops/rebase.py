@@ -49,8 +49,6 @@ def _header_update(dev, backing_file, backing_fmt):
     new = copy.copy(h)
     new.backing_file = backing_file or None
     new.backing_format = (backing_fmt or None) if backing_file else None
-    # header_cluster_bytes() serializes the offset and size it finds when there is no name
-    new.backing_file_offset = new.backing_file_size = 0
     try:
         new_bytes = hdr.header_cluster_bytes(new, dev.cluster_size)
     except QimgError:

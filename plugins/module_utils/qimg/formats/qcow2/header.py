@@ -334,6 +334,8 @@ def header_cluster_bytes(h, cluster_size):
     name = h.backing_file.encode("utf-8", "surrogateescape") if h.backing_file is not None else b""
     if len(name) > MAX_BACKING_NAME:
         raise ImageCorrupt("Backing file name too long")
+    if not name:
+        h.backing_file_offset = h.backing_file_size = 0   # before serializing: no stale name offset
     table = h.feature_table
     for attempt in (table, []):
         h.feature_table = attempt
@@ -346,7 +348,5 @@ def header_cluster_bytes(h, cluster_size):
     if name:
         h.backing_file_offset, h.backing_file_size = len(raw), len(name)
         raw = serialize(h)
-    else:
-        h.backing_file_offset = h.backing_file_size = 0
     h.feature_table = table
     return raw + name
