@@ -19,6 +19,7 @@ def run(argv, ctx):
     longopts = {"help": (False, "h"), "object": (True, "object"), "image-opts": (False, "image-opts")}
     opts, args = getopt(argv, ":f:ht:b:dpqr:", longopts)
     fmt = base = None
+    rate = 0
     cache = "writeback"
     drop = progress = quiet = image_opts = False
     for opt, arg in opts:
@@ -38,7 +39,7 @@ def run(argv, ctx):
         elif opt == "q":
             quiet = True
         elif opt == "r":
-            cvtnum("rate limit", arg)   # accepted; the commit is not throttled
+            rate = cvtnum("rate limit", arg)
         elif opt == "image-opts":
             image_opts = True
         elif opt == "object":
@@ -66,7 +67,7 @@ def run(argv, ctx):
 
     try:
         ops_commit.commit_image(filename, fmt=fmt, base=base, drop=drop, cache=cache, on_open=opened,
-                                progress=step)
+                                progress=step, rate_limit=rate)
         meter.print_(100, 0)
     finally:
         meter.end()
