@@ -357,7 +357,8 @@ class _ShadowCommit(object):
 
 
 def commit_plan(filename, fmt=None, base=None, compare=False, allow_unsafe_backing=False):
-    """What a commit would do, without writing: {"base", "base-format", "committed-bytes",
+    """What a commit would do, without writing: {"base", "base-format", "depth" (1: the backing
+    file), "committed-bytes",
     "top-bytes" (what the top itself allocates), "base-size", "new-base-size", "base-changes"
     (with compare: whether the base's guest content or size would change, else None)}."""
     with open_image(filename, fmt, read_only=True, force_share=True,
@@ -365,7 +366,7 @@ def commit_plan(filename, fmt=None, base=None, compare=False, allow_unsafe_backi
         layers, depth = _layers(top, filename, base)
         above, base_dev = layers[:depth], layers[depth]
         extents = _allocated_above(above, top.size)
-        result = {"base": base_dev.filename, "base-format": base_dev.format_name,
+        result = {"base": base_dev.filename, "base-format": base_dev.format_name, "depth": depth,
                   "committed-bytes": sum(length for _s, length, _z in extents), "top-bytes": _top_bytes(layers),
                   "base-size": base_dev.size, "new-base-size": max(base_dev.size, top.size),
                   "base-changes": None}
