@@ -244,7 +244,7 @@ def rebase_image(filename, backing_file, backing_fmt=None, fmt=None, unsafe=Fals
         new_backing, owned, prefix = None, False, None
         if not unsafe and backing_file:
             new_backing, owned, prefix = _open_new_backing(dev, backing_file, backing_fmt, force_share, src_cache,
-                                                            allow_unsafe_backing)
+                                                           allow_unsafe_backing)
         try:
             new_header, header_bytes = _header_update(dev, backing_file, backing_fmt)
             result = {"old-backing-file": old_file, "old-backing-format": old_fmt,
