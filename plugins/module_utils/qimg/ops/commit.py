@@ -8,7 +8,7 @@ it allocates is written, and drop is implied as in qemu-img). The base is grown 
 than the top, never shrunk. Only then is the top emptied (unless drop). The top's guest view never
 changes: every range reads the same from the top and, once committed, from the base.
 
-Crash safety of the base:
+Crash safety of the base (atomic=True, the default of the engine and the modules):
 - a qcow2 base switches from its old content to the new one as a whole (``_ShadowCommit``): the
   committed clusters go to newly allocated clusters, every L2 table they touch is copied to a new
   cluster, a new L1 table is written, and one write of the header's size and L1 fields (24 bytes
@@ -18,6 +18,9 @@ Crash safety of the base:
   cover (extended L2 entries, an external data file, encryption, persistent bitmaps, a growth
   under a backing file of the base's own) are written through the driver, range by range;
 - a raw base cannot be switched atomically: each of its ranges holds old or new content.
+With atomic=False (the CLI: qemu-img's own layout, which iotests such as 097 and 313 show through
+`map` and `check`) the base is written in place through its driver: a kill leaves no corruption,
+and each cluster old or new.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -391,11 +394,13 @@ def _layers(top, filename, base):
 
 
 def commit_image(filename, fmt=None, base=None, drop=False, cache=None, check_mode=False, on_open=None,
-                 progress=None, rate_limit=None, allow_unsafe_backing=False):
+                 progress=None, rate_limit=None, allow_unsafe_backing=False, atomic=True):
     """Commit `filename` into its backing file (see docs/engine-api.md).
 
     base: the backing file's name (as the user typed it); with base, drop is implied (qemu-img).
     rate_limit: bytes per second (qemu-img -r), None or 0 for no limit.
+    atomic: a qcow2 base switches from its old to its new content as a whole (see the module
+    docstring); False writes it in place as qemu-img does (each cluster old or new after a kill).
     Returns {"committed-bytes", "changed", "base"}; check_mode counts without writing.
     """
     if base is not None:
@@ -425,7 +430,7 @@ def commit_image(filename, fmt=None, base=None, drop=False, cache=None, check_mo
                         allow_unsafe_backing=allow_unsafe_backing) as dest:
             new_size = max(top.size, dest.size)
             if extents or new_size != dest.size:
-                if _shadow_capable(dest, new_size):
+                if atomic and _shadow_capable(dest, new_size):
                     dest._prepare_write()
                     _ShadowCommit(dest, new_size).run(top, extents, chunk, throttle, progress, committed)
                 else:
