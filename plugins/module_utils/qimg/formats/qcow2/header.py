@@ -260,7 +260,8 @@ def _parse_extensions(h, buf, corrupt):
             raise corrupt("ext_len too large")
         data = bytes(buf[off:off + ext_len])
         off += (ext_len + 7) & ~7
-        if ext_type in seen and ext_type != 0:
+        # QEMU keeps the last backing format extension (old qemu-img rebase could add a second one)
+        if ext_type in seen and ext_type not in (0, EXT_BACKING_FORMAT):
             raise corrupt("Duplicate header extension 0x%08x" % ext_type)
         seen.add(ext_type)
         if ext_type == EXT_BACKING_FORMAT:
