@@ -25,6 +25,14 @@ from ..image import (FORMATS, UNALLOCATED, MAX_CHAIN_DEPTH, full_backing_path, o
 
 SECTOR = 512
 
+# The block drivers of a usual QEMU 7.2 build: bdrv_find_format() finds formats and protocols by these
+# names, so `rebase -u -F host_device` only stores the name, as qemu-img does.
+QEMU_DRIVERS = frozenset((
+    "blkdebug", "blklogwrites", "blkverify", "bochs", "cloop", "compress", "copy-before-write", "copy-on-read",
+    "dmg", "file", "ftp", "ftps", "gluster", "host_cdrom", "host_device", "http", "https", "iscsi", "iser", "luks",
+    "nbd", "nfs", "null-aio", "null-co", "nvme", "parallels", "preallocate", "qcow", "qcow2", "qed", "quorum",
+    "raw", "rbd", "replication", "snapshot-access", "ssh", "throttle", "vdi", "vhdx", "vmdk", "vpc", "vvfat"))
+
 
 class RebaseError(QimgError):
     """A failure of the header change (qemu-img's "Could not change the backing file to ..." family)."""
@@ -229,7 +237,7 @@ def rebase_image(filename, backing_file, backing_fmt=None, fmt=None, unsafe=Fals
     Returns {"changed", "copied-bytes", "old-backing-file", "old-backing-format", "backing-file",
     "backing-format"}; check_mode decides (and counts what safe mode would copy) without writing.
     """
-    if backing_fmt is not None and backing_fmt not in FORMATS:
+    if backing_fmt is not None and backing_fmt not in QEMU_DRIVERS:
         fmt_error = InvalidArgument("Invalid format name: '%s'" % backing_fmt)
     else:
         fmt_error = None

@@ -313,16 +313,21 @@ def serialize(h):
         ext(EXT_BACKING_FORMAT, h.backing_format.encode("utf-8", "surrogateescape"))
     if h.data_file is not None:
         ext(EXT_DATA_FILE, h.data_file.encode("utf-8", "surrogateescape"))
-    if h.bitmaps_ext is not None:
-        nb, dsize, doff = h.bitmaps_ext
-        ext(EXT_BITMAPS, BITMAPS_EXT.pack(nb, 0, dsize, doff))
+    # QEMU's qcow2_update_header() order: crypto, feature table, bitmaps, then the unknown ones
     for ext_type, data in h.unknown_extensions:
-        ext(ext_type, data)
+        if ext_type == EXT_CRYPTO:
+            ext(ext_type, data)
     if h.feature_table and h.version >= 3:
         table = bytearray()
         for kind, bit, name in h.feature_table:
             table += struct.pack(">BB46s", kind, bit, name.encode("utf-8")[:46])
         ext(EXT_FEATURE_TABLE, bytes(table))
+    if h.bitmaps_ext is not None:
+        nb, dsize, doff = h.bitmaps_ext
+        ext(EXT_BITMAPS, BITMAPS_EXT.pack(nb, 0, dsize, doff))
+    for ext_type, data in h.unknown_extensions:
+        if ext_type != EXT_CRYPTO:
+            ext(ext_type, data)
     out.extend(EXT_HEADER.pack(EXT_END, 0))
     return bytes(out)
 
