@@ -14,6 +14,8 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import os
+
 from ansible_collections.qimg.disk.plugins.module_utils.ansible_glue import (
     check_not_in_use,
     image_facts,
@@ -58,10 +60,10 @@ def run(module):
         after["committed_bytes"] = plan["committed-bytes"]
         result["committed_bytes"] = plan["committed-bytes"]
         if plan_change(module, result, before, after):
-            done = commit_image(path, base=plan["base"] if deeper else None, drop=drop,
-                                allow_unsafe_backing=unsafe_names)
+            base = os.path.abspath(plan["base"]) if deeper else None
+            done = commit_image(path, base=base, drop=drop, allow_unsafe_backing=unsafe_names)
             result["committed_bytes"] = done["committed-bytes"]
-            again = commit_plan(path, base=plan["base"] if deeper else None, allow_unsafe_backing=unsafe_names)
+            again = commit_plan(path, base=base, allow_unsafe_backing=unsafe_names)
             result["diff"]["after"] = dict(base=again["base"], base_virtual_size=again["base-size"],
                                            overlay_allocated_bytes=again["top-bytes"],
                                            committed_bytes=done["committed-bytes"])

@@ -53,8 +53,8 @@ options:
   base:
     description:
       - The image in the overlay's backing chain to commit into; by default its backing file.
-      - A relative path is tried from the current directory and relative to the directory of
-        each image in the chain, as QEMU finds it. The task fails when it is not in the chain.
+      - A relative path is relative to the directory of the image whose backing file it is, as
+        QEMU finds it. The task fails when it is not in the chain.
     type: str
   drop:
     description:

@@ -54,18 +54,15 @@ def _identity(path):
 def _find_base(top, base):
     """The depth (1 = the backing file) of `base` in top's chain, or None.
 
-    As QEMU's bdrv_find_backing_image(): a relative name is tried as it is (from the current
-    directory) and relative to the directory of each image whose backing file it may name."""
+    As QEMU's bdrv_find_backing_image(): a relative name is relative to the directory of the image
+    whose backing file it may be (never to the current directory)."""
     depth = 0
     prev = None
     for layer in top.chain():
         if depth:
             ident = _identity(layer.filename)
-            if ident is not None:
-                if _identity(base) == ident:
-                    return depth
-                if prev is not None and _identity(full_backing_path(prev.filename, base)) == ident:
-                    return depth
+            if ident is not None and _identity(full_backing_path(prev.filename, base)) == ident:
+                return depth
         prev = layer
         depth += 1
     return None
