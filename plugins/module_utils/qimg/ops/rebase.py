@@ -235,7 +235,8 @@ def rebase_image(filename, backing_file, backing_fmt=None, fmt=None, unsafe=Fals
     progress(done, total): called after each step of safe mode's comparison (qemu-img's steps).
     allow_unsafe_backing: backing names (old chain and new backing file) may use json: or a protocol.
     Returns {"changed", "copied-bytes", "old-backing-file", "old-backing-format", "backing-file",
-    "backing-format"}; check_mode decides (and counts what safe mode would copy) without writing.
+    "backing-format", "size" (the image's virtual size)}; check_mode decides (and counts what safe
+    mode would copy) without writing.
     """
     if backing_fmt is not None and backing_fmt not in QEMU_DRIVERS:
         fmt_error = InvalidArgument("Invalid format name: '%s'" % backing_fmt)
@@ -257,7 +258,7 @@ def rebase_image(filename, backing_file, backing_fmt=None, fmt=None, unsafe=Fals
             new_header, header_bytes = _header_update(dev, backing_file, backing_fmt)
             result = {"old-backing-file": old_file, "old-backing-format": old_fmt,
                       "backing-file": new_header.backing_file, "backing-format": new_header.backing_format,
-                      "copied-bytes": 0}
+                      "copied-bytes": 0, "size": dev.size}
             result["changed"] = (old_file, old_fmt) != (new_header.backing_file, new_header.backing_format)
             if not unsafe:
                 result["copied-bytes"] = _copy_differences(dev, new_backing, prefix, check_mode, progress)
