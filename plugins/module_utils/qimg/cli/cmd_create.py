@@ -64,11 +64,12 @@ def run(argv, ctx):
         # the single place the new image's name reaches the engine
         path = image_name(filename, "create")
         plan = ops_create.plan_create(path, fmt, size=size, options=options, backing_file=base,
-                                      backing_fmt=base_fmt, unsafe=unsafe)
+                                      backing_fmt=base_fmt, unsafe=unsafe, typed_backing=True)
         if not quiet and plan["pairs"] is not None:
             ctx.out(format_formatting_line(filename, fmt, plan["pairs"], plan["types"]))
         ops_create.create_image(path, fmt, size=size, options=plan["options"], backing_file=base,
-                                backing_fmt=base_fmt, unsafe=unsafe, warn=ctx.warn, secrets=secrets)
+                                backing_fmt=base_fmt, unsafe=unsafe, warn=ctx.warn, secrets=secrets,
+                                typed_backing=True)
     except Exception as err:
         _reraise_with_prefix(err, filename)
     return 0

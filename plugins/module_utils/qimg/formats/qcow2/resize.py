@@ -104,9 +104,9 @@ def _grow(img, new_size, preallocation):
     _switch_header(img)
     img.metadata_changed()
     # 5. the old L1 table is free now
-    if old_l1 is not None:
+    if old_l1 is not None and old_l1[1]:   # an empty L1 table (l1_size 0) owns no cluster, as in QEMU
         off, nbytes = old_l1
-        for k in range(_div_up(max(nbytes, 8), cs)):
+        for k in range(_div_up(nbytes, cs)):
             img.refcounts.add((off >> img.cluster_bits) + k, -1)
         img.refcounts.flush()
         img.sync()
