@@ -99,3 +99,137 @@ def test_grow_full_copies_the_old_end_cluster_with_backing(qemu_img, tmp_path):
                 _check_clean(qemu_img, ours)
                 assert _same_content(qemu_img, ours, ref)
                 assert os.path.getsize(str(ours)) == 7 * 65536
+
+
+# ------------------------------------------------------------ data_file / data_file_raw (061)
+def _pair(tmp_path):
+    dirs = []
+    for d in ("q", "o"):
+        (tmp_path / d).mkdir()
+        dirs.append(str(tmp_path / d))
+    return dirs
+
+
+def _same_steps(qemu_img, as_qemu_img, tmp_path, create, steps, io=()):
+    """Run create, then each amend (args after 'amend') with qemu-img in q/ and with us in o/;
+    same stdout, stderr, exit code after every step, and the same info (and data) after."""
+    q, o = _pair(tmp_path)
+    for d in (q, o):
+        run([qemu_img, "create", "-q", "-f", "qcow2", "-o", create, "t.qcow2", "64M"], cwd=d)
+        for c in io:
+            run(["qemu-io", "-c", c, "t.qcow2"], cwd=d)
+    for args in steps:
+        want = run([qemu_img, "amend"] + list(args), check=False, cwd=q)
+        got = as_qemu_img("amend", *args, cwd=o)
+        assert (got.stdout, got.stderr, got.returncode) == (want.stdout, want.stderr, want.returncode), args
+        assert (_info(qemu_img, os.path.join(o, "t.qcow2"))
+                == _info(qemu_img, os.path.join(q, "t.qcow2"))), args
+    return q, o
+
+
+def test_amend_data_file_refused_without_one(qemu_img, as_qemu_img, tmp_path):
+    _same_steps(qemu_img, as_qemu_img, tmp_path, "compat=1.1",
+                [["-o", "data_file=foo", "t.qcow2"], ["-o", "data_file=", "t.qcow2"],
+                 ["-o", "data_file_raw=on", "t.qcow2"], ["-o", "data_file_raw=off", "t.qcow2"]])
+
+
+def test_amend_data_file_name_set_and_cleared(qemu_img, as_qemu_img, tmp_path):
+    opts = "data-file.filename=t.qcow2.data,file.filename=t.qcow2"
+    q, o = _same_steps(qemu_img, as_qemu_img, tmp_path, "compat=1.1,data_file=t.qcow2.data",
+                       [["-o", "data_file=foo", "t.qcow2"],
+                        ["-o", "data_file=", "--image-opts", opts],
+                        ["-o", "data_file=t.qcow2.data", "--image-opts", opts],
+                        ["-o", "data_file=other.data,lazy_refcounts=on", "--image-opts", opts]],
+                       io=["write -P 0x5c 0 64k"])
+    for d in (q, o):
+        out = run(["qemu-io", "--image-opts", "-c", "read -P 0x5c 0 64k",
+                   "data-file.filename=t.qcow2.data,file.filename=t.qcow2,driver=qcow2"], cwd=d).stdout
+        assert "read 65536/65536" in out
+    _check_clean(qemu_img, "json:{\"driver\": \"qcow2\", \"file\": {\"driver\": \"file\", \"filename\": \"%s\"}, "
+                           "\"data-file\": {\"driver\": \"file\", \"filename\": \"%s\"}}"
+                 % (os.path.join(o, "t.qcow2"), os.path.join(o, "t.qcow2.data")))
+
+
+def test_amend_data_file_raw_cleared_not_set(qemu_img, as_qemu_img, tmp_path):
+    _same_steps(qemu_img, as_qemu_img, tmp_path, "compat=1.1,data_file=t.qcow2.data,data_file_raw=on",
+                [["-o", "data_file_raw=on", "t.qcow2"], ["-o", "data_file_raw=off", "t.qcow2"],
+                 ["-o", "data_file_raw=on", "t.qcow2"]], io=["write -P 0x11 1M 64k"])
+
+
+def test_amend_data_file_check_mode_and_result(qemu_img, tmp_path, monkeypatch):
+    img = tmp_path / "t.qcow2"
+    run([qemu_img, "create", "-q", "-f", "qcow2", "-o", "data_file=t.qcow2.data,data_file_raw=on", "t.qcow2", "1M"],
+        cwd=str(tmp_path))
+    monkeypatch.chdir(str(tmp_path))  # the data file's name is relative to the working directory
+    before = img.read_bytes()
+    res = amend_image(str(img), {"data_file": "x.data", "data_file_raw": "off"}, check_mode=True)
+    assert res["changed"] and res["before"]["data_file"] == "t.qcow2.data" and res["before"]["data_file_raw"]
+    assert res["after"]["data_file"] == "x.data" and not res["after"]["data_file_raw"]
+    assert img.read_bytes() == before
+    res = amend_image(str(img), {"data_file_raw": "off"})
+    assert res["changed"] and not res["after"]["data_file_raw"]
+    assert not amend_image(str(img), {"data_file_raw": "off", "data_file": "t.qcow2.data"})["changed"]
+
+
+@pytest.mark.parametrize("change", ["{'data_file': 'copy.data'}", "{'data_file_raw': 'off'}",
+                                    "{'data_file': 'copy.data', 'data_file_raw': 'off', 'lazy_refcounts': 'on'}"])
+def test_amend_data_file_kill_at_every_write(qemu_img, tmp_path, change):
+    golden, img = tmp_path / "golden.qcow2", tmp_path / "img.qcow2"
+    run([qemu_img, "create", "-q", "-f", "qcow2", "-o", "data_file=img.qcow2.data,data_file_raw=on", "golden.qcow2",
+         "4M"], cwd=str(tmp_path))
+    run(["qemu-io", "--image-opts", "-c", "write -P 0x42 0 1M",
+         "driver=qcow2,file.filename=%s,data-file.filename=%s" % (golden, str(img) + ".data")])
+    shutil.copy(str(img) + ".data", str(tmp_path / "copy.data"))
+    data = (tmp_path / "copy.data").read_bytes()
+    script = ("import sys; sys.path.insert(0, %r)\nfrom qimg.ops.amend import amend_image\n"
+              "amend_image(sys.argv[1], %s)\n" % (os.path.join(ROOT, "plugins", "module_utils"), change))
+
+    def prepare():
+        shutil.copy(str(golden), str(img))
+
+    def verify(k):
+        proc = run([qemu_img, "check", "--output=json", str(img)], check=False, cwd=str(tmp_path))
+        if proc.returncode != 0:
+            return "check exit %d: %s%s" % (proc.returncode, proc.stdout[-400:], proc.stderr[-400:])
+        info = _info(qemu_img, img)["format-specific"]["data"]
+        if info.get("data-file") not in ("img.qcow2.data", "copy.data"):
+            return "data file %r" % info.get("data-file")
+        got = run(["qemu-io", "-c", "read -P 0x42 0 1M", str(img)], check=False, cwd=str(tmp_path))
+        if "read 1048576/1048576" not in got.stdout:
+            return "content: %s" % got.stdout[-200:]
+        return None
+
+    argv = [sys.executable, "-c", script, str(img)]
+    prepare()
+    run(argv, cwd=str(tmp_path))
+    assert verify(0) is None
+    trials, failures = kill_at_every_write(prepare, argv, [img], verify, cwd=str(tmp_path))
+    assert trials > 0
+    assert not failures, failures[:5]
+    assert (tmp_path / "copy.data").read_bytes() == data
+
+
+# ------------------------------------------------------------------------ amend -p (061, 112)
+PROGRESS_CASES = [
+    # (create options, writes, amend options)
+    ("refcount_bits=1,cluster_size=512", ["write 0 %d" % (58 * 512)], "refcount_bits=64"),  # four walks (112)
+    ("cluster_size=4k", ["write 0 3M", "write 20M 1M"], "refcount_bits=1"),
+    ("refcount_bits=64,cluster_size=512", ["write 0 3M"], "refcount_bits=2"),
+    ("compat=0.10", ["write 0 3M"], "compat=1.1,refcount_bits=8"),
+    ("compat=1.1", ["write -z 0 1M", "write -z 2G 64k", "write 1M 1M"], "compat=0.10"),
+    ("compat=1.1,cluster_size=4k", ["write -z 0 1M", "write 8M 1M"], "compat=0.10,refcount_bits=16"),
+]
+
+
+@pytest.mark.parametrize("create,writes,change", PROGRESS_CASES)
+def test_amend_progress_like_qemu_img(qemu_img, as_qemu_img, tmp_path, create, writes, change):
+    q, o = _pair(tmp_path)
+    for d in (q, o):
+        run([qemu_img, "create", "-q", "-f", "qcow2", "-o", create, "t.qcow2", "4G"], cwd=d)
+        for c in writes:
+            run(["qemu-io", "-c", c, "t.qcow2"], cwd=d)
+    want = run([qemu_img, "amend", "-p", "-o", change, "t.qcow2"], check=False, cwd=q)
+    got = as_qemu_img("amend", "-p", "-o", change, "t.qcow2", cwd=o)
+    assert (got.stdout, got.stderr, got.returncode) == (want.stdout, want.stderr, want.returncode)
+    assert want.stdout.count("/100%") > 4  # intermediate steps, not only 0 and 100
+    _check_clean(qemu_img, os.path.join(o, "t.qcow2"))
