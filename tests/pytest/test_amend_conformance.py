@@ -233,3 +233,30 @@ def test_amend_progress_like_qemu_img(qemu_img, as_qemu_img, tmp_path, create, w
     assert (got.stdout, got.stderr, got.returncode) == (want.stdout, want.stderr, want.returncode)
     assert want.stdout.count("/100%") > 4  # intermediate steps, not only 0 and 100
     _check_clean(qemu_img, os.path.join(o, "t.qcow2"))
+
+
+# ------------------------------------------------------ drivers without image creation (082, 113)
+@pytest.mark.parametrize("args", [
+    ["create", "-f", "bochs", "nbd://example.com", "64M"], ["create", "-f", "bochs", "-o", "help"],
+    ["create", "-f", "cloop", "x.img", "1M"], ["create", "-f", "vvfat", "-o", "size=1M", "x.img"],
+    ["create", "-f", "nosuch", "x.img", "1M"], ["convert", "-O", "bochs", "-o", "help"],
+    ["convert", "-O", "dmg", "-o", "help"], ["convert", "-f", "bochs", "-O", "bochs", "src.bochs", "nbd://example.com"],
+    ["convert", "-f", "bochs", "-O", "cloop", "src.bochs", "out.img"],
+    ["convert", "-O", "null-co", "src.qcow2", "out.img"], ["measure", "-O", "bochs", "--size", "1M"],
+    ["measure", "-O", "throttle", "src.qcow2"], ["amend", "-f", "bochs", "-o", "help"],
+    ["amend", "-f", "raw", "-o", "size=2M", "src.img"],
+], ids=" ".join)
+def test_no_create_drivers_like_qemu_img(qemu_img, as_qemu_img, tmp_path, args):
+    import struct
+    # an empty bochs image (what iotest 113's sample holds): 4 KiB, one unallocated extent
+    bochs = (b"Bochs Virtual HD Image".ljust(32, b"\0") + b"Redolog".ljust(16, b"\0") + b"Growing".ljust(16, b"\0")
+             + struct.pack("<IIIIIIQ", 0x00020000, 512, 1, 512, 4096, 0, 4096)).ljust(512, b"\0") + b"\xff" * 4
+    for d in _pair(tmp_path):
+        run([qemu_img, "create", "-q", "-f", "raw", "src.img", "1M"], cwd=d)
+        run([qemu_img, "create", "-q", "-f", "qcow2", "src.qcow2", "1M"], cwd=d)
+        with open(os.path.join(d, "src.bochs"), "wb") as f:
+            f.write(bochs)
+    want = run([qemu_img] + args, check=False, cwd=str(tmp_path / "q"))
+    got = as_qemu_img(*args, cwd=str(tmp_path / "o"))
+    assert (got.stdout, got.stderr, got.returncode) == (want.stdout, want.stderr, want.returncode)
+    assert sorted(os.listdir(str(tmp_path / "o"))) == sorted(os.listdir(str(tmp_path / "q")))
