@@ -260,3 +260,22 @@ def test_no_create_drivers_like_qemu_img(qemu_img, as_qemu_img, tmp_path, args):
     got = as_qemu_img(*args, cwd=str(tmp_path / "o"))
     assert (got.stdout, got.stderr, got.returncode) == (want.stdout, want.stderr, want.returncode)
     assert sorted(os.listdir(str(tmp_path / "o"))) == sorted(os.listdir(str(tmp_path / "q")))
+
+
+# ------------------------------------------------- too many references for the refcount width (112)
+def test_check_overflow_then_amend_like_qemu_img(qemu_img, as_qemu_img, tmp_path):
+    """A cluster referenced twice with refcount_bits=1: check reports QEMU's overflow (and cannot
+    repair it); amend to 2 bits, then check -r all repairs it. Same output at every step."""
+    dirs = _pair(tmp_path)
+    for d in dirs:
+        run([qemu_img, "create", "-q", "-f", "qcow2", "-o", "refcount_bits=1", "t.qcow2", "64M"], cwd=d)
+        run(["qemu-io", "-c", "write 0 64k", "t.qcow2"], cwd=d)
+        with open(os.path.join(d, "t.qcow2"), "r+b") as f:
+            f.seek(0x40008)
+            f.write(b"\x80\x00\x00\x00\x00\x05\x00\x00")  # the second L2 entry names the first's cluster
+    for args in (["check", "t.qcow2"], ["check", "-r", "all", "t.qcow2"], ["check", "--output=json", "t.qcow2"],
+                 ["amend", "-o", "refcount_bits=2", "t.qcow2"], ["check", "-r", "all", "t.qcow2"],
+                 ["check", "t.qcow2"]):
+        want = run([qemu_img] + args, check=False, cwd=dirs[0])
+        got = as_qemu_img(*args, cwd=dirs[1])
+        assert (got.stdout, got.stderr, got.returncode) == (want.stdout, want.stderr, want.returncode), args
