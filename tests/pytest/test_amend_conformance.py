@@ -279,3 +279,49 @@ def test_check_overflow_then_amend_like_qemu_img(qemu_img, as_qemu_img, tmp_path
         want = run([qemu_img] + args, check=False, cwd=dirs[0])
         got = as_qemu_img(*args, cwd=dirs[1])
         assert (got.stdout, got.stderr, got.returncode) == (want.stdout, want.stderr, want.returncode), args
+
+
+# --------------------------------------------------------- upgrade of a v2 snapshot table (261)
+def test_upgrade_writes_qemus_snapshot_extra_data(qemu_img, tmp_path):
+    """compat=1.1 of a v2 image with snapshots: every entry gets the 24 bytes of extra data QEMU
+    knows (vm state size, disk size, icount -1), as qemu-img amend writes them."""
+    from qimg.image import open_image
+    ours, ref = tmp_path / "o.qcow2", tmp_path / "r.qcow2"
+    run([qemu_img, "create", "-q", "-f", "qcow2", "-o", "compat=0.10", str(ours), "64M"])
+    run(["qemu-io", "-c", "write -P 1 0 64k", str(ours)])
+    for name in ("sn0", "sn1"):
+        run([qemu_img, "snapshot", "-c", name, str(ours)])
+    _shorten_extra_data(ours, [0, 8])  # as iotest 261 does: entries of older writers
+    shutil.copy(str(ours), str(ref))
+    run([qemu_img, "amend", "-o", "compat=1.1", str(ref)])
+    amend_image(str(ours), {"compat": "1.1"})
+    _check_clean(qemu_img, ours)
+    tables = []
+    for p in (ours, ref):
+        with open_image(str(p), "qcow2") as dev:
+            tables.append([(s.name, bytes(s.extra)) for s in dev.snapshots])
+    assert tables[0] == tables[1]
+    assert [len(extra) for _n, extra in tables[0]] == [24, 24]
+    assert all(extra[16:] == b"\xff" * 8 for _n, extra in tables[0])
+
+
+def _shorten_extra_data(path, sizes):
+    """Rewrite a v2 image's snapshot table in place with entry i's extra data cut to sizes[i]."""
+    import struct
+    with open(str(path), "r+b") as f:
+        head = f.read(72)
+        nb, off = struct.unpack(">IQ", head[60:72])
+        f.seek(off)
+        raw = f.read(1 << 16)
+        pos, out = 0, b""
+        for i in range(nb):
+            fields = list(struct.unpack(">QIHHIIQII", raw[pos:pos + 40]))
+            id_len, name_len, extra_len = fields[2], fields[3], fields[8]
+            extra = raw[pos + 40:pos + 40 + extra_len][:sizes[i]]
+            rest = raw[pos + 40 + extra_len:pos + 40 + extra_len + id_len + name_len]
+            fields[8] = len(extra)
+            entry = struct.pack(">QIHHIIQII", *fields) + extra + rest
+            out += entry + bytes(-len(entry) % 8)
+            pos += (40 + extra_len + id_len + name_len + 7) & ~7
+        f.seek(off)
+        f.write(out + bytes(pos - len(out)))

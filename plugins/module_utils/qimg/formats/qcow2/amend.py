@@ -319,8 +319,10 @@ def _snapshot_table_bytes(img):
     out = bytearray()
     for s in img.snapshots:
         extra = bytes(s.extra)
-        if len(extra) < 16:
-            extra = struct.pack(">QQ", s.vm_state_size, s.disk_size) + extra[16:]
+        # as QEMU's qcow2_write_snapshots(): every entry gets the 24 bytes it knows (vm state size,
+        # disk size, icount: -1 when absent), then the unknown extra data as it was
+        icount = extra[16:24] if len(extra) >= 24 else b"\xff" * 8
+        extra = struct.pack(">QQ", s.vm_state_size, s.disk_size) + icount + extra[24:]
         sid = s.id.encode("utf-8")
         name = s.name.encode("utf-8")
         out += SNAPSHOT_HEADER.pack(s.l1_table_offset, s.l1_size, len(sid), len(name), s.date_sec, s.date_nsec,
