@@ -95,7 +95,11 @@ def run(argv, ctx):
     from ..ops import create as ops_create
     if options is not None and any(i in ("help", "?") for i in split_opt_list(options)):
         if out_fmt not in ops_create.CREATE_OPTIONS:  # (with --target-image-opts, -n already refused -o)
-            raise CommandError("Unknown file format '%s'" % out_fmt)
+            from ..errors import QimgError
+            try:
+                ops_create.check_create_format(out_fmt)
+            except QimgError as err:
+                raise CommandError(err.message)
         ctx.out(format_option_help(out_fmt, ops_create.CREATE_OPTIONS[out_fmt], out_filename))
         return 0
     if len(args) < 2:

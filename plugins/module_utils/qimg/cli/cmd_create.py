@@ -48,8 +48,7 @@ def run(argv, ctx):
     filename = args[0] if args else None
     if options is not None and any(i in ("help", "?") for i in split_opt_list(options)):
         from ..ops import create as ops_create
-        if fmt not in ops_create.CREATE_OPTIONS:
-            raise CommandError("Unknown file format '%s'" % fmt)
+        _check_format(ops_create, fmt)
         ctx.out(format_option_help(fmt, ops_create.CREATE_OPTIONS[fmt], filename))
         return 0
     if not args:
@@ -60,6 +59,11 @@ def run(argv, ctx):
     if len(args) > 2:
         raise UsageError("Unexpected argument: %s" % args[2])
     from ..ops import create as ops_create
+    if fmt not in ops_create.CREATE_OPTIONS:  # qemu looks the driver up before the file name
+        try:
+            _check_format(ops_create, fmt)
+        except CommandError as err:
+            _reraise_with_prefix(err, filename)
     try:
         # the single place the new image's name reaches the engine
         path = image_name(filename, "create")
@@ -73,6 +77,14 @@ def run(argv, ctx):
     except Exception as err:
         _reraise_with_prefix(err, filename)
     return 0
+
+
+def _check_format(ops_create, fmt):
+    from ..errors import QimgError
+    try:
+        ops_create.check_create_format(fmt)
+    except QimgError as err:
+        raise CommandError(err.message)
 
 
 def _reraise_with_prefix(err, filename):

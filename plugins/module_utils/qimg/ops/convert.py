@@ -744,6 +744,15 @@ def check_backing(dest, backing_file, backing_fmt):
         raise type(err)("Could not open '%s': Could not open backing file: %s" % (dest, message), hint=err.hint)
 
 
+def _bochs(name):
+    """Whether name is a local file with the bochs format's magic (an image QEMU would open)."""
+    try:
+        with open(str(name), "rb") as f:
+            return f.read(32).startswith(b"Bochs Virtual HD Image\0")
+    except (OSError, ValueError):
+        return False
+
+
 def prepare_convert(sources, dest, src_fmt=None, out_fmt="raw", options=None, compress=False,
                     backing_file=None, backing_fmt=None, snapshot=None, target_exists=False,
                     target_is_zero=False, bitmaps=False, cache="unsafe", force_share=False, inspect=None,
@@ -755,14 +764,17 @@ def prepare_convert(sources, dest, src_fmt=None, out_fmt="raw", options=None, co
     without converting. ``inspect(devs)``, when given, is called with the open sources (progress
     planning, with the typed target options). Raises QimgError subclasses with qemu-img's messages.
     """
-    from .create import CREATE_OPTIONS, parse_option_string
+    from .create import NO_CREATE_DRIVERS, check_create_format, parse_option_string
+    if not target_exists and out_fmt in NO_CREATE_DRIVERS and src_fmt == "bochs" and all(map(_bochs, sources)):
+        # qemu-img opens the sources first, then refuses the output format: with sources in a
+        # format only QEMU reads, that refusal is what it prints
+        check_create_format(out_fmt)
     devs = open_sources(sources, src_fmt, force_share, snapshot, cache_mode(src_cache, source=True))
     try:
         total = sum((d.size + 511) // 512 * 512 for d in devs)
         optdict, typed = {}, {}
         if not target_exists:
-            if out_fmt not in CREATE_OPTIONS:
-                raise InvalidArgument("Unknown file format '%s'" % out_fmt)
+            check_create_format(out_fmt)
             optdict = parse_option_string(options) if options is not None else {}
             optdict.pop("size", None)       # qemu-img sets the size from the sources
             typed = normalize_options(out_fmt, None, optdict)

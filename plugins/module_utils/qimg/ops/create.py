@@ -143,6 +143,23 @@ def _typed(name, typ, value):
     return str(value)
 
 
+# QEMU 7.2's drivers that qemu-img knows but that cannot create images (no create options):
+# create, convert and measure name them in their refusal instead of "Unknown file format"
+NO_CREATE_DRIVERS = ("blkdebug", "blklogwrites", "blkverify", "bochs", "cloop", "compress", "copy-before-write",
+                     "copy-on-read", "dmg", "null-aio", "null-co", "preallocate", "quorum", "replication",
+                     "snapshot-access", "throttle", "vvfat")
+
+
+def check_create_format(fmt):
+    """qemu-img's refusal of an output format it cannot create images in (bdrv_find_format(), then
+    the driver's create_opts), or nothing for the formats we create."""
+    if fmt in CREATE_OPTIONS:
+        return
+    if fmt in NO_CREATE_DRIVERS:
+        raise UnsupportedFeature("Format driver '%s' does not support image creation" % fmt)
+    raise InvalidArgument("Unknown file format '%s'" % fmt)
+
+
 def _given(fmt, size, options, backing_file, backing_fmt):
     """[(name, value as given, typed value)] for the options given, without None values."""
     if fmt not in FORMATS:
@@ -303,8 +320,7 @@ def plan_create(filename, fmt, size=None, options=None, backing_file=None, backi
     known yet), "types": {option: qemu type}}. Raises QimgError subclasses. typed_backing: the
     backing name is the user's own (-b on the command line): json: and protocol names are opened.
     """
-    if fmt not in CREATE_OPTIONS:
-        raise InvalidArgument("Unknown file format '%s'" % fmt)
+    check_create_format(fmt)
     optdict = parse_option_string(options) if options is not None else {}
     if size is not None and optdict.get("size") is not None:
         raise InvalidArgument("The image size must be specified only once")
