@@ -148,8 +148,8 @@ def main():
     print("| " + " | ".join(header) + " |")
     print("|" + "|".join("---" for dummy in header) + "|")
     for name, a, b, ratio, best, best_t, rss, rss_t in rows:
-        print("| %s | %.2f | %s | %s | %.2f | %s | %.0f | %s |" % (name, a, fmt(b), fmt(ratio), best, fmt(best_t),
-                                                                 rss, fmt(rss_t, "%.0f")))
+        cells = (name, a, fmt(b), fmt(ratio), best, fmt(best_t), rss, fmt(rss_t, "%.0f"))
+        print("| %s | %.2f | %s | %s | %.2f | %s | %.0f | %s |" % cells)
     for note in notes:
         print(note)
 

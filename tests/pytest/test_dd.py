@@ -210,3 +210,40 @@ def test_dd_help_and_syntax(as_qemu_img):
     assert "  dd [--image-opts] [-U] [-f fmt] [-O output_fmt] [bs=block_size] [count=blocks] [skip=blocks] " \
            "if=input of=output\n" in out
     assert "  'skip=N' skip N bs-sized blocks at the start of input\n" in out
+
+
+def test_dd_read_error_keeps_old_output(qemu_img, as_qemu_img, images, tmp_path):
+    """A read error of the input: qemu-img's message and exit code; an existing output is untouched
+    (qemu-img leaves it truncated and half written)."""
+    d_q, d_o = workdirs(images, tmp_path)
+    for d in (d_q, d_o):
+        with open(os.path.join(d, "bd.conf"), "w") as f:
+            f.write('[inject-error]\nevent = "read_aio"\nerrno = "5"\n')
+    with open(os.path.join(d_o, "out"), "wb") as f:
+        f.write(b"old content")
+    args = ["dd", "-f", "qcow2", "if=blkdebug:bd.conf:a.qcow2", "of=out"]
+    want = run([qemu_img] + args, check=False, cwd=d_q)
+    got = as_qemu_img(*args, cwd=d_o)
+    assert (got.returncode, got.stderr) == (want.returncode, want.stderr) == (
+        1, "qemu-img: error while reading from input image file: Input/output error\n")
+    with open(os.path.join(d_o, "out"), "rb") as f:
+        assert f.read() == b"old content"
+    assert sorted(os.listdir(d_o)) == sorted(os.listdir(images) + ["bd.conf", "out"])
+
+
+def test_dd_encrypted_input(qemu_img, tmp_path):
+    from crypto_helpers import qemu_retry, secret_obj
+    path = str(tmp_path / "enc.qcow2")
+    obj = secret_obj("dd-pw")
+    qemu_retry([qemu_img, "create", "-q", "-f", "qcow2", "--object", obj, "-o",
+                "encrypt.format=luks,encrypt.key-secret=s0,encrypt.iter-time=10", path, "1M"])
+    spec = "driver=qcow2,file.filename=%s,encrypt.key-secret=s0" % path
+    run(["qemu-io", "--object", obj, "--image-opts", spec, "-c", "write -P 3 1000 70000"])
+    d_q, d_o = str(tmp_path / "q"), str(tmp_path / "o")
+    os.mkdir(d_q)
+    os.mkdir(d_o)
+    args = ["dd", "--object", obj, "--image-opts", "bs=1000", "skip=1", "count=100", "if=" + spec, "of=out"]
+    run([qemu_img] + args, cwd=d_q)
+    from conftest import qimg
+    qimg(*args, cwd=d_o)
+    assert_same_output(d_q, d_o)
