@@ -39,6 +39,7 @@ COMMANDS = {
     "amend": "cmd_amend",
     "rebase": "cmd_rebase",
     "commit": "cmd_commit",
+    "bitmap": "cmd_bitmap",
 }
 
 # Names this package re-exports from its modules (the pre-package ``qimg.cli`` API), loaded on
