@@ -411,14 +411,8 @@ class BitmapStore(object):
 
     # ---------------------------------------------------------------- storing
     def needs_store(self):
-        if self.dir_changed or self.removed:
-            return True
-        for b in self.bitmaps:
-            if b.inconsistent:
-                continue
-            if b.changed or b.size != self.img.size or b.entry.flags != (FLAG_AUTO if b.enabled else 0):
-                return True
-        return False
+        # QEMU stores whenever it holds a bitmap it loaded as consistent (or removed one)
+        return bool(self.dir_changed or self.removed or any(not b.inconsistent for b in self.bitmaps))
 
     def store(self):
         """Write the bitmaps back (see the module docstring for the order)."""
@@ -438,31 +432,29 @@ class BitmapStore(object):
             if b.size != img.size:
                 b.truncate(img.size)
             flags = FLAG_AUTO if b.enabled else 0
-            if not b.changed:
-                e = b.entry
-                entries.append((b, e.table_offset, e.table_size, flags))
-                continue
+            # as QEMU's store_bitmap(): every bitmap it loaded goes to fresh clusters, data first
+            # (the set clusters only), then its table
             b.load()
-            b.spill()
-            table = b.table
+            table = self._write_data(b)
             raw = array.array("Q", table)
             if _LITTLE:
                 raw.byteswap()
             raw = raw.tobytes()
-            nclusters = _div_up(len(raw), cs)
-            toff = rc.alloc(nclusters)
+            toff = rc.alloc(_div_up(len(raw), cs))
             rc.flush()
             img.check_metadata_write(toff, len(raw), "bitmap table")
-            img._pwrite(toff, raw + bytes(nclusters * cs - len(raw)))
+            img._pwrite(toff, raw)
             entries.append((b, toff, len(table), flags))
+            kept = set(v & TABLE_OFFSET for v in table)
             if b.entry is not None:
                 e = b.entry
                 frees.append((e.table_offset, _div_up(e.table_size * 8, cs)))
-                kept = set(v & TABLE_OFFSET for v in table)
                 for v in b.orig_table:
                     off = v & TABLE_OFFSET
                     if off and off not in kept:
                         frees.append((off, 1))
+            frees.extend((off, 1) for off in b.own if off not in kept)
+            b.own = kept
         for b in self.removed:
             e = b.entry
             if b.table is None:
@@ -487,7 +479,7 @@ class BitmapStore(object):
             doff = rc.alloc(dclusters)
             rc.flush()
             img.check_metadata_write(doff, len(directory), "bitmap directory")
-            img._pwrite(doff, bytes(directory) + bytes(dclusters * cs - len(directory)))
+            img._pwrite(doff, bytes(directory))
             new_ext = (len(entries), len(directory), doff)
         else:
             new_ext = None
@@ -515,6 +507,27 @@ class BitmapStore(object):
         img.sync()
         img.metadata_changed()
         self._reload()
+
+    def _write_data(self, b):
+        """The bitmap's set clusters in clusters of this session's own; returns the new table."""
+        img, rc = self.img, self.img.refcounts
+        table = array.array("Q", bytes(8 * len(b.table)))
+        for i in range(len(b.table)):
+            data = b.chunk(i)
+            if data is None or not any(data):
+                continue
+            off = b.table[i] & TABLE_OFFSET
+            if off not in b.own:
+                off = rc.alloc(1)
+                rc.flush()
+                b.own.add(off)
+            elif i not in b.chunks:
+                table[i] = off      # written early already
+                continue
+            img.check_metadata_write(off, self.cs, "bitmap data")
+            img._pwrite(off, bytes(data))
+            table[i] = off
+        return table
 
     def _raw_table(self, e):
         img = self.img
@@ -567,6 +580,17 @@ def copy_bitmaps(src, dst, skip_broken=False, warn=None):
             new.merge_from(b)
         except BitmapError as e:
             raise BitmapError("Failed to populate bitmap %s: %s" % (b.name, e.message), hint=e.hint)
+
+
+def copy_bitmaps_to_node(src, node, filename, data_node=None, skip_broken=False, warn=None):
+    """convert --bitmaps into the qcow2 image just written on node (the caller keeps the node)."""
+    from .driver import Qcow2Image
+    img = Qcow2Image(filename, node, read_only=False, data_file=data_node, open_data_file=data_node is not None)
+    try:
+        copy_bitmaps(src, img, skip_broken, warn)
+        bitmap_store(img).store()
+    finally:
+        img.file = None
 
 
 def check_copyable(src, skip_broken=False):
