@@ -582,6 +582,11 @@ def copy_bitmaps(src, dst, skip_broken=False, warn=None):
             raise BitmapError("Failed to populate bitmap %s: %s" % (b.name, e.message), hint=e.hint)
 
 
+def check_resize_bitmaps(img):
+    """qcow2_co_truncate()'s bitmap check; the bitmaps are truncated when they are stored."""
+    bitmap_store(img).check_truncate()
+
+
 def copy_bitmaps_to_node(src, node, filename, data_node=None, skip_broken=False, warn=None):
     """convert --bitmaps into the qcow2 image just written on node (the caller keeps the node)."""
     from .driver import Qcow2Image
