@@ -79,6 +79,31 @@ def bitmap_list(dev, counts=True):
     return out
 
 
+def has_bits(dev, name):
+    """Whether the bitmap has bits set (True for an inconsistent one: using it is refused)."""
+    store = _store_of(dev)
+    if store is None:
+        raise _not_found(name)
+    b = store.lookup(name)
+    return b.inconsistent or b.has_bits()
+
+
+def merge_needed(dev, name, source, src_name):
+    """Whether merging source's bitmap src_name into dev's bitmap name would set new bits (the
+    lookups and checks of the merge itself fail as they would)."""
+    store = _store_of(dev)
+    src_store = _store_of(source)
+    if store is None:
+        raise _not_found(name)
+    dst = store.lookup(name)
+    if src_store is None:
+        raise _not_found(src_name)
+    src = src_store.lookup(src_name)
+    if dst.inconsistent or src.inconsistent:
+        return True     # the merge reports it
+    return not dst.contains(src)
+
+
 def run_actions(dev, name, actions, granularity=None, source=None):
     """Run (action, argument) pairs on the open, writable image dev, qemu-img bitmap's way; the
     bitmaps go to the file when dev closes. source: the open image --merge reads from (default dev)."""

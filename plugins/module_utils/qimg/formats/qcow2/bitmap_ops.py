@@ -215,6 +215,31 @@ class LiveBitmap(object):
                 b = min(b, n - 1)
                 yield (i * per + a) << g, min(self.size, (i * per + b + 1) << g)
 
+    def covers(self, start, end):
+        """Whether every bit for guest bytes [start, end) is set."""
+        end = min(end, self.size)
+        if start >= end:
+            return True
+        g = self.granularity_bits
+        first, last = start >> g, (end - 1) >> g
+        per = self.chunk_bits()
+        while first <= last:
+            i = first // per
+            stop = min(last, (i + 1) * per - 1)
+            data = self.chunk(i)
+            if data is None:
+                return False
+            value = int.from_bytes(bytes(data), "little") >> (first - i * per)
+            n = stop - first + 1
+            if value & ((1 << n) - 1) != (1 << n) - 1:
+                return False
+            first = stop + 1
+        return True
+
+    def contains(self, other):
+        """Whether merging other in would set no new bit."""
+        return all(self.covers(a, b) for a, b in other.dirty_ranges())
+
     def has_bits(self):
         for _ in self.dirty_ranges():
             return True
@@ -324,7 +349,8 @@ class BitmapStore(object):
         return b
 
     def maybe_spill(self):
-        if self.cached * self.cs > CACHE_BYTES:
+        # (an image open read-only keeps its changes in memory: they are never stored)
+        if self.cached * self.cs > CACHE_BYTES and not self.img.read_only:
             for b in self.bitmaps:
                 if b.chunks:
                     b.spill()
