@@ -64,8 +64,8 @@ def plan(dev, params, open_source):
             return [], listed
         return [(None, [("remove", None)])], [b for b in listed if b["name"] != name]
     if dev.format_name != "qcow2":
-        raise TaskError("%s is a %s image: only qcow2 images have persistent bitmaps" % (params["path"],
-                                                                                      dev.format_name))
+        raise TaskError("%s is a %s image: only qcow2 images have persistent bitmaps"
+                        % (params["path"], dev.format_name))
     gran = _granularity(params)
     steps = []
 

@@ -210,12 +210,20 @@ WRITES = ["write 100k 3k", "write -z 5M 1M", "discard 8M 64k", "write 9M 1536k",
           "write 0 512"]
 
 
+def _n(text):
+    """qemu-io's sizes: 100k, 5M or plain bytes."""
+    if text[-1] in "kM":
+        return int(text[:-1]) * (1024 if text[-1] == "k" else MiB)
+    return int(text)
+
+
 def _engine_writes(path, commands):
+    """qemu-io's write/write -z/discard commands through the engine."""
     from qimg.image import open_image
+    n = _n
     with open_image(str(path), read_only=False) as dev:
         for c in commands:
             parts = c.split()
-            n = lambda t: int(t[:-1]) * (1024 if t[-1] == "k" else MiB) if t[-1] in "kM" else int(t)  # noqa: E731
             if parts[0] == "discard":
                 dev.discard(n(parts[1]), n(parts[2]))
             elif parts[1] == "-z":
@@ -462,4 +470,3 @@ def test_hostile_bitmap_table_entry(tmp_path):
     assert got.returncode == 1
     assert "Could not read bitmap_table table from image for bitmap 'b0'" in got.stderr
     assert "Traceback" not in got.stderr
-

@@ -634,4 +634,3 @@ def check_copyable(src, skip_broken=False):
         if b.inconsistent:
             raise BitmapError("Cannot copy inconsistent bitmap '%s'" % b.name,
                               hint=["Try --skip-broken-bitmaps, or use 'qemu-img bitmap --remove' to delete it"])
-

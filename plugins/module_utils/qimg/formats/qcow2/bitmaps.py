@@ -24,6 +24,7 @@ FLAG_AUTO = 1 << 1
 FLAG_EXTRA_DATA_COMPATIBLE = 1 << 2
 MAX_BITMAPS = 65535
 MAX_DIR_BYTES = 64 * 1024 * 1024
+MAX_PHYS_BYTES = 512 * 1024 * 1024  # QEMU's BME_MAX_PHYS_SIZE: a table covers at most this much data
 
 
 class Bitmap(object):
@@ -72,7 +73,8 @@ def read_bitmaps(img):
         bits = -(-img.size // (1 << b.granularity_bits))
         needed = -(-bits // (8 * img.cluster_size))
         # QEMU checks the size of consistent bitmaps only: an in-use one may predate a resize
-        bad_size = b.table_size != needed if not b.inconsistent else not 0 < b.table_size <= 0x8000000
+        bad_size = (b.table_size != needed if not b.inconsistent else
+                    not 0 < b.table_size * img.cluster_size <= MAX_PHYS_BYTES)
         if bad_size or b.table_offset % img.cluster_size:
             raise corrupt("Bitmap '%s' has an invalid bitmap table" % b.name)
         if b.table_offset + b.table_size * 8 > BDRV_MAX_LENGTH:
