@@ -41,6 +41,7 @@ COMMANDS = {
     "commit": "cmd_commit",
     "dd": "cmd_dd",
     "checksum": "cmd_checksum",
+    "bitmap": "cmd_bitmap",
 }
 
 # Names this package re-exports from its modules (the pre-package ``qimg.cli`` API), loaded on

@@ -149,7 +149,8 @@ def _convert(ctx, sources, out_filename, fmt, out_fmt, base, base_fmt, options, 
         sources, out_filename, src_fmt=fmt, out_fmt=out_fmt, options=options, compress="c" in flags,
         backing_file=base, backing_fmt=base_fmt, snapshot=snapshot, target_exists="n" in flags,
         target_is_zero="target-is-zero" in flags, bitmaps="bitmaps" in flags, cache=cache,
-        force_share="U" in flags, inspect=inspect, src_cache=src_cache)
+        force_share="U" in flags, inspect=inspect, src_cache=src_cache,
+        skip_broken_bitmaps="skip-broken-bitmaps" in flags)
     if plan["skip"]:
         ctx.err("%s: %s\n" % (ctx.prog, plan["skip"]))
         return 0
@@ -159,7 +160,8 @@ def _convert(ctx, sources, out_filename, fmt, out_fmt, base, base_fmt, options, 
                             backing_file=base, backing_fmt=base_fmt, target_exists="n" in flags,
                             target_is_zero="target-is-zero" in flags, progress=printer.get("report"),
                             force_share="U" in flags, cache=cache, src_cache=src_cache, warn=ctx.warn,
-                            salvage=_salvage_warning(ctx, flags), tuning=tuning)
+                            salvage=_salvage_warning(ctx, flags), tuning=tuning, bitmaps="bitmaps" in flags,
+                            skip_broken_bitmaps="skip-broken-bitmaps" in flags)
     except QimgError as err:
         if err.message == "Output image is too small":
             raise CommandError("output file is smaller than input file")

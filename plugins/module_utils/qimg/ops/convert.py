@@ -561,10 +561,19 @@ def _write_into(dev, chunks, target_is_zero, progress):
         progress(pos + n)
 
 
+def _copy_bitmaps_into(src, target, skip_broken, warn):
+    """-n --bitmaps: the target must be able to hold them (qcow2 v3)."""
+    if target.format_name != "qcow2" or target.header.version < 3:
+        raise UnsupportedFeature("Format driver '%s' does not support bitmaps" % target.format_name)
+    from ..formats.qcow2.bitmap_ops import copy_bitmaps
+    copy_bitmaps(src, target, skip_broken, warn)
+
+
 def convert(sources, dest, src_fmt=None, out_fmt="raw", options=None, compress=False,
             sparse_size=4096, snapshot=None, backing_file=None, backing_fmt=None,
             target_exists=False, target_is_zero=False, progress=None, force_share=False,
-            allow_unsafe_backing=False, cache=None, src_cache=None, warn=None, salvage=None, tuning=None):
+            allow_unsafe_backing=False, cache=None, src_cache=None, warn=None, salvage=None, tuning=None,
+            bitmaps=False, skip_broken_bitmaps=False):
     """Convert sources (concatenated) into dest. Returns {"virtual-size": n}.
 
     tuning: a Tuning (qemu-img's -m, -W, -C, -r), default none of them.
@@ -572,7 +581,9 @@ def convert(sources, dest, src_fmt=None, out_fmt="raw", options=None, compress=F
     cache: the output's cache mode (qemu-img's `-t`, default unsafe: nothing is synced);
     src_cache: the sources' (`-T`, default writeback). warn(message) gets qemu's warnings.
     salvage: a callable taking a warning (qemu-img --salvage): block status and read errors of the
-    sources are warned about and the unreadable sectors written as zeros."""
+    sources are warned about and the unreadable sectors written as zeros.
+    bitmaps: copy the persistent bitmaps of the (single, qcow2) source after the data (--bitmaps);
+    skip_broken_bitmaps: leave out, with a warning, the inconsistent ones instead of failing."""
     mode = cache_mode(cache, default=CONVERT_CACHE)
     src_mode = cache_mode(src_cache, source=True)
     if not sources:
@@ -620,6 +631,8 @@ def convert(sources, dest, src_fmt=None, out_fmt="raw", options=None, compress=F
                 if target.size < total:
                     raise InvalidArgument("Output image is too small")
                 _write_into(target, chunks, target_is_zero, report)
+                if bitmaps:
+                    _copy_bitmaps_into(devs[0], target, skip_broken_bitmaps, warn)
             return {"virtual-size": total}
         if "size" in opts and opts["size"] != total:
             raise InvalidArgument("Invalid parameter 'size'")
@@ -666,6 +679,9 @@ def convert(sources, dest, src_fmt=None, out_fmt="raw", options=None, compress=F
                     writer.abort()
                     raise
                 writer.finish()
+                if bitmaps:
+                    from ..formats.qcow2.bitmap_ops import copy_bitmaps_to_node
+                    copy_bitmaps_to_node(devs[0], node, dest, data_node, skip_broken_bitmaps, warn)
             atomic_output(dest, build_qcow2, cache=mode, warn=warn, **hints)
         finally:
             if backing is not None:
@@ -759,7 +775,7 @@ def _bochs(name):
 def prepare_convert(sources, dest, src_fmt=None, out_fmt="raw", options=None, compress=False,
                     backing_file=None, backing_fmt=None, snapshot=None, target_exists=False,
                     target_is_zero=False, bitmaps=False, cache="unsafe", force_share=False, inspect=None,
-                    src_cache=None):
+                    src_cache=None, skip_broken_bitmaps=False):
     """Run qemu-img convert's checks in its order, with the sources open; nothing is written.
 
     ``options`` is the ``-o`` text. Returns {"options": dict for convert(), "typed": typed target
@@ -805,15 +821,16 @@ def prepare_convert(sources, dest, src_fmt=None, out_fmt="raw", options=None, co
             raise InvalidArgument("Copying bitmaps only possible with single source")
         if bitmaps and devs[0].format_name != "qcow2":
             raise UnsupportedFeature("Source lacks bitmap support")
+        if bitmaps:
+            from ..formats.qcow2.bitmap_ops import check_copyable
+            check_copyable(devs[0], skip_broken_bitmaps)
         if not target_exists and out_fmt == "qcow2":
             check_qcow2_target(dest, total, typed, backing, backing_fmt)
         cache_mode(cache, default=CONVERT_CACHE)  # "Invalid cache option: X"
         if backing and not target_exists:
             check_backing(dest, backing, backing_fmt or optdict.get("backing_fmt"))
-        if bitmaps:
-            if target_exists or out_fmt != "qcow2":
-                raise UnsupportedFeature("Format driver '%s' does not support bitmaps" % out_fmt)
-            raise UnsupportedFeature("--bitmaps is not supported yet")
+        if bitmaps and not target_exists and (out_fmt != "qcow2" or typed.get("compat", "1.1") in ("0.10", "v2")):
+            raise UnsupportedFeature("Format driver '%s' does not support bitmaps" % out_fmt)
         if inspect is not None:
             inspect(devs, typed)
         return plan

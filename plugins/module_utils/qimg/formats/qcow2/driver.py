@@ -126,6 +126,7 @@ class Qcow2Image(BlockDevice):
         if h.autoclear_features & hdr.AUTOCLEAR_BITMAPS:
             from .bitmaps import read_bitmaps
             self.bitmaps = read_bitmaps(self)
+        self.bitmap_store = None  # the bitmaps in memory (bitmap_ops.BitmapStore), once loaded
         self.l2_cache = {}  # offset -> table, least recently used first
         self.l2_dirty = {}  # offset -> table: modified tables stay reachable even if evicted
         self.pending_decrefs = []
@@ -554,6 +555,11 @@ class Qcow2Image(BlockDevice):
             from .bitmaps import mark_in_use
             mark_in_use(self, self.bitmaps)
             self.sync()
+            if self.bitmap_store is None:
+                # QEMU's rule for an image opened read-write: the consistent bitmaps are loaded,
+                # guest writes set their bits, and close stores them back (bitmap_ops.py)
+                from .bitmap_ops import bitmap_store
+                bitmap_store(self)
         self.prepared_for_write = True
         self.written = True
 
@@ -664,6 +670,12 @@ class Qcow2Image(BlockDevice):
                 pos += n
         finally:
             self._commit_metadata()
+            self._mark_dirty(offset, len(view))
+
+    def _mark_dirty(self, offset, length):
+        """The guest range a write, zero-write or discard asked for goes into the enabled bitmaps."""
+        if self.bitmap_store is not None:
+            self.bitmap_store.mark(offset, length)
 
     def _write_cluster(self, gc, in_off, chunk):
         cs = self.cluster_size
@@ -776,6 +788,7 @@ class Qcow2Image(BlockDevice):
                 pos += n
         finally:
             self._commit_metadata()
+            self._mark_dirty(offset, length)
 
     def _zero_cluster(self, gc, in_off, n, full):
         """Zero by metadata where the format allows; False means: write zero data instead."""
@@ -852,6 +865,7 @@ class Qcow2Image(BlockDevice):
                 self._release(e)
         finally:
             self._commit_metadata()
+            self._mark_dirty(offset, length)
         for a, b in punch:  # QEMU passes the discard on to the data file
             self.data_file.punch(a, b - a)
 
@@ -867,6 +881,8 @@ class Qcow2Image(BlockDevice):
             if self.written and not self.read_only:
                 self._commit_metadata()
                 self.sync()
+            if self.bitmap_store is not None and not self.read_only:
+                self.bitmap_store.store()
         finally:
             try:
                 self._close_data_file()

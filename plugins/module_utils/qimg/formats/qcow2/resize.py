@@ -48,8 +48,9 @@ def check_resize(img, new_size, preallocation="off"):
         raise UnsupportedFeature("Resizing qcow2 images with an external data file is not supported yet")
     if img.snapshots and img.header.version < 3:
         raise UnsupportedFeature("Can't resize a v2 image which has snapshots")
-    if img.bitmaps or img.header.bitmaps_ext is not None:
-        raise UnsupportedFeature("Cannot resize qcow2 with persistent bitmaps: dirty bitmaps are not resized yet")
+    if img.bitmaps:
+        from .bitmap_ops import check_resize_bitmaps  # the bitmaps follow the new size when they are stored
+        check_resize_bitmaps(img)
     if new_size < img.size and preallocation != "off":
         raise InvalidArgument("Preallocation can't be used for shrinking an image")
     if new_size > img.size:
