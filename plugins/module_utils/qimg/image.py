@@ -389,8 +389,10 @@ def _open_backing_chain(top, filename, force_share, allow_unsafe_backing, cache=
                                     % (label, path, e.strerror))
             key = (bst.st_dev, bst.st_ino)
             if key in seen:
-                raise UnsafeImage("Could not open backing file '%s' of '%s': the backing chain has a loop"
+                err = UnsafeImage("Could not open backing file '%s' of '%s': the backing chain has a loop"
                                   % (path, dev.filename))
+                err.loop_path = path   # qemu-img info --backing-chain names it ("creates an infinite loop")
+                raise err
             seen.add(key)
             backing = open_single(path, bfmt, True, force_share, open_data_file=open_data_file, cache=cache,
                                   secrets=secrets, key_secret=key_secret)

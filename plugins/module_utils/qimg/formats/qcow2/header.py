@@ -260,7 +260,8 @@ def _parse_extensions(h, buf, corrupt):
             raise corrupt("ext_len too large")
         data = bytes(buf[off:off + ext_len])
         off += (ext_len + 7) & ~7
-        if ext_type in seen and ext_type != 0:
+        # QEMU keeps the last backing format extension (old qemu-img rebase could add a second one)
+        if ext_type in seen and ext_type not in (0, EXT_BACKING_FORMAT):
             raise corrupt("Duplicate header extension 0x%08x" % ext_type)
         seen.add(ext_type)
         if ext_type == EXT_BACKING_FORMAT:
@@ -334,6 +335,8 @@ def header_cluster_bytes(h, cluster_size):
     name = h.backing_file.encode("utf-8", "surrogateescape") if h.backing_file is not None else b""
     if len(name) > MAX_BACKING_NAME:
         raise ImageCorrupt("Backing file name too long")
+    if not name:
+        h.backing_file_offset = h.backing_file_size = 0   # before serializing: no stale name offset
     table = h.feature_table
     for attempt in (table, []):
         h.feature_table = attempt
@@ -346,7 +349,5 @@ def header_cluster_bytes(h, cluster_size):
     if name:
         h.backing_file_offset, h.backing_file_size = len(raw), len(name)
         raw = serialize(h)
-    else:
-        h.backing_file_offset = h.backing_file_size = 0
     h.feature_table = table
     return raw + name
