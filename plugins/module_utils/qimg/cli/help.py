@@ -34,6 +34,8 @@ COMMAND_SYNTAX = [
     "-b backing_file [-F backing_fmt] filename",
     "commit [--object objectdef] [--image-opts] [-q] [-f fmt] [-t cache] [-b base] [-r rate_limit] [-d] [-p] "
     "filename",
+    "dd [--image-opts] [-U] [-f fmt] [-O output_fmt] [bs=block_size] [count=blocks] [skip=blocks] if=input of=output",
+    "checksum [--object objectdef] [--image-opts] [-f fmt] [-U] [-p] [-a algorithm] filename",
 ]
 
 
@@ -105,6 +107,17 @@ def help_text(prog):
         "  '-C' (copy offloading), '-m', '-W' and '-r' are accepted and validated\n"
         "       like qemu-img's; they have no effect\n"
         "  '--bitmaps' copies all top-level persistent bitmaps to destination (not supported yet)\n"
+        "\n"
+        "Parameters to dd subcommand:\n"
+        "  'bs=BYTES' read and write up to BYTES bytes at a time (default: 512)\n"
+        "  'count=N' copy only N input blocks\n"
+        "  'if=FILE' read from FILE\n"
+        "  'of=FILE' write to FILE\n"
+        "  'skip=N' skip N bs-sized blocks at the start of input\n"
+        "\n"
+        "Parameters to checksum subcommand (qimg extension):\n"
+        "  '-a' the hash algorithm (default sha256; any of Python's hashlib): the digest is blksum's\n"
+        "       block hash of the guest-visible content, the same for every format and chain\n"
         "\n"
         "Parameters to compare subcommand:\n"
         "  '-f' first image format\n"

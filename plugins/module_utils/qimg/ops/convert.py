@@ -27,7 +27,7 @@ from ..errors import BlockIOError, ImageInUse, ImageNotFound, InvalidArgument, U
 from ..formats.qcow2.compress import ZSTD_NEEDED, compress_cluster, zstd_available
 from ..formats.qcow2.writer import Qcow2StreamWriter
 from ..fileio import BufferPool, zero_view
-from ..image import ChainExtent, chain_block_status, full_backing_path, open_image
+from ..image import BlockDevice, ChainExtent, chain_block_status, full_backing_path, open_image
 from ..util import atomic_output
 from ..protocols.cache import CONVERT_CACHE, cache_mode
 from .create import data_file_options, host_options, normalize_options, with_data_file
@@ -42,6 +42,9 @@ def _open_sources(filenames, fmt, snapshot, force_share, allow_unsafe_backing=Fa
     devs = []
     try:
         for name in filenames:
+            if isinstance(name, BlockDevice):   # already open (dd's input window): convert closes it
+                devs.append(name)
+                continue
             dev = open_image(name, fmt, read_only=True, force_share=force_share,
                              allow_unsafe_backing=allow_unsafe_backing, cache=cache)
             devs.append(dev)

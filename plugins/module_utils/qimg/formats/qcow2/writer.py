@@ -239,8 +239,11 @@ class Qcow2StreamWriter(object):
             self.data.io.wait()  # guest data reaches the data file before the tables mapping it
         self._flush_l2()
         self._align_cursor()
-        l1_off = self._take(max(1, _div_up(h.l1_size * 8, cs)) * cs)
-        self._queue(l1_off, encode_table(self.l1))
+        if h.l1_size:
+            l1_off = self._take(_div_up(h.l1_size * 8, cs) * cs)
+            self._queue(l1_off, encode_table(self.l1))
+        else:
+            l1_off = None           # an empty image: no L1 cluster (it would leak); see below
         self._drain()
         self.io.wait()  # all data and tables are in the file before the refcounts and header
         # refcount structures after everything, covering themselves
@@ -273,7 +276,7 @@ class Qcow2StreamWriter(object):
                 values[j] = v
             self.file.pwrite(rb_off + i * cs, encode_block(values, h.refcount_bits))
         self.file.pwrite(rt_off, bytes(reftable))
-        h.l1_table_offset = l1_off
+        h.l1_table_offset = l1_off if l1_off is not None else rb_off + blocks * cs   # (QEMU: the file's end)
         h.refcount_table_offset = rt_off
         h.refcount_table_clusters = table
         raw = hdr.header_cluster_bytes(h, cs)
