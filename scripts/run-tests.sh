@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Run every test stage, keep going after a failure, then print a summary:
 #   pytest, ansible-test sanity, ansible-test units, ansible-test integration, ansible-lint,
-#   molecule (every scenario under extensions/molecule).
+#   molecule (every scenario under extensions/molecule), docs (antsibull-docs lint of
+#   docs/docsite and of the plugins' and roles' documentation).
 # The last line is "N passed, N failed" (N = test stages); the exit code is
 # non-zero when any stage failed. Run `make setup` (scripts/setup.sh) first.
 #
 # Usage: scripts/run-tests.sh [stage...]   (default: all stages)
-#   stages: pytest sanity units integration lint molecule
+#   stages: pytest sanity units integration lint molecule docs
 set -uo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -65,7 +66,13 @@ stage_molecule() {
     )
 }
 
-all_stages=(pytest sanity units integration lint molecule)
+stage_docs() {
+    # docs/docsite (extra-docs.yml, links.yml, rst/) and the plugins' and roles' documentation,
+    # as the Ansible docsite builds them
+    antsibull-docs lint-collection-docs --plugin-docs .
+}
+
+all_stages=(pytest sanity units integration lint molecule docs)
 if [ "$#" -gt 0 ]; then
     stages=("$@")
 else
