@@ -46,7 +46,7 @@ options:
     description:
       - Also return RV(checksum), a digest of the guest-visible content made with this hash
         algorithm (any name of Python's C(hashlib) with a fixed digest length, such as V(sha256)).
-      - The digest is blkhash's block hash (the one the C(blksum) tool prints): the same content
+      - The digest is blkhash's block hash (the one the C(blksum) tool prints), so the same content
         gives the same value in raw and qcow2, compressed or not, encrypted or through a backing
         chain. Unallocated and zero ranges are not read, but the data is, so this takes time on a
         large image with much data.

@@ -156,6 +156,7 @@ def test_dd_replaces_existing_output(qemu_img, as_qemu_img, images, tmp_path):
     ['of=json:{"file":{"driver":"file","filename":"x"}}', "if=a.qcow2"],
     ["if=a.qcow2", "of=/nonexistent-dir/o"],
     ["if=a.qcow2", "of="],
+    ["if=a.qcow2", "of=."],
     ["if=a.qcow2", "of=a.qcow2"],            # the input's lock refuses the output
     ["-f", "raw", "-f", "qcow2", "if=odd.raw", "of=o"],
     ["-x", "if=a.qcow2", "of=o"],

@@ -26,6 +26,10 @@ What that means exactly, as the reference and the library do it:
   message length in bytes as 8 little-endian bytes (struct "<Q"); an empty message is H(le64(0));
 - an all-zero whole block has the digest H(64 KiB of zeros), computed once.
 
+The message is the guest-visible content, dev.size bytes: as QEMU (and so blksum through qemu-nbd)
+sees a raw file whose size is no multiple of 512, it ends with zeros up to the next 512 bytes
+(blksum reading such a file directly hashes the file's own length).
+
 Ranges that block status reports as zero or unallocated (through the backing chain) are not read:
 their blocks get the precomputed zero-block digest. Data is read one chunk ahead in this thread and
 hashed in a thread pool (hashlib releases the GIL for buffers over 2 KiB).

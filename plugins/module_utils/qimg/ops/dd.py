@@ -20,6 +20,8 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import os
+
 from ..errors import BlockIOError, ImageInUse, InvalidArgument, QimgError, UnsupportedFeature
 from ..image import _PROTOCOLS, DATA, ZERO, BlockDevice, Extent, chain_block_status
 from .convert import convert, open_sources
@@ -128,6 +130,9 @@ def dd(source, dest, src_fmt=None, out_fmt="raw", block_size=512, count=None, sk
         if not dest:
             raise InvalidArgument("%s: error while creating output image: Could not create '': No such file or "
                                   "directory" % shown)
+        if os.path.isdir(dest):     # (renaming over "." would say "Device or resource busy")
+            raise InvalidArgument("%s: error while creating output image: Could not create '%s': Is a directory"
+                                  % (shown, dest))
         in_pos, length, out_size, skip_failed = plan_dd(dev.size, block_size, count, skip)
         out_size = (out_size + 511) // 512 * 512
         try:
