@@ -200,8 +200,11 @@ def test_sigint(tmp_path, big_source, cli, out_fmt):
     dest = out_dir / "dest.img"
     dest.write_bytes(os.urandom(MiB))
     before = file_digest(dest)
+    # the child gets SIGINT's default action back: a test run started in the background (`cmd &`
+    # in a script) ignores SIGINT, and an ignored signal stays ignored across exec
     proc = subprocess.Popen(_child_cmd(big_source, dest, out_fmt, cli=cli, progress=True), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, universal_newlines=True)
+                            stderr=subprocess.PIPE, universal_newlines=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         # the conversion is under way: the engine child says "started", the CLI prints its -p progress
         first = proc.stdout.read(1)
