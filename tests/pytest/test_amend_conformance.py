@@ -325,3 +325,36 @@ def _shorten_extra_data(path, sizes):
             pos += (40 + extra_len + id_len + name_len + 7) & ~7
         f.seek(off)
         f.write(out + bytes(pos - len(out)))
+
+
+# ------------------------------------------------------------------ the encrypt.* extension hook
+def test_amend_extension_hook(qemu_img, tmp_path, monkeypatch):
+    """An option group registered with register_extension gets its options parsed before any
+    write and applied after the upgrade, as one more progress operation; without one, encrypt.*
+    on an unencrypted image is QEMU's refusal."""
+    from qimg.formats.qcow2 import amend as qamend
+    img = tmp_path / "t.qcow2"
+    run([qemu_img, "create", "-q", "-f", "qcow2", "-o", "compat=0.10", str(img), "1M"])
+    with pytest.raises(Exception, match="Can't amend encryption options - encryption not present"):
+        amend_image(str(img), {"encrypt.state": "active"})
+    calls = []
+
+    class Fake(qamend.AmendExtension):
+        def parse(self, dev, name, value, plan):
+            calls.append(("parse", name, value, dev.header.version))
+            plan.extra[name] = value
+
+        def apply(self, dev, plan, force, status):
+            calls.append(("apply", dict(plan.extra), force, dev.header.version))
+            status(0, 1)
+            status(1, 1)
+
+    monkeypatch.setattr(qamend, "EXTENSIONS", {})
+    qamend.register_extension("encrypt.", Fake())
+    seen = []
+    amend_image(str(img), {"encrypt.state": "active", "encrypt.keyslot": "1", "compat": "1.1"}, force=True,
+                progress=seen.append)
+    assert calls == [("parse", "encrypt.keyslot", 1, 2), ("parse", "encrypt.state", "active", 2),
+                     ("apply", {"encrypt.keyslot": 1, "encrypt.state": "active"}, True, 3)]
+    assert seen[-1] == 100.0 and 50.0 in seen  # two operations: the upgrade, then the extension
+    _check_clean(qemu_img, img)
