@@ -325,3 +325,69 @@ def _shorten_extra_data(path, sizes):
             pos += (40 + extra_len + id_len + name_len + 7) & ~7
         f.seek(off)
         f.write(out + bytes(pos - len(out)))
+
+
+# ------------------------------------------------------------------ the encrypt.* extension hook
+def test_amend_extension_hook(qemu_img, tmp_path, monkeypatch):
+    """An option group registered with register_extension gets its options parsed before any
+    write and applied after the upgrade, as one more progress operation; without one, encrypt.*
+    on an unencrypted image is QEMU's refusal."""
+    from qimg.formats.qcow2 import amend as qamend
+    img = tmp_path / "t.qcow2"
+    run([qemu_img, "create", "-q", "-f", "qcow2", "-o", "compat=0.10", str(img), "1M"])
+    with pytest.raises(Exception, match="Can't amend encryption options - encryption not present"):
+        amend_image(str(img), {"encrypt.state": "active"})
+    calls = []
+
+    class Fake(qamend.AmendExtension):
+        def parse(self, dev, name, value, plan):
+            calls.append(("parse", name, value, dev.header.version))
+            plan.extra[name] = value
+
+        def apply(self, dev, plan, force, status):
+            calls.append(("apply", dict(plan.extra), force, dev.header.version))
+            status(0, 1)
+            status(1, 1)
+
+    monkeypatch.setattr(qamend, "EXTENSIONS", {})
+    qamend.register_extension("encrypt.", Fake())
+    seen = []
+    amend_image(str(img), {"encrypt.state": "active", "encrypt.keyslot": "1", "compat": "1.1"}, force=True,
+                progress=seen.append)
+    assert calls == [("parse", "encrypt.keyslot", 1, 2), ("parse", "encrypt.state", "active", 2),
+                     ("apply", {"encrypt.keyslot": 1, "encrypt.state": "active"}, True, 3)]
+    assert seen[-1] == 100.0 and 50.0 in seen  # two operations: the upgrade, then the extension
+    _check_clean(qemu_img, img)
+
+
+@pytest.mark.parametrize("mode", ["falloc", "full", "metadata"])
+def test_grow_unaligned_preallocated_kill_at_every_write(qemu_img, tmp_path, mode):
+    """The relocation of the old end's cluster into the preallocated run, killed at every write:
+    check finds no corruption and the guest sees the old or the new image."""
+    golden, img = tmp_path / "golden.qcow2", tmp_path / "img.qcow2"
+    run([qemu_img, "create", "-q", "-f", "qcow2", "-o", "cluster_size=4096", str(golden), "1000k"])
+    run(["qemu-io", "-c", "write -P 0x61 0 1000k", str(golden)])
+    old_raw, new_raw, got = tmp_path / "old.raw", tmp_path / "new.raw", tmp_path / "got.raw"
+    run([qemu_img, "convert", "-O", "raw", str(golden), str(old_raw)])
+    script = ("import sys; sys.path.insert(0, %r)\nfrom qimg.ops.resize import resize_image\n"
+              "resize_image(sys.argv[1], 1100 * 1024, preallocation=%r)\n"
+              % (os.path.join(ROOT, "plugins", "module_utils"), mode))
+    shutil.copy(str(golden), str(img))
+    run([sys.executable, "-c", script, str(img)])
+    run([qemu_img, "convert", "-O", "raw", str(img), str(new_raw)])
+
+    def prepare():
+        shutil.copy(str(golden), str(img))
+
+    def verify(k):
+        proc = run([qemu_img, "check", "--output=json", str(img)], check=False)
+        if proc.returncode not in (0, 3) or json.loads(proc.stdout).get("corruptions"):
+            return "check exit %d: %s%s" % (proc.returncode, proc.stdout[-400:], proc.stderr[-400:])
+        run([qemu_img, "convert", "-O", "raw", str(img), str(got)])
+        if got.read_bytes() not in (old_raw.read_bytes(), new_raw.read_bytes()):
+            return "content is neither the old nor the new one"
+        return None
+
+    trials, failures = kill_at_every_write(prepare, [sys.executable, "-c", script, str(img)], [img], verify)
+    assert trials > 0
+    assert not failures, failures[:5]

@@ -76,7 +76,7 @@ def amend_image(filename, options, fmt=None, force=False, check_mode=False, on_o
     """Amend an image's options (see docs/engine-api.md).
 
     Returns {"changed", "before", "after"} with the amendable options (compat, lazy_refcounts,
-    refcount_bits, size) before and after. Nothing is written when every value is already there
+    refcount_bits, size, data_file, data_file_raw) before and after. Nothing is written when every value is already there
     (or in check mode).
     """
     opts = parse_amend_options(options)
