@@ -39,7 +39,7 @@ def text_block(rng, size):
     """Compressible text, like the files of a distribution."""
     out, n = [], 0
     while n < size:
-        line = " ".join(rng.choice(WORDS) for _ in range(rng.randint(4, 14))) + "\n"
+        line = " ".join(rng.choice(WORDS) for dummy in range(rng.randint(4, 14))) + "\n"
         out.append(line)
         n += len(line)
     return "".join(out).encode()[:size]
@@ -49,7 +49,7 @@ def cloud_extents(release):
     """(offset, data) pairs of the cloud image of this release."""
     rng = random.Random(1000)
     text = text_block(rng, MIB)
-    extents = [(0, bytes(rng.randrange(256) for _ in range(440)) + bytes(70) + b"\x55\xaa")]
+    extents = [(0, bytes(rng.randrange(256) for dummy in range(440)) + bytes(70) + b"\x55\xaa")]
     # inode-table-like records: small, regular, very compressible (8 MiB at 4 MiB)
     table = b"".join(b"INODE%08d" % i + bytes(18) + (b"%05o" % (i % 32768)) for i in range(8 * MIB // 36))
     extents.append((4 * MIB, table[:8 * MIB]))
