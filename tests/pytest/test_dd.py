@@ -14,7 +14,6 @@ import os
 
 import pytest
 
-from conftest import assert_same_as_qemu_img as same
 from conftest import oracle_and_ours as both
 from conftest import oracle_in, run
 from helpers import assert_check_clean, qemu_compare
