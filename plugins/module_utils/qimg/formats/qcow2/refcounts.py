@@ -44,6 +44,15 @@ def decode_block(raw, bits):
     return out
 
 
+class _Block(array.array):
+    """An array of refcounts that also takes a list for a slice (as the list blocks did)."""
+
+    def __setitem__(self, key, value):
+        if isinstance(key, slice) and not isinstance(value, array.array):
+            value = array.array(self.typecode, value)
+        array.array.__setitem__(self, key, value)
+
+
 def _decode_block_array(raw, bits):
     """A refcount block as an array (whole-byte widths): Refcounts keeps its blocks so, and
     encode_block() turns one back into bytes with a copy and a byteswap (a list of 32768 ints costs
@@ -53,7 +62,7 @@ def _decode_block_array(raw, bits):
         if array.array(code).itemsize * 8 != bits:
             code = "L" if array.array("L").itemsize * 8 == bits else code
         if array.array(code).itemsize * 8 == bits:
-            arr = array.array(code, bytes(raw))
+            arr = _Block(code, bytes(raw))
             if _LITTLE and bits > 8:
                 arr.byteswap()
             return arr
