@@ -20,7 +20,7 @@ __metaclass__ = type
 import os
 
 from ..errors import QimgError, InvalidArgument, UnsafeImage
-from ..image import (FORMATS, UNALLOCATED, MAX_CHAIN_DEPTH, full_backing_path, open_image,
+from ..image import (UNALLOCATED, MAX_CHAIN_DEPTH, full_backing_path, open_image,
                      refuse_pseudo_filename)
 
 SECTOR = 512

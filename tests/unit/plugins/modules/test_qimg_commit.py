@@ -158,7 +158,6 @@ def test_in_use_refused(run, in_use, tmp_path):
     assert _digest(in_use) == before
 
 
-
 def test_overlay_in_use_refused(run, tmp_path):
     """A running VM's overlay: refused, also with drop (the overlay is opened for writing)."""
     import shutil
