@@ -156,3 +156,34 @@ def test_in_use_refused(run, in_use, tmp_path):
     r = run.fail(main, {"path": top})
     assert r["msg"].startswith("refusing to commit into %s" % in_use)
     assert _digest(in_use) == before
+
+
+def test_overlay_in_use_refused(run, tmp_path):
+    """A running VM's overlay: refused, also with drop (the overlay is opened for writing)."""
+    import shutil
+    import time
+    from ansible_collections.qimg.disk.plugins.module_utils.qimg.errors import ImageInUse
+    from ansible_collections.qimg.disk.plugins.module_utils.qimg.ops.info import image_info
+    nbd = shutil.which("qemu-nbd")
+    if nbd is None:
+        pytest.skip("qemu-nbd not installed")
+    base, top = str(tmp_path / "golden.qcow2"), str(tmp_path / "vm.qcow2")
+    create_image(base, "qcow2", size="1M")
+    create_image(top, "qcow2", backing_file="golden.qcow2", backing_fmt="qcow2")
+    _write(top, 0, b"\7" * 4096)
+    before = _digest(top)
+    proc = subprocess.Popen([nbd, "-k", str(tmp_path / "nbd.sock"), "-f", "qcow2", top])
+    try:
+        for dummy in range(400):
+            try:
+                image_info(top, force_share=False)
+            except ImageInUse:
+                break
+            time.sleep(0.05)
+        for drop in (False, True):
+            r = run.fail(main, {"path": top, "drop": drop})
+            assert r["msg"].startswith("refusing to commit %s" % top), r["msg"]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    assert _digest(top) == before
