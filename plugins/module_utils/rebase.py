@@ -35,7 +35,7 @@ def argument_spec():
         path=dict(type="path", required=True),
         backing_file=dict(type="str"),
         backing_format=dict(type="str"),
-        safe=dict(type="bool", default=True),
+        unsafe=dict(type="bool", default=False),
         allow_unsafe_backing=dict(type="bool", default=False),
     )
 
@@ -116,11 +116,11 @@ def run(module):
             refuse_loop(path, name, unsafe_names)
         check_not_in_use(path, "rebase", result)
         if plan_change(module, result, before, after):
-            done = rebase_image(path, name, fmt, unsafe=not params["safe"], allow_unsafe_backing=unsafe_names)
+            done = rebase_image(path, name, fmt, unsafe=params["unsafe"], allow_unsafe_backing=unsafe_names)
             result["copied_bytes"] = done["copied-bytes"]
             info, meta = read_image(path, allow_unsafe_backing=unsafe_names)
             result["diff"]["after"] = backing_of(meta)
-        elif params["safe"]:
+        elif not params["unsafe"]:
             plan = rebase_image(path, name, fmt, force_share=True, check_mode=True, allow_unsafe_backing=unsafe_names)
             result["copied_bytes"] = plan["copied-bytes"]
     facts = image_facts(info)

@@ -17,7 +17,7 @@ description:
   - In safe mode (the default) the guest view of the image stays the same. Every range the image
     does not allocate itself, and where the old and the new backing chain read differently, is
     copied into the image first. Only then does the header name the new backing file.
-  - With O(safe=false) only the header is rewritten, like C(qemu-img rebase -u). Use it when the
+  - With O(unsafe=true) only the header is rewritten, like C(qemu-img rebase -u). Use it when the
     backing file was moved or renamed, or when the new one is known to hold the same data. The
     old backing file is not opened and may be missing.
   - Without O(backing_file) (or with an empty string) the backing file is removed. In safe mode
@@ -58,12 +58,12 @@ options:
       - When left out, the format the header already names is kept for the same backing file;
         for another backing file its format is probed, and the task fails when it cannot be read.
     type: str
-  safe:
+  unsafe:
     description:
-      - V(true) keeps the guest view by copying what the chains read differently.
-      - V(false) rewrites the header only, like C(qemu-img rebase -u).
+      - V(false) (safe mode) keeps the guest view by copying what the chains read differently.
+      - V(true) rewrites the header only, like C(qemu-img rebase -u).
     type: bool
-    default: true
+    default: false
 notes:
   - An image that another process (such as a running VM) holds open for writing is not rebased;
     the task fails instead.
@@ -85,7 +85,7 @@ EXAMPLES = r"""
     path: /srv/runners/ci1.qcow2
     backing_file: /srv/golden/debian.qcow2
     backing_format: qcow2
-    safe: false
+    unsafe: true
 
 - name: Make the overlay a standalone image
   qimg.disk.qimg_rebase:

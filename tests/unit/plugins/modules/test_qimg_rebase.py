@@ -106,7 +106,7 @@ def test_remove_backing_flattens(run, chain, value):
 def test_unsafe_after_rename(run, chain):
     top = os.path.join(chain, "top.qcow2")
     os.rename(os.path.join(chain, "old.qcow2"), os.path.join(chain, "moved.qcow2"))
-    args = {"path": top, "backing_file": "moved.qcow2", "backing_format": "qcow2", "safe": False}
+    args = {"path": top, "backing_file": "moved.qcow2", "backing_format": "qcow2", "unsafe": True}
     first, second, _third, _fourth = _ladder(run, args)
     assert first["copied_bytes"] == second["copied_bytes"] == 0
     assert image_info(top, backing_chain=True)[1]["filename"].endswith("moved.qcow2")
