@@ -267,27 +267,35 @@ def test_writes_leave_inconsistent_bitmaps_alone(tmp_path):
     assert raw_bitmaps(b)["new"][2] == [(1 * MiB, 1 * MiB + 65536)]
 
 
-def test_commit_and_rebase_write_into_bitmaps(tmp_path, qemu_nbd):
+@pytest.mark.parametrize("command", ["commit", "rebase"])
+def test_commit_and_rebase_write_into_bitmaps(tmp_path, qemu_nbd, command):
     """Commands that write guest data (commit into a base, rebase of a top) keep the bitmaps
-    of the image they write as QEMU does."""
+    of the images they open as QEMU does."""
     for tool in ("qemu-img", "ours"):
         d = tmp_path / tool
         d.mkdir()
-        base, top = d / "base.qcow2", d / "top.qcow2"
+        base, top, other = d / "base.qcow2", d / "top.qcow2", d / "other.qcow2"
         qemu_img_create(base, "qcow2", "8M")
         qemu_io(base, "write -P 1 0 2M")
         run(["qemu-img", "bitmap", "--add", str(base), "bb"])
+        qemu_img_create(other, "qcow2", "8M")
+        qemu_io(other, "write -P 1 0 1M", "write -P 4 3M 100k")
         qemu_img_create(top, "qcow2", "8M", backing=str(base), backing_fmt="qcow2")
+        run(["qemu-img", "bitmap", "--add", "-g", "4k", str(top), "tb"])
         qemu_io(top, "write -P 2 1M 1M", "write -P 3 5M 64k")
-        cmd = ["commit", "-f", "qcow2", str(top)]
+        if command == "commit":
+            cmd = ["commit", "-f", "qcow2", str(top)]
+        else:
+            cmd = ["rebase", "-f", "qcow2", "-b", str(other), "-F", "qcow2", str(top)]
         if tool == "qemu-img":
             run(["qemu-img"] + cmd)
         else:
             qimg(*cmd)
-    a, b = tmp_path / "qemu-img" / "base.qcow2", tmp_path / "ours" / "base.qcow2"
-    assert info_bitmaps(a) == info_bitmaps(b)
-    assert qemu_dirty(qemu_nbd, b, "bb", tmp_path) == qemu_dirty(qemu_nbd, a, "bb", tmp_path)
-    assert_check_clean(b)
+    for image, name in (("base.qcow2", "bb"), ("top.qcow2", "tb")):
+        a, b = tmp_path / "qemu-img" / image, tmp_path / "ours" / image
+        assert info_bitmaps(a) == info_bitmaps(b)
+        assert qemu_dirty(qemu_nbd, b, name, tmp_path) == qemu_dirty(qemu_nbd, a, name, tmp_path), image
+        assert_check_clean(b)
 
 
 # --------------------------------------------------------------------------- qemu-img reads ours

@@ -571,6 +571,7 @@ class BitmapStore(object):
         img = self.img
         img.bitmaps = read_bitmaps(img) if img.header.autoclear_features & hdr.AUTOCLEAR_BITMAPS else []
         self.__init__(img)
+        img.prepared_for_write = False   # a later guest write marks them in use again first
 
 
 def bitmap_store(img):
