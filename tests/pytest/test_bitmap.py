@@ -62,7 +62,7 @@ def raw_bitmaps(path):
         directory = f.read(dsize)
         out = {}
         p = 0
-        for _ in range(nb):
+        for _index in range(nb):
             toff, tsize, flags, _typ, gbits, nsize, extra = struct.unpack(">QIIBBHI", directory[p:p + 24])
             name = directory[p + 24 + extra:p + 24 + extra + nsize].decode()
             p = (p + 24 + extra + nsize + 7) & ~7
@@ -130,7 +130,8 @@ def both(a, b, *args):
 
 
 def same_outcome(want, got, a, b):
-    norm = (lambda text, p: text.replace(str(p), "IMG").replace("qimg:", "qemu-img:"))
+    def norm(text, p):
+        return text.replace(str(p), "IMG").replace("qimg:", "qemu-img:")
     assert (got.returncode, norm(got.stderr, b), got.stdout) == (want.returncode, norm(want.stderr, a), want.stdout)
 
 
