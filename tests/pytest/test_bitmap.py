@@ -413,6 +413,19 @@ def test_convert_bitmaps_refusals_and_skips(tmp_path):
             assert_check_clean(b)
 
 
+def test_convert_bitmaps_existing_raw_target_refused_before_copy(tmp_path):
+    src = tmp_path / "orig.qcow2"
+    _orig(src)
+    for tool in ("qemu-img", "ours"):
+        target = tmp_path / ("%s.raw" % tool)
+        qemu_img_create(target, "raw", "10M")
+        args = ["convert", "-n", "--bitmaps", "-O", "raw", str(src), str(target)]
+        proc = run(["qemu-img"] + args, check=False) if tool == "qemu-img" else qimg(*args, check=False)
+        assert proc.returncode == 1
+        assert "Format driver 'raw' does not support bitmaps" in proc.stderr
+        assert target.read_bytes() == bytes(10 * MiB)   # nothing copied
+
+
 # --------------------------------------------------------------------------- info, measure
 def test_info_and_measure_show_bitmaps(tmp_path):
     p = tmp_path / "m.qcow2"
