@@ -18,6 +18,7 @@ import json
 import os
 import shutil
 import struct
+import time
 
 import pytest
 
@@ -93,13 +94,32 @@ def raw_bitmaps(path):
         return out
 
 
+def _running(pid):
+    """Whether the process is alive (a zombie nobody reaps has exited already)."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (IOError, OSError, IndexError):
+        return False
+
+
 def qemu_dirty(qemu_nbd, path, name, tmp):
     """The dirty ranges of bitmap name as QEMU sees them: qemu-nbd exports it, qemu-img map reads it."""
     # a fresh socket name each time: a server that is still exiting removes its own socket file
     sock = os.path.join(str(tmp), "nbd-%d-%d.sock" % (os.getpid(), next(_SOCKETS)))
-    run([qemu_nbd, "-r", "-f", "qcow2", "-B", name, "-k", sock, "--fork", str(path)])
-    proc = run(["qemu-img", "map", "--output=json", "--image-opts",
-                "driver=nbd,server.type=unix,server.path=%s,x-dirty-bitmap=qemu:dirty-bitmap:%s" % (sock, name)])
+    pidfile = sock + ".pid"
+    run([qemu_nbd, "-r", "-f", "qcow2", "-B", name, "-k", sock, "--fork", "--pid-file", pidfile, str(path)])
+    with open(pidfile) as f:
+        pid = int(f.read())
+    try:
+        proc = run(["qemu-img", "map", "--output=json", "--image-opts",
+                    "driver=nbd,server.type=unix,server.path=%s,x-dirty-bitmap=qemu:dirty-bitmap:%s" % (sock, name)])
+    finally:
+        # the server ends with its one client; wait for it, so that it holds no lock on the image after
+        deadline = time.time() + 20
+        while _running(pid) and time.time() < deadline:
+            time.sleep(0.02)
+
     out = []
     for e in json.loads(proc.stdout):
         if not e["data"]:
