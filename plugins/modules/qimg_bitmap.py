@@ -30,7 +30,7 @@ attributes:
 options:
   path:
     description:
-      - Path of the qcow2 image (compat V(1.1): version 2 images cannot hold bitmaps).
+      - Path of the qcow2 image. It must have compat V(1.1), since version 2 images cannot hold bitmaps.
     type: path
     required: true
   name:

@@ -18,6 +18,7 @@ import json
 import os
 import shutil
 import struct
+import time
 
 import pytest
 
@@ -62,7 +63,7 @@ def raw_bitmaps(path):
         directory = f.read(dsize)
         out = {}
         p = 0
-        for _ in range(nb):
+        for _index in range(nb):
             toff, tsize, flags, _typ, gbits, nsize, extra = struct.unpack(">QIIBBHI", directory[p:p + 24])
             name = directory[p + 24 + extra:p + 24 + extra + nsize].decode()
             p = (p + 24 + extra + nsize + 7) & ~7
@@ -93,13 +94,32 @@ def raw_bitmaps(path):
         return out
 
 
+def _running(pid):
+    """Whether the process is alive (a zombie nobody reaps has exited already)."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (IOError, OSError, IndexError):
+        return False
+
+
 def qemu_dirty(qemu_nbd, path, name, tmp):
     """The dirty ranges of bitmap name as QEMU sees them: qemu-nbd exports it, qemu-img map reads it."""
     # a fresh socket name each time: a server that is still exiting removes its own socket file
     sock = os.path.join(str(tmp), "nbd-%d-%d.sock" % (os.getpid(), next(_SOCKETS)))
-    run([qemu_nbd, "-r", "-f", "qcow2", "-B", name, "-k", sock, "--fork", str(path)])
-    proc = run(["qemu-img", "map", "--output=json", "--image-opts",
-                "driver=nbd,server.type=unix,server.path=%s,x-dirty-bitmap=qemu:dirty-bitmap:%s" % (sock, name)])
+    pidfile = sock + ".pid"
+    run([qemu_nbd, "-r", "-f", "qcow2", "-B", name, "-k", sock, "--fork", "--pid-file", pidfile, str(path)])
+    with open(pidfile) as f:
+        pid = int(f.read())
+    try:
+        proc = run(["qemu-img", "map", "--output=json", "--image-opts",
+                    "driver=nbd,server.type=unix,server.path=%s,x-dirty-bitmap=qemu:dirty-bitmap:%s" % (sock, name)])
+    finally:
+        # the server ends with its one client; wait for it, so that it holds no lock on the image after
+        deadline = time.time() + 20
+        while _running(pid) and time.time() < deadline:
+            time.sleep(0.02)
+
     out = []
     for e in json.loads(proc.stdout):
         if not e["data"]:
@@ -130,7 +150,8 @@ def both(a, b, *args):
 
 
 def same_outcome(want, got, a, b):
-    norm = (lambda text, p: text.replace(str(p), "IMG").replace("qimg:", "qemu-img:"))
+    def norm(text, p):
+        return text.replace(str(p), "IMG").replace("qimg:", "qemu-img:")
     assert (got.returncode, norm(got.stderr, b), got.stdout) == (want.returncode, norm(want.stderr, a), want.stdout)
 
 
@@ -267,27 +288,35 @@ def test_writes_leave_inconsistent_bitmaps_alone(tmp_path):
     assert raw_bitmaps(b)["new"][2] == [(1 * MiB, 1 * MiB + 65536)]
 
 
-def test_commit_and_rebase_write_into_bitmaps(tmp_path, qemu_nbd):
+@pytest.mark.parametrize("command", ["commit", "rebase"])
+def test_commit_and_rebase_write_into_bitmaps(tmp_path, qemu_nbd, command):
     """Commands that write guest data (commit into a base, rebase of a top) keep the bitmaps
-    of the image they write as QEMU does."""
+    of the images they open as QEMU does."""
     for tool in ("qemu-img", "ours"):
         d = tmp_path / tool
         d.mkdir()
-        base, top = d / "base.qcow2", d / "top.qcow2"
+        base, top, other = d / "base.qcow2", d / "top.qcow2", d / "other.qcow2"
         qemu_img_create(base, "qcow2", "8M")
         qemu_io(base, "write -P 1 0 2M")
         run(["qemu-img", "bitmap", "--add", str(base), "bb"])
+        qemu_img_create(other, "qcow2", "8M")
+        qemu_io(other, "write -P 1 0 1M", "write -P 4 3M 100k")
         qemu_img_create(top, "qcow2", "8M", backing=str(base), backing_fmt="qcow2")
+        run(["qemu-img", "bitmap", "--add", "-g", "4k", str(top), "tb"])
         qemu_io(top, "write -P 2 1M 1M", "write -P 3 5M 64k")
-        cmd = ["commit", "-f", "qcow2", str(top)]
+        if command == "commit":
+            cmd = ["commit", "-f", "qcow2", str(top)]
+        else:
+            cmd = ["rebase", "-f", "qcow2", "-b", str(other), "-F", "qcow2", str(top)]
         if tool == "qemu-img":
             run(["qemu-img"] + cmd)
         else:
             qimg(*cmd)
-    a, b = tmp_path / "qemu-img" / "base.qcow2", tmp_path / "ours" / "base.qcow2"
-    assert info_bitmaps(a) == info_bitmaps(b)
-    assert qemu_dirty(qemu_nbd, b, "bb", tmp_path) == qemu_dirty(qemu_nbd, a, "bb", tmp_path)
-    assert_check_clean(b)
+    for image, name in (("base.qcow2", "bb"), ("top.qcow2", "tb")):
+        a, b = tmp_path / "qemu-img" / image, tmp_path / "ours" / image
+        assert info_bitmaps(a) == info_bitmaps(b)
+        assert qemu_dirty(qemu_nbd, b, name, tmp_path) == qemu_dirty(qemu_nbd, a, name, tmp_path), image
+        assert_check_clean(b)
 
 
 # --------------------------------------------------------------------------- qemu-img reads ours
@@ -402,6 +431,19 @@ def test_convert_bitmaps_refusals_and_skips(tmp_path):
         if want.returncode == 0:
             assert info_bitmaps(a) == info_bitmaps(b)
             assert_check_clean(b)
+
+
+def test_convert_bitmaps_existing_raw_target_refused_before_copy(tmp_path):
+    src = tmp_path / "orig.qcow2"
+    _orig(src)
+    for tool in ("qemu-img", "ours"):
+        target = tmp_path / ("%s.raw" % tool)
+        qemu_img_create(target, "raw", "10M")
+        args = ["convert", "-n", "--bitmaps", "-O", "raw", str(src), str(target)]
+        proc = run(["qemu-img"] + args, check=False) if tool == "qemu-img" else qimg(*args, check=False)
+        assert proc.returncode == 1
+        assert "Format driver 'raw' does not support bitmaps" in proc.stderr
+        assert target.read_bytes() == bytes(10 * MiB)   # nothing copied
 
 
 # --------------------------------------------------------------------------- info, measure

@@ -99,7 +99,7 @@ def _apply(path, model, step):
     from qimg.ops import bitmap as ops_bitmap
     from qimg.ops.resize import resize_image
     if step[0] == "write":
-        _, sector, count, kind = step
+        sector, count, kind = step[1:]
         off, length = sector * 512 * 4, count * 512 * 4
         if off >= model.size:
             return
@@ -113,7 +113,7 @@ def _apply(path, model, step):
                 dev.discard(off, length)
         model.mark(off, length)
     elif step[0] == "bitmap":
-        _, name, acts, gran, src = step
+        name, acts, gran, src = step[1:]
         actions = [(a, src if a == "merge" else None) for a in acts]
         granularity = gran if "add" in acts else None
         try:

@@ -41,7 +41,7 @@ def run(argv, ctx):
             objects.append(arg)
         elif opt == "image-opts":
             image_opts = True
-    acts = [a for a, _ in actions]
+    acts = [act for act, _arg in actions]
     if not actions:
         raise CommandError("Need at least one of --add, --remove, --clear, --enable, --disable, or --merge")
     if granularity and "add" not in acts:

@@ -562,9 +562,7 @@ def _write_into(dev, chunks, target_is_zero, progress):
 
 
 def _copy_bitmaps_into(src, target, skip_broken, warn):
-    """-n --bitmaps: the target must be able to hold them (qcow2 v3)."""
-    if target.format_name != "qcow2" or target.header.version < 3:
-        raise UnsupportedFeature("Format driver '%s' does not support bitmaps" % target.format_name)
+    """-n --bitmaps: into the open qcow2 v3 target (checked before the copy, as qemu-img does)."""
     from ..formats.qcow2.bitmap_ops import copy_bitmaps
     copy_bitmaps(src, target, skip_broken, warn)
 
@@ -628,6 +626,8 @@ def convert(sources, dest, src_fmt=None, out_fmt="raw", options=None, compress=F
             chunks = _throttled(source_chunks, tuning.rate_limit, fully_allocated)
         if target_exists:
             with open_image(dest, None if out_fmt is None else out_fmt, read_only=False, cache=mode) as target:
+                if bitmaps and (target.format_name != "qcow2" or target.header.version < 3):
+                    raise UnsupportedFeature("Format driver '%s' does not support bitmaps" % target.format_name)
                 if target.size < total:
                     raise InvalidArgument("Output image is too small")
                 _write_into(target, chunks, target_is_zero, report)

@@ -241,9 +241,7 @@ class LiveBitmap(object):
         return all(self.covers(a, b) for a, b in other.dirty_ranges())
 
     def has_bits(self):
-        for _ in self.dirty_ranges():
-            return True
-        return False
+        return next(iter(self.dirty_ranges()), None) is not None
 
     def dirty_count(self):
         return sum(b - a for a, b in self.dirty_ranges())
@@ -458,6 +456,8 @@ class BitmapStore(object):
             if b.size != img.size:
                 b.truncate(img.size)
             flags = FLAG_AUTO if b.enabled else 0
+            if not b.table_size():
+                continue    # an empty image: QEMU cannot store a bitmap of it either ("Lost persistent bitmaps")
             # as QEMU's store_bitmap(): every bitmap it loaded goes to fresh clusters, data first
             # (the set clusters only), then its table
             b.load()
@@ -571,6 +571,7 @@ class BitmapStore(object):
         img = self.img
         img.bitmaps = read_bitmaps(img) if img.header.autoclear_features & hdr.AUTOCLEAR_BITMAPS else []
         self.__init__(img)
+        img.prepared_for_write = False   # a later guest write marks them in use again first
 
 
 def bitmap_store(img):
