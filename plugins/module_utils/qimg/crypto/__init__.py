@@ -11,3 +11,36 @@ Only the LUKS structures and the anti-forensic split/merge are written here.
 from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
+
+import threading
+from contextlib import contextmanager
+
+_STATE = threading.local()
+
+
+@contextmanager
+def _policy(name):
+    old = getattr(_STATE, "policy", "lazy")
+    _STATE.policy = name
+    try:
+        yield
+    finally:
+        _STATE.policy = old
+
+
+def strict_keys():
+    """Opens need the key at once, as in qemu-img: an encrypted image opened without its
+    key-secret fails with qemu's message (the CLI runs every command under this)."""
+    return _policy("strict")
+
+
+def no_io():
+    """Open images without I/O, as qemu-img info does (BDRV_O_NO_IO): an encrypted image opens
+    without its key, and a key given is not even looked up (the header is still checked)."""
+    return _policy("no_io")
+
+
+def key_policy():
+    """"lazy" (the engine's default: a keyless open fails at the first data access), "strict" or
+    "no_io"."""
+    return getattr(_STATE, "policy", "lazy")

@@ -40,9 +40,13 @@ class LuksImage(BlockDevice):
         self.size = (length - self.payload) // SECTOR * SECTOR
         self._cipher = None
         self._error = None
-        if key_secret is None:
+        from ..crypto import key_policy
+        policy = key_policy()
+        if key_secret is None or policy == "no_io":
             self._error = InvalidArgument("Could not open '%s': Parameter 'key-secret' is required for cipher"
                                           % filename)
+            if key_secret is None and policy == "strict":
+                raise self._error
             return
         try:
             if secrets is None:
