@@ -8,8 +8,8 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-from .args import CACHE_MODES, cvtnum, image_name
-from .cmd_resize import image_opts_target, report_open
+from .args import CACHE_MODES, cvtnum, edit_target
+from .cmd_resize import report_open
 from .errors import CommandError, HelpRequested, UsageError
 from .getopt import getopt
 from .progress import QemuProgress
@@ -21,6 +21,7 @@ def run(argv, ctx):
     fmt = base = None
     cache = "writeback"
     drop = progress = quiet = image_opts = False
+    objects = []
     for opt, arg in opts:
         if opt == "h":
             raise HelpRequested()
@@ -42,7 +43,7 @@ def run(argv, ctx):
         elif opt == "image-opts":
             image_opts = True
         elif opt == "object":
-            raise CommandError("--object is not supported")
+            objects.append(arg)
     if quiet:
         progress = False
     if len(args) != 1:
@@ -50,10 +51,7 @@ def run(argv, ctx):
     filename = args[0]
     if cache not in CACHE_MODES:
         raise CommandError("Invalid cache option: %s" % cache)
-    if image_opts:
-        filename, fmt = image_opts_target(filename, fmt)
-    else:
-        filename = image_name(filename)
+    filename, fmt = edit_target(filename, fmt, image_opts, objects)
     from ..ops import commit as ops_commit
     meter = QemuProgress(progress, 1.0, ctx.out)
 

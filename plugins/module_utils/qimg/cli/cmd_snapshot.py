@@ -11,7 +11,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-from .args import image_name
+from .args import edit_target
 from .errors import CommandError, HelpRequested, UsageError
 from .getopt import iter_getopt
 from .output import snapshot_line
@@ -33,6 +33,7 @@ def run(argv, ctx):
     longopts = {"help": (False, "h"), "object": (True, "object"), "image-opts": (False, "image-opts"),
                 "force-share": (False, "U")}
     action, name, share = None, None, False
+    objects, image_opts = [], False
     args = []
     for opt, arg in iter_getopt(argv, ":la:c:d:hqU", longopts):
         if opt is None:
@@ -45,30 +46,32 @@ def run(argv, ctx):
             action, name = opt, arg
         elif opt == "U":
             share = True
-        elif opt in ("object", "image-opts"):
-            raise CommandError("--%s is not supported" % opt)
+        elif opt == "object":
+            objects.append(arg)
+        elif opt == "image-opts":
+            image_opts = True
     if len(args) != 1:
         raise UsageError("Expecting one image file name")
-    filename = image_name(args[0])
+    filename, fmt = edit_target(args[0], None, image_opts, objects)
     from ..ops import snapshot as ops_snapshot
     if action == "l":
-        ctx.out(format_snapshot_list(ops_snapshot.list_snapshots(filename, force_share=share)))
+        ctx.out(format_snapshot_list(ops_snapshot.list_snapshots(filename, fmt, force_share=share)))
         return 0
     if share:
         raise CommandError("Could not open '%s': force-share=on can only be used with read-only images" % filename)
     from ..ops.check import probe_format
-    if probe_format(filename)["probed-raw"]:
+    if fmt is None and probe_format(filename)["probed-raw"]:
         # -a on raw: QEMU falls back to the protocol layer and reopens the format (a second warning)
         ctx.err(PROBED_RAW_WARNING % filename * (2 if action == "a" else 1))
     try:
         if action == "c":
-            ops_snapshot.create_snapshot(filename, name)
+            ops_snapshot.create_snapshot(filename, name, fmt=fmt)
         elif action == "a":
-            ops_snapshot.apply_snapshot(filename, name)
+            ops_snapshot.apply_snapshot(filename, name, fmt=fmt)
         elif action == "d":
-            ops_snapshot.delete_snapshot(filename, name=name)
+            ops_snapshot.delete_snapshot(filename, name=name, fmt=fmt)
         else:
-            ops_snapshot.open_for_nothing(filename, force_share=share)
+            ops_snapshot.open_for_nothing(filename, fmt, force_share=share)
     except ops_snapshot.SnapshotFailed as err:
         raise CommandError(err.lines)
     return 0

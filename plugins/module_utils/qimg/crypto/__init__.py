@@ -44,3 +44,17 @@ def key_policy():
     """"lazy" (the engine's default: a keyless open fails at the first data access), "strict" or
     "no_io"."""
     return getattr(_STATE, "policy", "lazy")
+
+
+def reopen_keys(dev, *others):
+    """open_image keyword arguments that open `dev`'s file again with the key it was opened with
+    (commit reopens its base for writing): the secret store of dev or the first of `others` that
+    has one, and dev's key-secret id."""
+    secrets = None
+    for d in (dev,) + others:
+        secrets = getattr(d, "secrets", None)
+        if secrets is not None:
+            break
+    crypto = getattr(dev, "crypto", None)
+    key = getattr(crypto if crypto is not None else dev, "key_secret", None)
+    return {"secrets": secrets, "key_secret": key}

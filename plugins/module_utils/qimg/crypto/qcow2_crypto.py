@@ -28,6 +28,7 @@ class Qcow2Crypto(object):
                  key_secret=None):
         self.filename = filename
         self.method = crypt_method
+        self.key_secret = key_secret  # the id only: reopen_keys() passes it on
         self.header = None
         self.region = None
         self._cipher = None

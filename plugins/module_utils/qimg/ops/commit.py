@@ -135,7 +135,9 @@ def commit_image(filename, fmt=None, base=None, drop=False, cache=None, check_mo
         for layer in layers[depth:]:
             layer.close_self()
         above[-1].backing = None
-        with open_image(base_path, base_fmt, read_only=False, cache=cache) as dest:
+        from ..crypto import reopen_keys
+        keys = reopen_keys(base_dev, top)
+        with open_image(base_path, base_fmt, read_only=False, cache=cache, **keys) as dest:
             if dest.size < top.size:
                 from .resize import resize_device
                 resize_device(dest, top.size)
