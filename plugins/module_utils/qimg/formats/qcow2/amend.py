@@ -98,6 +98,7 @@ def amend(img, opts, force=False, progress=None):
     lazy = bool(h.compatible_features & hdr.COMPAT_LAZY_REFCOUNTS)
     bits = h.refcount_bits
     new_size = 0
+    encrypt = {}
     for name in [o[0] for o in AMEND_OPTIONS]:
         if name not in opts:
             continue
@@ -112,7 +113,9 @@ def amend(img, opts, force=False, progress=None):
         elif name == "size":
             new_size = value
         elif name.startswith("encrypt."):
-            raise InvalidArgument("Can't amend encryption options - encryption not present")
+            from ...crypto.amend import check_qcow2_encryption
+            check_qcow2_encryption(img)
+            encrypt[name[len("encrypt."):]] = value
         elif name == "lazy_refcounts":
             lazy = value
         elif name == "refcount_bits":
@@ -135,6 +138,9 @@ def amend(img, opts, force=False, progress=None):
     status = _Progress(progress, (new_version != old_version) + (bits != h.refcount_bits))
     if new_version > old_version:
         upgrade(img, lambda off, work: status("upgrade", off, work))
+    if encrypt:
+        from ...crypto.amend import amend_keyslots
+        amend_keyslots(img, encrypt, force=force)
     if bits != h.refcount_bits:
         if new_version < 3 and bits != 16:
             raise InvalidArgument("Refcount widths other than 16 bits require compatibility level 1.1 or above "
