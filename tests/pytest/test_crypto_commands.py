@@ -206,3 +206,51 @@ def test_convert_source_bit_exact(as_qemu_img, images, tmp_path):
     run(["qemu-img", "compare", "--object", OBJ, "--image-opts", T,
          "driver=raw,file.filename=%s" % out], cwd=str(images))
     assert os.path.getsize(str(out)) == 4 << 20
+
+
+TARGETS = [
+    ("qcow2-luks", ["-O", "qcow2", "-o", "encrypt.format=luks,encrypt.key-secret=s1,encrypt.iter-time=10"],
+     "driver=qcow2,file.filename=%s,encrypt.key-secret=s1"),
+    ("qcow2-luks-cbc-essiv", ["-O", "qcow2", "-o", "encrypt.format=luks,encrypt.key-secret=s1,encrypt.iter-time=10,"
+                              "encrypt.cipher-mode=cbc,encrypt.ivgen-alg=essiv,encrypt.cipher-alg=aes-128"],
+     "driver=qcow2,file.filename=%s,encrypt.key-secret=s1"),
+    ("qcow2-aes", ["-O", "qcow2", "-o", "encryption=on,encrypt.key-secret=s1"],
+     "driver=qcow2,file.filename=%s,encrypt.key-secret=s1"),
+    ("luks", ["-O", "luks", "-o", "key-secret=s1,iter-time=10"], "driver=luks,file.filename=%s,key-secret=s1"),
+]
+
+
+@pytest.mark.parametrize("args,spec", [t[1:] for t in TARGETS], ids=[t[0] for t in TARGETS])
+def test_convert_into_encrypted_target(as_qemu_img, images, tmp_path, args, spec):
+    """From an encrypted source (key s0) into an encrypted target (key s1): qemu-img reads it
+    bit-exact, and checks it clean."""
+    out = str(tmp_path / "out.img")
+    got = as_qemu_img("convert", "--object", OBJ, "--object", "secret,id=s1,data=other", "--image-opts", S,
+                      *(args + [out]), cwd=str(images))
+    assert got.returncode == 0 and got.stderr == "", got.stderr
+    target = spec % out
+    objs = ["--object", "secret,id=s1,data=other"]
+    run(["qemu-img", "compare"] + objs + ["--image-opts", target, "driver=raw,file.filename=plain.raw"],
+        cwd=str(images))
+    if "qcow2" in args:
+        run(["qemu-img", "check"] + objs + ["--image-opts", target])
+    assert json.loads(run(["qemu-img", "info", "--output=json", out]).stdout)["encrypted"] is True
+    assert not [n for n in os.listdir(str(tmp_path)) if n.startswith(".")]
+
+
+CONVERT_ERRORS = [
+    "convert --object %s -O qcow2 -o encrypt.format=luks,encrypt.key-secret=s9 plain.raw o.qcow2" % OBJ,
+    "convert --object %s -O qcow2 -o encrypt.format=luks plain.raw o.qcow2" % OBJ,
+    "convert --object %s -c -O qcow2 -o encrypt.format=luks,encrypt.key-secret=s0 plain.raw o.qcow2" % OBJ,
+    "convert -O luks plain.raw o.luks",
+    "convert -O qcow2 -o encryption=on,encrypt.key-secret=s0 plain.raw o.qcow2",
+    "convert -O qcow2 -o encrypt.format=aes,encrypt.key-secret=s0,encrypt.cipher-alg=aes-128 plain.raw o.qcow2",
+]
+
+
+@pytest.mark.parametrize("cmd", CONVERT_ERRORS)
+def test_convert_target_errors_match_qemu_img(qemu_img, as_qemu_img, images, tmp_path, cmd):
+    a, b = _twin(images, tmp_path)
+    got = _compare_outcome(qemu_img, as_qemu_img, cmd.split(), a, b)
+    assert got.returncode == 1
+    assert not os.path.exists(str(b / "o.qcow2")) and not os.path.exists(str(b / "o.luks"))
