@@ -32,6 +32,7 @@ DIFF_KEYS = ("format", "virtual_size") + COMPARED_OPTIONS
 def argument_spec():
     return dict(
         path=dict(type="path", required=True),
+        passphrase=dict(type="str", no_log=True),
         options=image_options_spec(),
         force=dict(type="bool", default=False),
     )

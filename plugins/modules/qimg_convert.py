@@ -49,6 +49,11 @@ attributes:
 requirements:
   - Python 3.9 or newer on the managed host.
 options:
+  src_passphrase:
+    description:
+      - Passphrase of encrypted source images (qcow2 with LUKS or legacy AES encryption, or luks files).
+        Never shown in results, diffs, messages or logs.
+    type: str
   src:
     description:
       - Path of the source image on the managed host.
@@ -347,11 +352,13 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.qimg.disk.plugins.module_utils.ansible_glue import image_options_spec, qimg_errors
 from ansible_collections.qimg.disk.plugins.module_utils.convert import run_convert
+from ansible_collections.qimg.disk.plugins.module_utils.passphrase import PASSPHRASE, key_paths
 
 
 def main():
     module = AnsibleModule(
         argument_spec=dict(
+            src_passphrase=PASSPHRASE,
             src=dict(type="raw", required=True),
             src_format=dict(type="str", choices=["raw", "qcow2"]),
             dest=dict(type="path", required=True),
@@ -370,6 +377,7 @@ def main():
         add_file_common_args=True,
         supports_check_mode=True,
     )
+    key_paths(module, (("src", "src_passphrase"),))
     with qimg_errors(module, dest=module.params["dest"]):
         result = run_convert(module)
     module.exit_json(**result)

@@ -1,0 +1,119 @@
+# -*- coding: utf-8 -*-
+# Copyright: qimg.disk contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The modules on encrypted images: passphrase options (no_log) open them, and the passphrase
+appears nowhere in the output of ansible-playbook -vvv (results, diffs, invocation, messages)."""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import json
+import os
+import shutil
+import sys
+
+import pytest
+
+pytest.importorskip("cryptography")
+
+from conftest import ROOT, run  # noqa: E402
+from crypto_helpers import assert_io_ok, qemu_io_enc, qemu_retry, secret_obj  # noqa: E402
+
+PW = "Zebra-Passphrase-93"
+OTHER = "Other-Passphrase-17"
+
+PLAYBOOK = """
+- hosts: localhost
+  gather_facts: false
+  vars:
+    d: "{d}"
+  tasks:
+    - name: info with the passphrase
+      qimg.disk.qimg_info: {{path: "{{{{ d }}}}/e.qcow2", passphrase: "{pw}"}}
+      register: info
+    - name: check
+      qimg.disk.qimg_check: {{path: "{{{{ d }}}}/e.qcow2", passphrase: "{pw}"}}
+      register: check
+    - name: measure
+      qimg.disk.qimg_measure: {{path: "{{{{ d }}}}/e.qcow2", passphrase: "{pw}", target_format: raw}}
+      register: measure
+    - name: compare with the plain copy
+      qimg.disk.qimg_compare:
+        path1: "{{{{ d }}}}/e.qcow2"
+        passphrase1: "{pw}"
+        path2: "{{{{ d }}}}/plain.raw"
+      register: compare
+    - name: compare with a wrong passphrase
+      qimg.disk.qimg_compare:
+        path1: "{{{{ d }}}}/e.qcow2"
+        passphrase1: "{other}"
+        path2: "{{{{ d }}}}/plain.raw"
+      register: wrong
+      ignore_errors: true
+    - name: convert to raw
+      qimg.disk.qimg_convert:
+        src: "{{{{ d }}}}/e.qcow2"
+        src_passphrase: "{pw}"
+        dest: "{{{{ d }}}}/out.raw"
+        format: raw
+      register: convert
+    - name: snapshot
+      qimg.disk.qimg_snapshot: {{path: "{{{{ d }}}}/e.qcow2", passphrase: "{pw}", name: s1}}
+      register: snapshot
+      diff: true
+    - name: resize
+      qimg.disk.qimg_resize: {{path: "{{{{ d }}}}/e.qcow2", passphrase: "{pw}", size: 8M}}
+      register: resize
+      diff: true
+    - name: amend
+      qimg.disk.qimg_amend:
+        path: "{{{{ d }}}}/e.qcow2"
+        passphrase: "{pw}"
+        options: {{lazy_refcounts: true}}
+      register: amend
+      diff: true
+    - name: results
+      ansible.builtin.copy:
+        dest: "{{{{ d }}}}/results.json"
+        content: "{{{{ dict(info=info, check=check, measure=measure, compare=compare, wrong=wrong, convert=convert,
+                   snapshot=snapshot, resize=resize, amend=amend) | to_json }}}}"
+"""
+
+
+def test_modules_open_encrypted_images_and_never_show_the_passphrase(tmp_path):
+    shutil.which("ansible-playbook") or os.path.exists(os.path.join(os.path.dirname(sys.executable),
+                                                                     "ansible-playbook")) or pytest.skip("no ansible")
+    d = tmp_path / "img"
+    d.mkdir()
+    qemu_retry(["qemu-img", "create", "-q", "-f", "qcow2", "--object", secret_obj(PW), "-o",
+                "encrypt.format=luks,encrypt.key-secret=s0,encrypt.iter-time=10", str(d / "e.qcow2"), "4M"])
+    spec = "driver=qcow2,file.filename=%s,encrypt.key-secret=s0" % (d / "e.qcow2")
+    assert_io_ok(qemu_io_enc(spec, PW, "write -P 7 0 64k", "write -P 3 2M 4k"))
+    run(["qemu-img", "convert", "--object", secret_obj(PW), "--image-opts", spec, "-O", "raw", str(d / "plain.raw")])
+    coll = tmp_path / "collections" / "ansible_collections" / "qimg"
+    coll.mkdir(parents=True)
+    os.symlink(ROOT, str(coll / "disk"))
+    book = tmp_path / "play.yml"
+    book.write_text(PLAYBOOK.format(d=d, pw=PW, other=OTHER))
+    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(tmp_path / "collections"), ANSIBLE_NOCOLOR="1",
+               ANSIBLE_PYTHON_INTERPRETER=sys.executable, ANSIBLE_LOCALHOST_WARNING="0",
+               ANSIBLE_INVENTORY_UNPARSED_WARNING="0")
+    playbook = os.path.join(os.path.dirname(sys.executable), "ansible-playbook")
+    proc = run([playbook, "-vvv", "--diff", str(book)], check=False, env=env, cwd=str(tmp_path))
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    assert PW not in out and OTHER not in out
+    results = json.loads((d / "results.json").read_text())
+    text = json.dumps(results)
+    assert PW not in text and OTHER not in text
+    assert results["info"]["encrypted"] is True
+    assert results["check"]["failed"] is False
+    assert results["compare"]["identical"] is True
+    assert results["wrong"]["failed"] is True and "Invalid password" in results["wrong"]["msg"]
+    assert (d / "out.raw").read_bytes() == (d / "plain.raw").read_bytes()
+    assert results["snapshot"]["changed"] and results["resize"]["changed"] and results["amend"]["changed"]
+    run(["qemu-img", "check", "--object", secret_obj(PW), "--image-opts", spec])
+    info = json.loads(run(["qemu-img", "info", "--output=json", str(d / "e.qcow2")]).stdout)
+    assert info["virtual-size"] == 8 << 20 and info["format-specific"]["data"]["lazy-refcounts"] is True
+    assert [s["name"] for s in info["snapshots"]] == ["s1"]
