@@ -46,3 +46,78 @@ def key_paths(module, pairs=(("path", "passphrase"),)):
             params[path_key] = [keyed(v, passphrase) for v in value]
         else:
             params[path_key] = keyed(value, passphrase)
+
+
+# qimg_amend's options.encrypt (LUKS keyslots)
+KEYSLOT_SPEC = dict(type="dict", options=dict(
+    state=dict(type="str", choices=["active", "inactive"], default="active"),
+    new_passphrase=dict(type="str", no_log=True),
+    old_passphrase=dict(type="str", no_log=True),
+    keyslot=dict(type="int"),
+    iter_time=dict(type="int"),
+))
+
+
+def _luks_header(dev):
+    crypto = getattr(dev, "crypto", None)
+    return crypto.header if crypto is not None else getattr(dev, "header", None)
+
+
+def _opening_slots(dev, passphrase):
+    """The keyslots `passphrase` opens."""
+    header = _luks_header(dev)
+    crypto = getattr(dev, "crypto", None)
+    read = crypto.keyslot_io(dev.file)[0] if crypto is not None else dev.file.pread
+    pw = passphrase.encode("utf-8")
+    return [i for i in range(8) if header.try_slot(i, pw, read) is not None]
+
+
+def keyslot_change(path, wanted, check_mode, force=False):
+    """Apply options.encrypt (state, new_passphrase, old_passphrase, keyslot, iter_time) to the
+    LUKS keyslots of `path` (keyed with its passphrase, see key_paths), idempotently:
+    state=active is done when new_passphrase already opens a slot (the slot asked for, if any),
+    state=inactive when no slot (or the slot asked for) holds old_passphrase any more.
+    Returns (changed, keyslots before, keyslots after) with keyslots as [{"active": bool}]."""
+    from ansible_collections.qimg.disk.plugins.module_utils.qimg.crypto.amend import keyslot_facts
+    from ansible_collections.qimg.disk.plugins.module_utils.qimg.errors import InvalidArgument
+    from ansible_collections.qimg.disk.plugins.module_utils.qimg.image import open_image
+    from ansible_collections.qimg.disk.plugins.module_utils.qimg.ops.amend import amend_image
+    state = wanted.get("state") or "active"
+    keyslot = wanted.get("keyslot")
+    with open_image(path, read_only=True, force_share=True, open_backing=False) as dev:
+        header = _luks_header(dev)
+        if header is None or not hasattr(header, "slots"):
+            raise InvalidArgument("%s: options.encrypt needs a LUKS encrypted image (a luks file or qcow2 with "
+                                  "encrypt.format=luks)" % path)
+        prefix = "" if dev.format_name == "luks" else "encrypt."
+        before = keyslot_facts(dev)
+        if state == "active":
+            if not wanted.get("new_passphrase"):
+                raise InvalidArgument("options.encrypt.new_passphrase is required with state=active")
+            have = _opening_slots(dev, wanted["new_passphrase"])
+            todo = not have if keyslot is None else keyslot not in have
+        else:
+            if wanted.get("old_passphrase"):
+                have = _opening_slots(dev, wanted["old_passphrase"])
+                todo = bool(have) if keyslot is None else keyslot in have
+            elif keyslot is not None:
+                todo = 0 <= keyslot < 8 and header.slots[keyslot].enabled
+            else:
+                raise InvalidArgument("options.encrypt needs old_passphrase or keyslot with state=inactive")
+    if not todo:
+        return False, before, before
+    secrets = getattr(path, "secrets", None)
+    if secrets is None:
+        raise InvalidArgument("options.encrypt needs the image's passphrase")
+    opts = {prefix + "state": state}
+    for key, sid in (("new_passphrase", "amend-new"), ("old_passphrase", "amend-old")):
+        if wanted.get(key):
+            if sid not in secrets:
+                secrets.add(sid, wanted[key])
+            opts[prefix + key.replace("_passphrase", "-secret")] = sid
+    if keyslot is not None:
+        opts[prefix + "keyslot"] = keyslot
+    if wanted.get("iter_time") is not None and state == "active":
+        opts[prefix + "iter-time"] = wanted["iter_time"]
+    res = amend_image(path, opts, force=force, check_mode=check_mode)
+    return True, before, res["after"].get("keyslots", before)

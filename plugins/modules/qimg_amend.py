@@ -75,6 +75,35 @@ options:
           - Compression method (cannot be changed).
         type: str
         choices: [zlib, zstd]
+      encrypt:
+        description:
+          - LUKS keyslots of a luks file or of a qcow2 image with LUKS encryption (like
+            C(qemu-img amend -o encrypt.state=...)); O(passphrase) opens the image. Alone in
+            O(options) (the other options are then ignored).
+          - V(state=active) stores the key under O(options.encrypt.new_passphrase) (in
+            O(options.encrypt.keyslot), or the first free slot); done when that passphrase already
+            opens a (that) slot.
+          - V(state=inactive) erases the slots O(options.encrypt.old_passphrase) opens, or
+            O(options.encrypt.keyslot); done when there is none. Erasing the last slot needs O(force).
+        type: dict
+        suboptions:
+          state:
+            description: The new state of the keyslot(s).
+            type: str
+            choices: [active, inactive]
+            default: active
+          new_passphrase:
+            description: The passphrase to add (never shown in results, diffs or logs).
+            type: str
+          old_passphrase:
+            description: The passphrase to remove (never shown in results, diffs or logs).
+            type: str
+          keyslot:
+            description: The keyslot (0 to 7) to fill or erase.
+            type: int
+          iter_time:
+            description: Time for PBKDF2 of a new keyslot, in milliseconds (default 2000).
+            type: int
   force:
     description:
       - qemu-img amend's C(--force) (for changes a driver only makes when forced).
@@ -113,6 +142,12 @@ differences:
   type: list
   elements: str
   sample: ["compat 1.1 != 0.10"]
+keyslots:
+  description: The LUKS keyslots after the task (with O(options.encrypt)).
+  returned: with options.encrypt
+  type: list
+  elements: dict
+  sample: [{"active": true}, {"active": true}, {"active": false}]
 options:
   description: The image's format, virtual size and qcow2 options after the task.
   returned: success

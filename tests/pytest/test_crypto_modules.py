@@ -117,3 +117,76 @@ def test_modules_open_encrypted_images_and_never_show_the_passphrase(tmp_path):
     info = json.loads(run(["qemu-img", "info", "--output=json", str(d / "e.qcow2")]).stdout)
     assert info["virtual-size"] == 8 << 20 and info["format-specific"]["data"]["lazy-refcounts"] is True
     assert [s["name"] for s in info["snapshots"]] == ["s1"]
+
+
+KEYSLOTS = """
+- hosts: localhost
+  gather_facts: false
+  vars:
+    d: "{d}"
+    img: "{{{{ d }}}}/{name}"
+  tasks:
+    - name: add a passphrase (check mode)
+      qimg.disk.qimg_amend: &add
+        path: "{{{{ img }}}}"
+        passphrase: "{pw}"
+        options: {{encrypt: {{state: active, new_passphrase: "{other}", iter_time: 10}}}}
+      check_mode: true
+      register: add_check
+    - name: add a passphrase
+      qimg.disk.qimg_amend: *add
+      register: add
+      diff: true
+    - name: add it again (check mode)
+      qimg.disk.qimg_amend: *add
+      check_mode: true
+      register: add_again_check
+    - name: add it again
+      qimg.disk.qimg_amend: *add
+      register: add_again
+    - name: remove the first passphrase, opening with the new one
+      qimg.disk.qimg_amend: &remove
+        path: "{{{{ img }}}}"
+        passphrase: "{other}"
+        options: {{encrypt: {{state: inactive, old_passphrase: "{pw}"}}}}
+      register: remove
+    - name: remove it again
+      qimg.disk.qimg_amend: *remove
+      register: remove_again
+    - name: results
+      ansible.builtin.copy:
+        dest: "{{{{ d }}}}/keyslots.json"
+        content: "{{{{ dict(add_check=add_check, add=add, add_again_check=add_again_check, add_again=add_again,
+                   remove=remove, remove_again=remove_again) | to_json }}}}"
+"""
+
+
+@pytest.mark.parametrize("name", ["e.qcow2", "e.luks"])
+def test_amend_keyslots_idempotent(tmp_path, name):
+    d = tmp_path / "img"
+    d.mkdir()
+    fmt, opts, spec = (("qcow2", "encrypt.format=luks,encrypt.key-secret=s0,encrypt.iter-time=10",
+                        "driver=qcow2,file.filename=%s,encrypt.key-secret=s0") if name.endswith("qcow2") else
+                       ("luks", "key-secret=s0,iter-time=10", "driver=luks,file.filename=%s,key-secret=s0"))
+    qemu_retry(["qemu-img", "create", "-q", "-f", fmt, "--object", secret_obj(PW), "-o", opts, str(d / name), "2M"])
+    assert_io_ok(qemu_io_enc(spec % (d / name), PW, "write -P 9 0 4k"))
+    coll = tmp_path / "collections" / "ansible_collections" / "qimg"
+    coll.mkdir(parents=True)
+    os.symlink(ROOT, str(coll / "disk"))
+    book = tmp_path / "play.yml"
+    book.write_text(KEYSLOTS.format(d=d, name=name, pw=PW, other=OTHER))
+    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(tmp_path / "collections"), ANSIBLE_NOCOLOR="1",
+               ANSIBLE_PYTHON_INTERPRETER=sys.executable, ANSIBLE_LOCALHOST_WARNING="0",
+               ANSIBLE_INVENTORY_UNPARSED_WARNING="0")
+    playbook = os.path.join(os.path.dirname(sys.executable), "ansible-playbook")
+    proc = run([playbook, "-vvv", "--diff", str(book)], check=False, env=env, cwd=str(tmp_path))
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    assert PW not in out and OTHER not in out
+    r = json.loads((d / "keyslots.json").read_text())
+    assert [r[k]["changed"] for k in ("add_check", "add", "add_again_check", "add_again", "remove", "remove_again")] \
+        == [True, True, False, False, True, False]
+    assert [s["active"] for s in r["add"]["keyslots"]][:2] == [True, True]
+    assert [s["active"] for s in r["remove"]["keyslots"]][:2] == [False, True]
+    assert "Invalid password" in qemu_io_enc(spec % (d / name), PW, "read 0 512").stderr
+    assert_io_ok(qemu_io_enc(spec % (d / name), OTHER, "read -P 9 0 4k"))

@@ -80,7 +80,10 @@ def _header_io(dev):
         flush = dev.file.flush
     else:
         header = dev.header
-        read, raw_write = dev.keyslot_io()
+        if dev.read_only:   # check mode: nothing is written
+            read, raw_write = dev.file.pread, None
+        else:
+            read, raw_write = dev.keyslot_io()
         key_secret = dev.key_secret
         flush = dev.file.flush
 
