@@ -12,20 +12,24 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import threading
-from contextlib import contextmanager
+# the key policy of this process (the CLI and the modules run one command per process); no
+# threading import here: `info` start-up stays lean
+_STATE = {"policy": "lazy"}
 
-_STATE = threading.local()
 
+class _policy(object):
+    def __init__(self, name):
+        self.name = name
+        self.old = None
 
-@contextmanager
-def _policy(name):
-    old = getattr(_STATE, "policy", "lazy")
-    _STATE.policy = name
-    try:
-        yield
-    finally:
-        _STATE.policy = old
+    def __enter__(self):
+        self.old = _STATE["policy"]
+        _STATE["policy"] = self.name
+        return self
+
+    def __exit__(self, *exc):
+        _STATE["policy"] = self.old
+        return False
 
 
 def strict_keys():
@@ -43,7 +47,7 @@ def no_io():
 def key_policy():
     """"lazy" (the engine's default: a keyless open fails at the first data access), "strict" or
     "no_io"."""
-    return getattr(_STATE, "policy", "lazy")
+    return _STATE["policy"]
 
 
 def reopen_keys(dev, *others):
