@@ -121,3 +121,55 @@ def keyslot_change(path, wanted, check_mode, force=False):
         opts[prefix + "iter-time"] = wanted["iter_time"]
     res = amend_image(path, opts, force=force, check_mode=check_mode)
     return True, before, res["after"].get("keyslots", before)
+
+
+# qimg_create's options.encrypt (the encryption of a new qcow2 image)
+ENCRYPT_SPEC = dict(type="dict", options=dict(
+    format=dict(type="str", choices=["luks", "aes"], default="luks"),
+    passphrase=dict(type="str", no_log=True, required=True),
+    cipher_alg=dict(type="str"),
+    cipher_mode=dict(type="str"),
+    ivgen_alg=dict(type="str"),
+    ivgen_hash_alg=dict(type="str"),
+    hash_alg=dict(type="str"),
+    iter_time=dict(type="int"),
+))
+_ENCRYPT_FACTS = ("cipher_alg", "cipher_mode", "ivgen_alg", "ivgen_hash_alg", "hash_alg")
+
+
+def encrypt_options(encrypt):
+    """(the -o options, a SecretStore with the passphrase) for a new image's options.encrypt."""
+    opts = {"encrypt.format": encrypt.get("format") or "luks", "encrypt.key-secret": SECRET_ID}
+    for key in _ENCRYPT_FACTS + ("iter_time",):
+        if encrypt.get(key) is not None:
+            opts["encrypt." + key.replace("_", "-")] = str(encrypt[key])
+    store = SecretStore()
+    store.add(SECRET_ID, encrypt["passphrase"])
+    return opts, store
+
+
+def encryption_differences(info, encrypt):
+    """['encryption <current> != <requested>', ...] between an image_info dict and options.encrypt
+    (None: no encryption asked for); only what `info` shows (never the key)."""
+    data = (info.get("format-specific") or {}).get("data") or {}
+    current = data.get("encrypt") if isinstance(data, dict) else None
+    have = current.get("format") if current else None
+    want = (encrypt.get("format") or "luks") if encrypt else None
+    if have != want:
+        return ["encryption %s != %s" % (have or "none", want or "none")]
+    out = []
+    for key in _ENCRYPT_FACTS if want == "luks" else ():
+        wanted = encrypt.get(key)
+        if wanted is None:
+            wanted = _LUKS_DEFAULTS.get(key)
+            if key == "ivgen_hash_alg" and (encrypt.get("ivgen_alg") or "plain64") == "essiv":
+                wanted = "sha256"
+        have = current.get(key.replace("_", "-"))
+        if str(wanted) != str(have):
+            out.append("encrypt.%s %s != %s" % (key, have or "none", wanted or "none"))
+    return out
+
+
+# what QEMU gives a LUKS image for what is not asked for (qapi/crypto.json)
+_LUKS_DEFAULTS = {"cipher_alg": "aes-256", "cipher_mode": "xts", "ivgen_alg": "plain64", "ivgen_hash_alg": None,
+                  "hash_alg": "sha256"}

@@ -190,3 +190,67 @@ def test_amend_keyslots_idempotent(tmp_path, name):
     assert [s["active"] for s in r["remove"]["keyslots"]][:2] == [False, True]
     assert "Invalid password" in qemu_io_enc(spec % (d / name), PW, "read 0 512").stderr
     assert_io_ok(qemu_io_enc(spec % (d / name), OTHER, "read -P 9 0 4k"))
+
+
+CREATE = """
+- hosts: localhost
+  gather_facts: false
+  vars:
+    d: "{d}"
+  tasks:
+    - name: create encrypted (check mode)
+      qimg.disk.qimg_create: &create
+        path: "{{{{ d }}}}/n.qcow2"
+        size: 4M
+        options: {{encrypt: {{passphrase: "{pw}", iter_time: 10, cipher_mode: cbc, ivgen_alg: essiv}}}}
+      check_mode: true
+      register: c1
+    - name: create encrypted
+      qimg.disk.qimg_create: *create
+      register: c2
+      diff: true
+    - name: again (check mode)
+      qimg.disk.qimg_create: *create
+      check_mode: true
+      register: c3
+    - name: again
+      qimg.disk.qimg_create: *create
+      register: c4
+    - name: another cipher mode is a difference
+      qimg.disk.qimg_create:
+        path: "{{{{ d }}}}/n.qcow2"
+        size: 4M
+        options: {{encrypt: {{passphrase: "{pw}", iter_time: 10}}}}
+      register: c5
+      ignore_errors: true
+    - name: results
+      ansible.builtin.copy:
+        dest: "{{{{ d }}}}/create.json"
+        content: "{{{{ dict(c1=c1, c2=c2, c3=c3, c4=c4, c5=c5) | to_json }}}}"
+"""
+
+
+def test_create_encrypted_idempotent(tmp_path):
+    d = tmp_path / "img"
+    d.mkdir()
+    coll = tmp_path / "collections" / "ansible_collections" / "qimg"
+    coll.mkdir(parents=True)
+    os.symlink(ROOT, str(coll / "disk"))
+    book = tmp_path / "play.yml"
+    book.write_text(CREATE.format(d=d, pw=PW))
+    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(tmp_path / "collections"), ANSIBLE_NOCOLOR="1",
+               ANSIBLE_PYTHON_INTERPRETER=sys.executable, ANSIBLE_LOCALHOST_WARNING="0",
+               ANSIBLE_INVENTORY_UNPARSED_WARNING="0")
+    playbook = os.path.join(os.path.dirname(sys.executable), "ansible-playbook")
+    proc = run([playbook, "-vvv", "--diff", str(book)], check=False, env=env, cwd=str(tmp_path))
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    assert PW not in out
+    r = json.loads((d / "create.json").read_text())
+    assert [r[k]["changed"] for k in ("c1", "c2", "c3", "c4")] == [True, True, False, False]
+    assert r["c5"]["failed"] and "encrypt.cipher_mode cbc != xts" in r["c5"]["differences"], r["c5"]
+    spec = "driver=qcow2,file.filename=%s,encrypt.key-secret=s0" % (d / "n.qcow2")
+    assert_io_ok(qemu_io_enc(spec, PW, "write -P 1 0 4k", "read -P 1 0 4k"))
+    info = json.loads(run(["qemu-img", "info", "--output=json", str(d / "n.qcow2")]).stdout)
+    enc = info["format-specific"]["data"]["encrypt"]
+    assert (enc["format"], enc["cipher-mode"], enc["ivgen-alg"]) == ("luks", "cbc", "essiv")
