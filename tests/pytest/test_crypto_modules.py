@@ -223,10 +223,22 @@ CREATE = """
         options: {{encrypt: {{passphrase: "{pw}", iter_time: 10}}}}
       register: c5
       ignore_errors: true
+    - name: a raw source
+      ansible.builtin.copy: {{dest: "{{{{ d }}}}/src.raw", content: "{{{{ 'qimg' * 4096 }}}}"}}
+    - name: convert into an encrypted image
+      qimg.disk.qimg_convert: &convert
+        src: "{{{{ d }}}}/src.raw"
+        dest: "{{{{ d }}}}/c.qcow2"
+        format: qcow2
+        options: {{encrypt: {{passphrase: "{pw}", iter_time: 10}}}}
+      register: v1
+    - name: again
+      qimg.disk.qimg_convert: *convert
+      register: v2
     - name: results
       ansible.builtin.copy:
         dest: "{{{{ d }}}}/create.json"
-        content: "{{{{ dict(c1=c1, c2=c2, c3=c3, c4=c4, c5=c5) | to_json }}}}"
+        content: "{{{{ dict(c1=c1, c2=c2, c3=c3, c4=c4, c5=c5, v1=v1, v2=v2) | to_json }}}}"
 """
 
 
@@ -248,6 +260,10 @@ def test_create_encrypted_idempotent(tmp_path):
     assert PW not in out
     r = json.loads((d / "create.json").read_text())
     assert [r[k]["changed"] for k in ("c1", "c2", "c3", "c4")] == [True, True, False, False]
+    assert (r["v1"]["changed"], r["v2"]["changed"]) == (True, False), (r["v1"], r["v2"])
+    run(["qemu-img", "compare", "--object", secret_obj(PW), "--image-opts",
+         "driver=qcow2,file.filename=%s,encrypt.key-secret=s0" % (d / "c.qcow2"),
+         "driver=raw,file.filename=%s" % (d / "src.raw")])
     assert r["c5"]["failed"] and "encrypt.cipher_mode cbc != xts" in r["c5"]["differences"], r["c5"]
     spec = "driver=qcow2,file.filename=%s,encrypt.key-secret=s0" % (d / "n.qcow2")
     assert_io_ok(qemu_io_enc(spec, PW, "write -P 1 0 4k", "read -P 1 0 4k"))
