@@ -159,7 +159,7 @@ options:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.qimg.disk.plugins.module_utils.amend import argument_spec, run
-from ansible_collections.qimg.disk.plugins.module_utils.passphrase import PASSPHRASE, key_paths
+from ansible_collections.qimg.disk.plugins.module_utils.passphrase import key_paths
 
 
 def main():
