@@ -7,7 +7,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-from .args import CACHE_MODES, add_option_list, split_opt_list
+from .args import CACHE_MODES, add_option_list, image_name, split_opt_list
 from .errors import CommandError, HelpRequested, UsageError
 from .getopt import getopt
 
@@ -75,8 +75,8 @@ def run(argv, ctx):
             return 0
         if len(args) != 1:
             raise CommandError("Expecting one image file name")
-        from .args import edit_target
-        filename, fmt = edit_target(args[0], fmt, image_opts, objects)
+        # the single place the image's name reaches the engine
+        filename = image_name(args[0], fmt=fmt, image_opts=image_opts, objects=objects)
         if cache not in CACHE_MODES:
             raise CommandError("Invalid cache option: %s" % cache)
         from ..image import open_image

@@ -11,6 +11,7 @@ from .args import CACHE_MODES, image_name, output_format
 from .errors import CommandError, HelpRequested, UsageError
 from .getopt import iter_getopt
 from .output import format_check
+from ..formats.qcow2.check import PROG
 
 
 # The qcow2 driver's message when -r leaks meets a referenced cluster with refcount 0.
@@ -68,7 +69,9 @@ def run(argv, ctx):
     except ops_check.CheckNotSupported as err:
         raise CommandError(err.message, code=ops_check.EXIT_UNSUPPORTED)
     if res["messages"]:
-        ctx.err("".join(line + "\n" for line in res["messages"]))
+        # a line starting with PROG is an error_report(): qemu-img's name first
+        ctx.err("".join((ctx.prog + ": " + line[len(PROG):] if line.startswith(PROG) else line) + "\n"
+                        for line in res["messages"]))
     if res.get("failed"):
         # qemu's check stops (e.g. -EIO when -r leaks meets a cluster that needs a rebuild):
         # bdrv_check() fails and no figures are printed

@@ -11,7 +11,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-from .args import edit_target
+from .args import image_name
 from .errors import CommandError, HelpRequested, UsageError
 from .getopt import iter_getopt
 from .output import snapshot_line
@@ -52,26 +52,28 @@ def run(argv, ctx):
             image_opts = True
     if len(args) != 1:
         raise UsageError("Expecting one image file name")
-    filename, fmt = edit_target(args[0], None, image_opts, objects)
+    filename = image_name(args[0], image_opts=image_opts, objects=objects)
     from ..ops import snapshot as ops_snapshot
     if action == "l":
-        ctx.out(format_snapshot_list(ops_snapshot.list_snapshots(filename, fmt, force_share=share)))
+        ctx.out(format_snapshot_list(ops_snapshot.list_snapshots(filename, force_share=share, specs=True)))
         return 0
     if share:
         raise CommandError("Could not open '%s': force-share=on can only be used with read-only images" % filename)
     from ..ops.check import probe_format
-    if fmt is None and probe_format(filename)["probed-raw"]:
+    if probe_format(filename)["probed-raw"]:
         # -a on raw: QEMU falls back to the protocol layer and reopens the format (a second warning)
         ctx.err(PROBED_RAW_WARNING % filename * (2 if action == "a" else 1))
     try:
         if action == "c":
-            ops_snapshot.create_snapshot(filename, name, fmt=fmt)
+            ops_snapshot.create_snapshot(filename, name, specs=True)
         elif action == "a":
-            ops_snapshot.apply_snapshot(filename, name, fmt=fmt)
+            ops_snapshot.apply_snapshot(filename, name, specs=True)
         elif action == "d":
-            ops_snapshot.delete_snapshot(filename, name=name, fmt=fmt)
+            ops_snapshot.delete_snapshot(filename, name=name, specs=True)
         else:
-            ops_snapshot.open_for_nothing(filename, fmt, force_share=share)
+            ops_snapshot.open_for_nothing(filename, force_share=share, specs=True)
     except ops_snapshot.SnapshotFailed as err:
+        if err.notes:
+            ctx.err("".join(line + "\n" for line in err.notes))
         raise CommandError(err.lines)
     return 0

@@ -163,3 +163,25 @@ def amend_keyslots(dev, opts, force=False, check_mode=False):
         pw = luks._password_bytes(old)
         return [i for i in range(luks.NUM_SLOTS) if header.try_slot(i, pw, read) is not None]
     return luks.erase_keyslots(header, read, write, old_password=old, keyslot=keyslot, force=force)
+
+
+def _register():
+    """The "encrypt." options of qcow2 amend (formats/qcow2/amend.py's extension hook)."""
+    from ..formats.qcow2.amend import AmendExtension, register_extension
+
+    class KeyslotAmend(AmendExtension):
+        def parse(self, img, name, value, plan):
+            check_qcow2_encryption(img)
+            plan.extra.setdefault("encrypt", {})[name[len("encrypt."):]] = value
+
+        def wanted(self, plan):
+            return bool(plan.extra.get("encrypt"))
+
+        def apply(self, img, plan, force, status):
+            status(0, 1)
+            amend_keyslots(img, plan.extra["encrypt"], force=force)
+            status(1, 1)
+    register_extension("encrypt.", KeyslotAmend())
+
+
+_register()

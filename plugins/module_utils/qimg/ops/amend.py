@@ -8,8 +8,9 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 from ..errors import InvalidArgument, UnsupportedFeature
-from ..formats.qcow2.amend import AMEND_OPTIONS, amend, current_options
+from ..crypto import amend as _crypto_amend  # noqa: F401  registers the "encrypt." amend extension
 from ..crypto.amend import keyslot_facts, slot_states
+from ..formats.qcow2.amend import AMEND_OPTIONS, amend, current_options
 from ..image import open_image
 from .create import CREATE_OPTIONS, _typed
 
@@ -57,15 +58,21 @@ def parse_amend_options(options):
     return out
 
 
-def _wanted_differs(current, opts):
+def _wanted(current, opts):
+    """The amendable options as they will be after the amend (what check mode reports)."""
+    after = dict(current)
     for name in ("lazy_refcounts", "refcount_bits", "size"):
-        if name in opts and opts[name] != current[name] and not (name == "size" and not opts[name]):
-            return True
+        if name in opts and not (name == "size" and not opts[name]):
+            after[name] = opts[name]
     if "compat" in opts:
-        want = {"v2": "0.10", "v3": "1.1"}.get(opts["compat"], opts["compat"])
-        if want != current["compat"]:
-            return True
-    return False
+        after["compat"] = {"v2": "0.10", "v3": "1.1"}.get(opts["compat"], opts["compat"])
+        if after["compat"] == "0.10":
+            after["lazy_refcounts"] = False
+    if opts.get("data_file") is not None and current.get("data_file") is not None:
+        after["data_file"] = opts["data_file"] or None
+    if "data_file_raw" in opts and current.get("data_file") is not None:
+        after["data_file_raw"] = opts["data_file_raw"]
+    return after
 
 
 def amend_image(filename, options, fmt=None, force=False, check_mode=False, on_open=None, progress=None):
@@ -92,42 +99,31 @@ def amend_image(filename, options, fmt=None, force=False, check_mode=False, on_o
         if dev.format_name != "qcow2":
             raise UnsupportedFeature("Format driver '%s' does not support option amendment" % dev.format_name)
         before = current_options(dev)
-        changed = _wanted_differs(before, opts)
         slots = _keyslots(dev, opts, force)
         if slots is not None:
             before["keyslots"] = slots[0]
-            changed = changed or bool(slots[1])
         if check_mode:
-            after = dict(before)
-            for name in ("lazy_refcounts", "refcount_bits", "size"):
-                if opts.get(name):
-                    after[name] = opts[name]
-            if "lazy_refcounts" in opts:
-                after["lazy_refcounts"] = opts["lazy_refcounts"]
-            if "compat" in opts:
-                after["compat"] = {"v2": "0.10", "v3": "1.1"}.get(opts["compat"], opts["compat"])
+            after = _wanted(before, opts)
             if slots is not None:
                 after["keyslots"] = _predicted(slots)
-            return {"changed": changed, "before": before, "after": after}
+            return {"changed": after != before or bool(slots and slots[1][1]), "before": before, "after": after}
         amend(dev, opts, force=force, progress=progress)
         dev.flush()
         after = current_options(dev)
+        changed = before != after
         if slots is not None:
             after["keyslots"] = keyslot_facts(dev)
-            if slot_states(dev) != slots[2]:
-                after["keyslots-changed"] = True
-    changed = after.pop("keyslots-changed", False) or before != after
-    return {"changed": changed, "before": before, "after": after}
+            changed = changed or slot_states(dev) != slots[2]
+    return {"changed": changed or before != after, "before": before, "after": after}
 
 
 def _keyslots(dev, opts, force):
-    """None without encrypt.* options, else (keyslot facts before, the slots check mode predicts,
-    slot states before)."""
-    from ..crypto.amend import keyslot_facts, slot_states
+    """None without encrypt.* options, else (keyslot facts before, (state, the slots check mode
+    predicts), slot states before)."""
+    from ..crypto.amend import amend_keyslots
     enc = dict((k[len("encrypt."):], v) for k, v in opts.items() if k.startswith("encrypt."))
     if not enc or getattr(dev, "crypto", None) is None or dev.crypto.method != 2:
         return None
-    from ..crypto.amend import amend_keyslots
     predicted = amend_keyslots(dev, enc, force=force, check_mode=True)
     return keyslot_facts(dev), (enc["state"], predicted), slot_states(dev)
 
@@ -141,13 +137,13 @@ def _predicted(slots):
 
 def _amend_luks(dev, options, force, check_mode):
     """qemu-img amend on a luks file: keyslots only."""
-    from ..crypto.amend import amend_keyslots, keyslot_facts, parse_luks_options, slot_states
+    from ..crypto.amend import amend_keyslots, parse_luks_options
     opts = parse_luks_options(options)
     before = {"size": dev.size, "keyslots": keyslot_facts(dev)}
     states = slot_states(dev)
     if check_mode:
         numbers = amend_keyslots(dev, opts, force=force, check_mode=True)
-        after = dict(before, keyslots=_predicted((before["keyslots"], (opts["state"], numbers))))
+        after = dict(before, keyslots=_predicted((before["keyslots"], (opts.get("state"), numbers))))
         return {"changed": bool(numbers), "before": before, "after": after}
     amend_keyslots(dev, opts, force=force)
     dev.flush()

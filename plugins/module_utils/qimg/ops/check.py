@@ -9,6 +9,7 @@ __metaclass__ = type
 
 from ..errors import InvalidArgument, UnsupportedFeature
 from ..formats.qcow2.check import check as qcow2_check
+from ..formats.qcow2.snapshots import SnapshotTableError
 from ..image import open_image, open_layer
 from ..protocols.cache import cache_mode
 
@@ -27,7 +28,12 @@ def probe_format(filename, fmt=None):
     """Open the image and its whole chain as qemu-img check does before checking (a missing
     backing file fails here). Returns {"format": name, "probed-raw": True when the format was
     probed and is raw (qemu warns before a repair)}."""
-    with open_image(filename, fmt, read_only=True, force_share=True) as dev:
+    try:
+        dev = open_image(filename, fmt, read_only=True, force_share=True)
+    except SnapshotTableError:
+        # qemu-img check opens the image in check mode: its snapshot table is the check's to report
+        dev = open_layer(filename, fmt, read_only=True, force_share=True, repair=True)
+    with dev:
         return {"format": dev.format_name, "probed-raw": fmt is None and dev.format_name == "raw"}
 
 
@@ -42,8 +48,9 @@ def check_image(filename, fmt=None, repair=None, force_share=False, cache=None):
     if repair not in (None, "leaks", "all"):
         raise InvalidArgument("Unknown option for -r")
     writable = repair is not None
+    # repair=True: check mode (QEMU's BDRV_O_CHECK), read-only or not
     dev = open_layer(filename, fmt, read_only=not writable, force_share=force_share and not writable,
-                     repair=writable, cache=mode)
+                     repair=True, cache=mode)
     try:
         if dev.format_name != "qcow2":
             raise CheckNotSupported("This image format does not support checks")

@@ -30,13 +30,17 @@ class SnapshotNotFound(ImageNotFound):
 class SnapshotFailed(QimgError):
     """The operation failed; `lines` are every line qemu-img prints (first_line first)."""
 
-    def __init__(self, message, first_line=None):
+    def __init__(self, message, first_line=None, notes=()):
         super(SnapshotFailed, self).__init__(message)
         self.lines = ([first_line] if first_line else []) + [self.message]
+        self.notes = list(notes)  # printed first, as they are: QEMU's driver's own stderr lines
 
 
-def _open(filename, fmt, read_only, force_share=False):
-    refuse_pseudo_filename(filename, "Image file name")
+def _open(filename, fmt, read_only, force_share=False, specs=False):
+    """specs: the name may be any image specification (json:, protocols, an --image-opts spec.ImageName),
+    as qemu-img's command line takes it; otherwise only a local file (the modules)."""
+    if not specs:
+        refuse_pseudo_filename(filename, "Image file name")
     return open_image(filename, fmt, read_only=read_only, force_share=force_share and read_only)
 
 
@@ -51,27 +55,27 @@ def snapshots_of(dev):
     return [snapshot_info(s) for s in dev.snapshots]
 
 
-def list_snapshots(filename, fmt=None, force_share=False):
+def list_snapshots(filename, fmt=None, force_share=False, specs=False):
     """The snapshot table as qemu-img's SnapshotInfo list (empty when there is none)."""
-    dev = _open(filename, fmt, True, force_share)
+    dev = _open(filename, fmt, True, force_share, specs)
     try:
         return snapshots_of(dev)
     finally:
         dev.close()
 
 
-def open_for_nothing(filename, fmt=None, force_share=False):
+def open_for_nothing(filename, fmt=None, force_share=False, specs=False):
     """qemu-img snapshot without an action: the image is opened read-write (locks, checks) and closed."""
-    _open(filename, fmt, False, force_share).close()
+    _open(filename, fmt, False, force_share, specs).close()
 
 
 def _strerror(err):
     return os.strerror(err)
 
 
-def create_snapshot(filename, name, fmt=None, now=None):
+def create_snapshot(filename, name, fmt=None, now=None, specs=False):
     """Add a snapshot called name (the next free numeric id, QEMU's extra data). Returns its SnapshotInfo."""
-    dev = _open(filename, fmt, False)
+    dev = _open(filename, fmt, False, specs=specs)
     try:
         if not _is_qcow2(dev):
             raise SnapshotFailed("Could not create snapshot '%s': -%d (%s)"
@@ -94,9 +98,9 @@ def _find(dev, snapshot_id, name):
     return find_snapshot(dev.snapshots, snapshot_id=snapshot_id, name=name)
 
 
-def apply_snapshot(filename, snapshot, fmt=None):
+def apply_snapshot(filename, snapshot, fmt=None, specs=False):
     """Revert the active image to the snapshot whose id (first) or name is `snapshot`. Returns its SnapshotInfo."""
-    dev = _open(filename, fmt, False)
+    dev = _open(filename, fmt, False, specs=specs)
     try:
         if not _is_qcow2(dev):
             raise SnapshotFailed("Could not apply snapshot '%s': Block driver does not support snapshots" % snapshot)
@@ -113,10 +117,10 @@ def apply_snapshot(filename, snapshot, fmt=None):
         dev.close()
 
 
-def delete_snapshot(filename, name=None, snapshot_id=None, fmt=None):
+def delete_snapshot(filename, name=None, snapshot_id=None, fmt=None, specs=False):
     """Delete the first snapshot with that name and/or id (qemu-img -d: by name). Returns its SnapshotInfo."""
     what = name if name is not None else snapshot_id
-    dev = _open(filename, fmt, False)
+    dev = _open(filename, fmt, False, specs=specs)
     try:
         index = _find(dev, snapshot_id, name) if _is_qcow2(dev) else -1
         if index < 0:
@@ -124,7 +128,7 @@ def delete_snapshot(filename, name=None, snapshot_id=None, fmt=None):
         try:
             snap = snapshot_ops.delete(dev, index)
         except snapshot_ops.SnapshotOpError as e:
-            raise SnapshotFailed("Could not delete snapshot '%s': %s" % (what, e.message), e.first_line)
+            raise SnapshotFailed("Could not delete snapshot '%s': %s" % (what, e.message), e.first_line, e.notes)
         return snapshot_info(snap)
     finally:
         dev.close()

@@ -22,6 +22,8 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import array
+import errno
+import os
 import struct
 
 from ...errors import ImageCorrupt
@@ -29,6 +31,9 @@ from . import header as hdr
 from .entries import (COMPRESSED, COPIED, L1E_RESERVED, L2E_RESERVED, OFFSET_MASK, ZERO_FLAG, decode_table,
                       nonzero_entries)
 from .refcounts import REFTABLE_OFFSET_MASK, encode_block
+from .snapshots import SnapshotTableError, read_snapshots
+
+PROG = "\0"  # a message line starting so is an error_report(): the CLI puts its program name there
 
 
 class CheckResult(object):
@@ -65,11 +70,16 @@ class _Walker(object):
         self.cb = img.cluster_bits
         self.file_clusters = -(-img.file_size // self.cs)
         self.counts = array.array("H", bytes(2 * max(self.file_clusters, 1)))
+        # QEMU counts in an array of the image's refcount width: a count that would pass its
+        # maximum is an overflow corruption (refcounts wider than 16 bits: counted on, beside)
+        bits = img.header.refcount_bits
+        self.max_count = (1 << bits) - 1 if bits <= 16 else None
         self.overflow = {}
         self.beyond = {}  # references past the end of the file
         self.bad_l2 = set()
         self.copied_messages = []
         self.past_end = []  # (L2 table offset, byte offset in it) of data entries past the end of the file
+        self.fix_errors = False  # check -r all: entries qemu's check repairs on the spot are repaired
 
     def inc(self, offset, length):
         """Count one reference to every cluster of [offset, offset+length); False if not counted."""
@@ -91,7 +101,11 @@ class _Walker(object):
                 self.beyond[c] = self.beyond.get(c, 0) + 1
                 continue
             v = self.counts[c]
-            if v == 0xFFFF:
+            if v == self.max_count:
+                self.res.error("ERROR: overflow cluster offset=%#x" % (c << self.cb))
+                self.res.messages.append("Use qemu-img amend to increase the refcount entry width or qemu-img "
+                                         "convert to create a clean copy if the image cannot be opened for writing")
+            elif v == 0xFFFF:
                 self.overflow[c] = self.overflow.get(c, 0) + 1
             else:
                 self.counts[c] = v + 1
@@ -185,8 +199,22 @@ class _Walker(object):
                     res.fragmented_clusters += 1
                 state["next"] = host + cs
             if host % cs:
-                res.error("ERROR offset=%x: Cluster is not properly aligned; L2 entry corrupted." % host)
-                continue
+                # qemu's check_refcounts_l2(): without data in it the cluster can be dropped (-r all)
+                if step == 2:
+                    has_data = bool(bitmap & 0xFFFFFFFF)
+                else:
+                    has_data = not e & ZERO_FLAG
+                if has_data:
+                    res.error("ERROR offset=%x: Data cluster is not properly aligned; L2 entry corrupted." % host)
+                elif self.fix_errors:
+                    res.messages.append("Repairing offset=%x: Preallocated cluster is not properly aligned; L2 entry "
+                                        "corrupted." % host)
+                    self._zero_entry(l2off, pos, bitmap)
+                    res.corruptions_fixed += 1
+                    continue
+                else:
+                    res.error("ERROR offset=%x: Preallocated cluster is not properly aligned; L2 entry corrupted."
+                              % host)
             if external:
                 if active and not e & COPIED:  # implicitly refcount 1: COPIED must be set
                     self.copied_messages.append("ERROR OFLAG_COPIED data cluster: l2_entry=%x refcount=1" % e)
@@ -197,7 +225,20 @@ class _Walker(object):
             if active:
                 stored = rc.get(host >> self.cb)
                 if (stored == 1) != bool(e & COPIED):
-                    self.copied_messages.append("ERROR OFLAG_COPIED data cluster: l2_entry=%x refcount=%d" % (e, stored))
+                    self.copied_messages.append("ERROR OFLAG_COPIED data cluster: l2_entry=%x refcount=%d"
+                                                % (e, stored))
+
+    def _zero_entry(self, l2off, pos, bitmap):
+        """QEMU's fix_l2_entry_by_zero(): the entry becomes an unallocated zero cluster, in place (with
+        subclusters: unallocated, and the allocated and zero subclusters read as zeros)."""
+        img = self.img
+        if img.extended_l2:
+            zeros = (bitmap | bitmap << 32) & (0xFFFFFFFF << 32)
+            img.file.pwrite(l2off + pos, struct.pack(">QQ", 0, zeros))
+        else:
+            img.file.pwrite(l2off + pos, struct.pack(">Q", ZERO_FLAG))
+        img.l2_cache.clear()
+        img.sync()
 
     def walk(self):
         img = self.img
@@ -209,11 +250,18 @@ class _Walker(object):
             self.res.error("ERROR %d snapshots in image with data file" % len(img.snapshots))
         snapshot_bytes = 0
         for snap in img.snapshots:
-            self.l1(snap.l1_table_offset, snap.l1_size, False)
-            entry = 40 + len(snap.extra) + len(snap.id.encode("utf-8")) + len(snap.name.encode("utf-8"))
-            snapshot_bytes += (entry + 7) & ~7
+            if snap.l1_table_offset % cs:
+                self.res.error("ERROR snapshot %s (%s) l1_offset=%#x: L1 table is not cluster aligned; snapshot "
+                               "table entry corrupted" % (snap.id, snap.name, snap.l1_table_offset))
+            elif snap.l1_size > hdr.MAX_L1_BYTES // 8:
+                self.res.error("ERROR snapshot %s (%s) l1_size=%#x: L1 table is too large; snapshot table entry "
+                               "corrupted" % (snap.id, snap.name, snap.l1_size))
+            else:
+                self.l1(snap.l1_table_offset, snap.l1_size, False)
+            entry = 40 + len(snap.extra) + len(snap.raw_id) + len(snap.raw_name)
+            snapshot_bytes = ((snapshot_bytes + 7) & ~7) + entry  # no padding after the last entry
         if h.nb_snapshots:
-            self.inc(h.snapshots_offset, snapshot_bytes)
+            self.inc(h.snapshots_offset, getattr(img, "snapshots_size", snapshot_bytes))
         self.inc(h.refcount_table_offset, h.refcount_table_clusters * cs)
         crypto = getattr(img, "crypto", None)
         if crypto is not None and crypto.region is not None:
@@ -262,7 +310,11 @@ def check(img, repair=None):
         raise ImageCorrupt("%s: the image must be opened for writing to repair it" % img.filename)
     res = CheckResult()
     res.total_clusters = -(-img.size // img.cluster_size)
+    snapshot_corruptions = _read_snapshot_table(img, res, repair == "all")
+    if snapshot_corruptions is None:
+        return res
     walker = _Walker(img, res)
+    walker.fix_errors = repair == "all"
     walker.walk()
     if repair == "all" and walker.past_end:
         # our addition to qemu-img's repair: data clusters past the end of the file read as zeros,
@@ -308,6 +360,13 @@ def check(img, repair=None):
         _copied_pass(img, res, repair)
         img.refcounts.flush()
         img.sync()
+    if snapshot_corruptions:
+        if repair == "all" and not res.check_errors:
+            _rewrite_snapshot_table(img)  # qcow2_check_fix_snapshot_table()
+            res.corruptions_fixed += snapshot_corruptions
+        else:
+            res.corruptions += snapshot_corruptions
+    if repair is not None:
         h = img.header
         if not res.check_errors and not res.corruptions and \
                 h.incompatible_features & (hdr.INCOMPAT_DIRTY | hdr.INCOMPAT_CORRUPT):
@@ -315,6 +374,68 @@ def check(img, repair=None):
             img.write_header()
             img.sync()
     return res
+
+
+def _read_snapshot_table(img, res, fix):
+    """QEMU's qcow2_check_read_snapshot_table(): the image was opened in check mode, so the snapshot
+    table is read here. With fix (-r all) snapshots past the limits are dropped (the count in the
+    header is lowered at once: that only leaks) and too much extra data is cut. Returns the number of
+    corruptions the table still has (fixed by rewriting it at the end), or None when the check stops
+    (res.failed)."""
+    h = img.header
+    reduced = 0
+    if h.nb_snapshots > hdr.MAX_SNAPSHOTS and fix:
+        res.messages.append("Discarding %d overhanging snapshots" % (h.nb_snapshots - hdr.MAX_SNAPSHOTS))
+        reduced += h.nb_snapshots - hdr.MAX_SNAPSHOTS
+        h.nb_snapshots = hdr.MAX_SNAPSHOTS
+    bad = hdr.snapshot_table_problem(h, img.cluster_size)
+    if bad:
+        res.check_errors += 1
+        res.messages.append(PROG + "ERROR snapshot table %s" % bad[0])
+        if h.nb_snapshots > hdr.MAX_SNAPSHOTS:
+            res.messages.append("You can force-remove all %d overhanging snapshots with qemu-img check -r all"
+                                % (h.nb_snapshots - hdr.MAX_SNAPSHOTS))
+        res.failed = os.strerror(bad[1])
+        img.snapshots = []
+        return None
+    repair = {"messages": [], "extra_dropped": 0, "overhanging": 0} if fix else None
+    try:
+        snaps = read_snapshots(img, repair)
+    except SnapshotTableError as e:
+        res.check_errors += 1
+        msg = e.message
+        head = "Could not open '%s': " % img.filename
+        if msg.startswith(head):
+            msg = msg[len(head):]
+        res.messages.append(PROG + "ERROR failed to read the snapshot table: " + msg)
+        res.messages.extend(e.hint)
+        res.failed = os.strerror(errno.EFBIG)
+        img.snapshots = []
+        return None
+    img.snapshots = snaps
+    corruptions = 0
+    if repair is not None:
+        res.messages.extend(repair["messages"])
+        reduced += repair["overhanging"]
+        corruptions += repair["extra_dropped"]
+    if reduced:
+        h.nb_snapshots = len(snaps)
+        img.file.pwrite(60, struct.pack(">I", h.nb_snapshots))
+        img.sync()
+        res.corruptions_fixed += reduced
+    if h.version >= 3:
+        for i, snap in enumerate(snaps):
+            if len(snap.extra) < 16:
+                corruptions += 1
+                res.messages.append("%s snapshot table entry %d is incomplete" % ("Repairing" if fix else "ERROR", i))
+    return corruptions
+
+
+def _rewrite_snapshot_table(img):
+    """qcow2_write_snapshots() after a repair: every entry as QEMU writes it, in new clusters."""
+    from .snapshot_ops import rewrite_snapshot_table
+    img.reload_refcounts()
+    rewrite_snapshot_table(img)
 
 
 def _compare_refcounts(img, walker, res, fix=None):

@@ -12,9 +12,6 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import array
-import bisect
-import collections
 import os
 import struct
 
@@ -22,20 +19,17 @@ from ...errors import ImageCorrupt, ImageNotFound, InvalidArgument, QimgError, R
 from ...image import DATA, UNALLOCATED, ZERO, BlockDevice, Extent
 from ...protocols.base import ProtocolNode
 from . import header as hdr
-from .bitmaps import bitmap_info, mark_in_use, read_bitmaps
-from .compress import decompress_cluster
 from .entries import (ALL_SUBCLUSTERS, ALL_ZERO_BITS, COMPRESSED, COPIED, L1E_RESERVED, L2E_RESERVED, OFFSET_MASK,
                       ZERO_FLAG, decode_table, encode_table, nonzero_entries)
 from ...fileio import zero_view
-from .refcounts import Refcounts
-from .snapshots import read_snapshots, snapshot_info
 
 L2_CACHE_BYTES = 32 * 1024 * 1024
 COMPRESSED_KIND = "compressed"
 
 
-def open_data_file_node(image_filename, name, read_only, force_share):
-    """The external data file named in an image's header, as a local file node.
+def open_data_file_node(image_filename, name, read_only, force_share, cache=None):
+    """The external data file named in an image's header, as a local file node, with the image
+    file's cache mode (cache: a CacheMode or its name; QEMU's children inherit it too).
 
     As QEMU 7.2 opens it (bdrv_open_child without filename parsing): the name is a plain file name,
     never json: or a protocol, and a relative one is taken relative to the working directory (not
@@ -52,7 +46,7 @@ def open_data_file_node(image_filename, name, read_only, force_share):
         raise ImageNotFound("Could not open '%s': 'file' driver requires '%s' to be a regular file"
                             % (image_filename, name))
     try:
-        return HostFile(name, read_only, force_share)
+        return HostFile(name, read_only, force_share, cache=cache)
     except QimgError as e:
         msg = e.message
         prefix = "Could not open '%s': " % name
@@ -90,7 +84,8 @@ class Qcow2Image(BlockDevice):
         self._own_data_file = False
         self.file_size = file.length()
         buf = file.pread(0, min(self.file_size, 1 << hdr.MAX_CLUSTER_BITS))
-        self.header = h = hdr.parse_header(buf, self.file_size, filename)
+        # repair: opened by check (read-only too): the snapshot table is check's to read (QEMU's BDRV_O_CHECK)
+        self.header = h = hdr.parse_header(buf, self.file_size, filename, check_mode=bool(repair))
         self.cluster_size = cs = h.cluster_size
         self.cluster_bits = h.cluster_bits
         self.size = h.size
@@ -117,12 +112,21 @@ class Qcow2Image(BlockDevice):
                                "of at least 16384 bytes" % filename)
         if h.incompatible_features & hdr.INCOMPAT_CORRUPT and not repair:
             self.read_only = True  # corrupt images may be read, never written (except by repair)
-        self.l1 = decode_table(file.pread(h.l1_table_offset, h.l1_size * 8))
+        # The L1 and refcount tables are read on first use: info needs neither (start-up time)
+        self._l1 = None
         self.l1_dirty = set()
-        self.refcounts = Refcounts(self)
-        self.snapshots = read_snapshots(self)
-        self.bitmaps = read_bitmaps(self) if h.autoclear_features & hdr.AUTOCLEAR_BITMAPS else []
-        self.l2_cache = collections.OrderedDict()
+        self._refcounts = None
+        # the snapshot, bitmap and compression modules are imported where an image needs them
+        self.snapshots = []
+        self.snapshots_size = 0
+        if h.nb_snapshots and not (repair and hdr.snapshot_table_problem(h, cs)):
+            from .snapshots import read_snapshots
+            self.snapshots = read_snapshots(self, check=repair)
+        self.bitmaps = []
+        if h.autoclear_features & hdr.AUTOCLEAR_BITMAPS:
+            from .bitmaps import read_bitmaps
+            self.bitmaps = read_bitmaps(self)
+        self.l2_cache = {}  # offset -> table, least recently used first
         self.l2_dirty = {}  # offset -> table: modified tables stay reachable even if evicted
         self.pending_decrefs = []
         self.prepared_for_write = False
@@ -160,7 +164,8 @@ class Qcow2Image(BlockDevice):
         if node is None:
             if h.data_file is None:
                 raise ImageCorrupt("Could not open '%s': 'data-file' is required for this image" % self.filename)
-            node = open_data_file_node(self.filename, h.data_file, self.read_only, self.file.lock is None)
+            node = open_data_file_node(self.filename, h.data_file, self.read_only, self.file.lock is None,
+                                       getattr(self.file, "cache", None))
             self._own_data_file = True
         self.data_file = node
 
@@ -248,8 +253,9 @@ class Qcow2Image(BlockDevice):
             self._refuse_write(offset, what, "it is beyond the addressable range")
         regions = self._metadata_regions()
         # only regions starting within one maximal region length before the write can overlap it
-        i = bisect.bisect_left(self._region_starts, offset - self._region_max_len)
-        j = bisect.bisect_left(self._region_starts, offset + length)
+        from bisect import bisect_left
+        i = bisect_left(self._region_starts, offset - self._region_max_len)
+        j = bisect_left(self._region_starts, offset + length)
         for start, end, kind in regions[i:j]:
             if offset < end and start < offset + length and kind != what:
                 self._refuse_write(offset, what, "it would overlap the %s at %#x" % (kind, start))
@@ -320,14 +326,15 @@ class Qcow2Image(BlockDevice):
         return off, e
 
     def _load_l2(self, off):
-        t = self.l2_cache.get(off)
+        t = self.l2_cache.pop(off, None)
         if t is not None:
-            self.l2_cache.move_to_end(off)
+            self.l2_cache[off] = t  # now the most recently used
             return t
         t = decode_table(self.file.pread(off, self.cluster_size))
         self.l2_cache[off] = t
         if len(self.l2_cache) * self.cluster_size > L2_CACHE_BYTES:
-            old, table = self.l2_cache.popitem(last=False)
+            old = next(iter(self.l2_cache))
+            table = self.l2_cache.pop(old)
             if old in self.l2_dirty:
                 self.refcounts.flush()
                 self._write_l2(old, table)
@@ -468,6 +475,7 @@ class Qcow2Image(BlockDevice):
             raise ImageCorrupt("%s: compressed cluster offset %#x is invalid" % (self.filename, host))
         nbytes = (sectors + 1) * 512 - (host & 511)
         data = self.file.pread(host, min(nbytes, 2 * self.cluster_size + 512))
+        from .compress import decompress_cluster
         out = decompress_cluster(data, self.cluster_size, self.header.compression_type, self.filename)
         self._last_compressed = (e, out)
         return out
@@ -543,14 +551,39 @@ class Qcow2Image(BlockDevice):
             self.write_header()
             self.sync()
         if self.bitmaps:
+            from .bitmaps import mark_in_use
             mark_in_use(self, self.bitmaps)
             self.sync()
         self.prepared_for_write = True
         self.written = True
 
     def reload_refcounts(self):
-        self.refcounts = Refcounts(self)
+        self._refcounts = None
         self.metadata_changed()
+
+    @property
+    def l1(self):
+        """The active L1 table (array of host-order entries), read on first use."""
+        if self._l1 is None:
+            h = self.header
+            self._l1 = decode_table(self.file.pread(h.l1_table_offset, h.l1_size * 8))
+        return self._l1
+
+    @l1.setter
+    def l1(self, table):
+        self._l1 = table
+
+    @property
+    def refcounts(self):
+        """The refcount table and block cache (refcounts.Refcounts), read on first use."""
+        if self._refcounts is None:
+            from .refcounts import Refcounts
+            self._refcounts = Refcounts(self)
+        return self._refcounts
+
+    @refcounts.setter
+    def refcounts(self, value):
+        self._refcounts = value
 
     def check_writable(self):
         if self.header.incompatible_features & hdr.INCOMPAT_CORRUPT:
@@ -564,16 +597,17 @@ class Qcow2Image(BlockDevice):
         l2off, l1e = self._l2_offset(l1i)
         if l2off and l1e & COPIED:
             return l2off, self._load_l2(l2off), l2i * self.l2_step
+        from array import array  # not at the top: importing array imports collections (start-up time)
         new = self.refcounts.alloc(1)
         self.refcounts.flush()
         if l2off:
-            table = array.array("Q", self._load_l2(l2off))
+            table = array("Q", self._load_l2(l2off))
             # the copy is shared with snapshots: no entry in it may claim refcount 1
             for i in range(0, len(table), self.l2_step):
                 table[i] &= ~COPIED
             self.pending_decrefs.append((l2off, 1))
         else:
-            table = array.array("Q", bytes(self.cluster_size))
+            table = array("Q", bytes(self.cluster_size))
         self._write_l2(new, table)
         self.l2_cache[new] = table
         self.l1[l1i] = new | COPIED
@@ -849,7 +883,11 @@ class Qcow2Image(BlockDevice):
                 break
         else:
             raise ImageNotFound("Failed to load snapshot: Can't find snapshot")
-        if snap.l1_size * 8 > hdr.MAX_L1_BYTES or snap.l1_table_offset + snap.l1_size * 8 > self.file_end_limit():
+        from .snapshot_ops import validate_snapshot_l1
+        bad = validate_snapshot_l1(self, snap)  # qcow2_snapshot_load_tmp()'s checks and messages
+        if bad:
+            raise ImageCorrupt("Failed to load snapshot: %s" % bad[0])
+        if snap.l1_table_offset + snap.l1_size * 8 > self.file_end_limit():
             raise ImageCorrupt("%s: snapshot '%s' has an invalid L1 table" % (self.filename, snap.name))
         self.l1 = decode_table(self.file.pread(snap.l1_table_offset, snap.l1_size * 8))
         self.size = snap.disk_size
@@ -879,6 +917,7 @@ class Qcow2Image(BlockDevice):
         else:
             data["compression-type"] = "zlib"
         if self.bitmaps:
+            from .bitmaps import bitmap_info
             data["bitmaps"] = [bitmap_info(b) for b in self.bitmaps]
         data["refcount-bits"] = h.refcount_bits
         if h.data_file is not None:
@@ -896,6 +935,7 @@ class Qcow2Image(BlockDevice):
         d = {"cluster-size": self.cluster_size,
              "dirty-flag": bool(self.header.incompatible_features & hdr.INCOMPAT_DIRTY)}
         if self.snapshots and not self.has_data_file:  # QEMU lists no snapshots with a data file (-ENOTSUP)
+            from .snapshots import snapshot_info
             d["snapshots"] = [snapshot_info(s) for s in self.snapshots]
         if self.crypto is not None:
             d["encrypted"] = True

@@ -118,8 +118,11 @@ def _u(buf, fmt, off):
     return struct.unpack_from(fmt, buf, off)[0]
 
 
-def parse_header(buf, file_size, filename):
+def parse_header(buf, file_size, filename, check_mode=False):
     """Decode and validate the header held in buf (the first cluster, or less if the file is small).
+
+    check_mode: as QEMU opens an image for check (BDRV_O_CHECK), the snapshot table is left for
+    check to validate (see check.py).
 
     file_size bounds every offset. Raises ImageCorrupt / UnsupportedFeature with one line.
     """
@@ -187,12 +190,12 @@ def parse_header(buf, file_size, filename):
         raise corrupt("Reference count table too large")
     _check_table(h.refcount_table_offset, h.refcount_table_clusters * cs, cs, file_size, corrupt,
                  "Reference count table")
-    if h.nb_snapshots > MAX_SNAPSHOTS:
-        raise corrupt("Too many snapshots")
-    if h.nb_snapshots:
-        _check_table(h.snapshots_offset, h.nb_snapshots * 40, cs, file_size, corrupt, "Snapshot table")
-    elif h.snapshots_offset % cs:
-        raise corrupt("Snapshot table offset invalid")
+    # qcow2_validate_table(): a size limit and an aligned offset, not a place inside the file (the
+    # entries are read later, as zeros past the end of the file)
+    bad = None if check_mode else snapshot_table_problem(h, cs)
+    if bad:
+        from .snapshots import SnapshotTableError
+        raise SnapshotTableError(corrupt("Snapshot table %s" % bad[0]).message)
     if h.l1_size > MAX_L1_BYTES // 8:
         raise corrupt("Active L1 table too large")
     _check_table(h.l1_table_offset, h.l1_size * 8, cs, file_size, corrupt, "Active L1 table")
@@ -236,6 +239,16 @@ def _decode(raw):
     return bytes(raw).decode("utf-8", "surrogateescape")
 
 
+def snapshot_table_problem(h, cs):
+    """qcow2_validate_table() of the snapshot table pointer: ("too large" | "offset invalid", errno) or None."""
+    import errno
+    if h.nb_snapshots > MAX_SNAPSHOTS:
+        return "too large", errno.EFBIG
+    if h.snapshots_offset % cs or (1 << 63) - 1 - h.nb_snapshots * 40 < h.snapshots_offset:
+        return "offset invalid", errno.EINVAL
+    return None
+
+
 def _check_table(offset, nbytes, cs, file_size, corrupt, what):
     if offset % cs:
         raise corrupt("%s offset invalid" % what)
@@ -260,7 +273,8 @@ def _parse_extensions(h, buf, corrupt):
             raise corrupt("ext_len too large")
         data = bytes(buf[off:off + ext_len])
         off += (ext_len + 7) & ~7
-        if ext_type in seen and ext_type != 0:
+        # QEMU keeps the last backing format extension (old qemu-img rebase could add a second one)
+        if ext_type in seen and ext_type not in (0, EXT_BACKING_FORMAT):
             raise corrupt("Duplicate header extension 0x%08x" % ext_type)
         seen.add(ext_type)
         if ext_type == EXT_BACKING_FORMAT:
@@ -312,16 +326,21 @@ def serialize(h):
         ext(EXT_BACKING_FORMAT, h.backing_format.encode("utf-8", "surrogateescape"))
     if h.data_file is not None:
         ext(EXT_DATA_FILE, h.data_file.encode("utf-8", "surrogateescape"))
-    if h.bitmaps_ext is not None:
-        nb, dsize, doff = h.bitmaps_ext
-        ext(EXT_BITMAPS, BITMAPS_EXT.pack(nb, 0, dsize, doff))
+    # QEMU's qcow2_update_header() order: crypto, feature table, bitmaps, then the unknown ones
     for ext_type, data in h.unknown_extensions:
-        ext(ext_type, data)
+        if ext_type == EXT_CRYPTO:
+            ext(ext_type, data)
     if h.feature_table and h.version >= 3:
         table = bytearray()
         for kind, bit, name in h.feature_table:
             table += struct.pack(">BB46s", kind, bit, name.encode("utf-8")[:46])
         ext(EXT_FEATURE_TABLE, bytes(table))
+    if h.bitmaps_ext is not None:
+        nb, dsize, doff = h.bitmaps_ext
+        ext(EXT_BITMAPS, BITMAPS_EXT.pack(nb, 0, dsize, doff))
+    for ext_type, data in h.unknown_extensions:
+        if ext_type != EXT_CRYPTO:
+            ext(ext_type, data)
     out.extend(EXT_HEADER.pack(EXT_END, 0))
     return bytes(out)
 
@@ -334,6 +353,8 @@ def header_cluster_bytes(h, cluster_size):
     name = h.backing_file.encode("utf-8", "surrogateescape") if h.backing_file is not None else b""
     if len(name) > MAX_BACKING_NAME:
         raise ImageCorrupt("Backing file name too long")
+    if not name:
+        h.backing_file_offset = h.backing_file_size = 0   # before serializing: no stale name offset
     table = h.feature_table
     for attempt in (table, []):
         h.feature_table = attempt
@@ -346,7 +367,5 @@ def header_cluster_bytes(h, cluster_size):
     if name:
         h.backing_file_offset, h.backing_file_size = len(raw), len(name)
         raw = serialize(h)
-    else:
-        h.backing_file_offset = h.backing_file_size = 0
     h.feature_table = table
     return raw + name

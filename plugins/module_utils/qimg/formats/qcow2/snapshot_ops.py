@@ -32,7 +32,7 @@ import os
 import struct
 import sys
 
-from ...errors import ImageCorrupt, QimgError
+from ...errors import BlockIOError, ImageCorrupt, QimgError
 from . import header as hdr
 from .refcounts import decode_block, encode_block
 from .entries import COMPRESSED, COPIED, OFFSET_MASK, decode_table, encode_table
@@ -45,6 +45,10 @@ _TYPECODES = {8: "B", 16: "H", 32: "I", 64: "Q"}
 _LITTLE = sys.byteorder == "little"
 SHADOW_BYTES = 16 * 1024 * 1024  # changed refcount blocks kept in memory (the rest wait in their new clusters)
 _SERIES = {}
+# create first moves what it rewrites out of the way, to write it back in place as QEMU does (see
+# _evacuate): a second copy of those tables, done only while they total at most this much
+EVACUATE_BYTES = 8 * 1024 * 1024
+MAX_DISCARD_RUNS = 1 << 16
 
 
 def _series(m):
@@ -82,10 +86,11 @@ def _from_int(value, m):
 class SnapshotOpError(QimgError):
     """A snapshot operation failed; errno is the POSIX code QEMU would report (qemu-img prints it)."""
 
-    def __init__(self, message, err=errno.EINVAL, first_line=None):
+    def __init__(self, message, err=errno.EINVAL, first_line=None, notes=()):
         super(SnapshotOpError, self).__init__(message)
         self.errno = err
         self.first_line = first_line  # an error qemu-img prints on its own line before the main one
+        self.notes = list(notes)  # lines QEMU's driver prints to stderr as they are (no program name)
 
 
 def _typecode(bits):
@@ -120,6 +125,10 @@ class ShadowRefcounts(object):
         self._spilling = False
         self.taken = set()
         self.cursor = 1
+        self.hinted = {}        # first cluster -> clusters kept free for a structure's old place
+        self.block_hints = {}   # t -> offset where block t should go (when it is kept free)
+        self.table_hint = None  # (offset, clusters) for the refcount table
+        self.freed = []         # [first cluster, count] runs whose refcount fell to 0
 
     # --- views
     def _old_block(self, t):
@@ -164,7 +173,9 @@ class ShadowRefcounts(object):
 
     def _place(self, t):
         """Give block t its new cluster (counted in the new view; the old block uncounted)."""
-        self.moved[t] = self.alloc(1)
+        hint = self.block_hints.get(t)
+        got = self.use_hint(hint, 1) if hint else None
+        self.moved[t] = got if got is not None else self.alloc(1)
         prev = self.old._block_offset(t)
         if prev:
             self.add_run(prev >> self.cb, 1, -1)
@@ -247,17 +258,33 @@ class ShadowRefcounts(object):
                 if nv < 0 or nv > self.max:
                     raise self._range_error(c, nv)
                 blk[i:i + m] = (array.array(self.code, [nv]) if self.code else [nv]) * m
+                if nv == 0 and delta < 0:
+                    self._freed(c, m)
             else:
                 for k in range(i, i + m):
                     nv = blk[k] + delta
                     if nv < 0 or nv > self.max:
                         raise self._range_error(t * self.per + k, nv)
                     blk[k] = nv
+                    if nv == 0 and delta < 0:
+                        self._freed(t * self.per + k, 1)
             self.dirty.add(t)
             c += m
             n -= m
         if len(self.blocks) > self.keep:
             self._spill()
+
+    def _freed(self, c, n):
+        """Note clusters whose refcount fell to 0 (QEMU discards them: pass-discard-snapshot=on)."""
+        runs = self.freed
+        if runs is None:
+            return
+        if runs and runs[-1][0] + runs[-1][1] == c:
+            runs[-1][1] += n
+        elif len(runs) < MAX_DISCARD_RUNS:
+            runs.append([c, n])
+        else:
+            self.freed = None  # too scattered to be worth it: the clusters stay as they are
 
     def add_bytes(self, offset, nbytes, delta):
         if nbytes > 0:
@@ -307,6 +334,26 @@ class ShadowRefcounts(object):
         self.img.note_allocated(c + n)
         return c << self.cb
 
+    def keep_free(self, offset, n):
+        """Keep clusters [offset, offset + n clusters) out of alloc() for use_hint(): only when they
+        are all free in the live image and in the new view. Returns whether they are kept."""
+        c = offset >> self.cb
+        if offset % self.cs or c == 0 or any(not self._free_here(c + k) for k in range(n)):
+            return False
+        self.taken.update(range(c, c + n))
+        self.hinted[c] = n
+        return True
+
+    def use_hint(self, offset, n):
+        """The kept clusters at offset (n of them, counted 1 in the new view), or None."""
+        c = offset >> self.cb
+        if self.hinted.get(c, 0) < n:
+            return None
+        del self.hinted[c]
+        self.add_run(c, n, 1)
+        self.img.note_allocated(c + n)
+        return offset
+
     # --- placement
     def finalize(self):
         """Place changed blocks and the table. Returns ([(offset, bytes, what)], table_offset, table_clusters);
@@ -337,7 +384,13 @@ class ShadowRefcounts(object):
             table_n = max(need, old.table_clusters)
             if need > old.table_clusters:
                 table_n = min(max(need, old.table_clusters * 3 // 2), hdr.MAX_REFTABLE_BYTES // self.cs)
-            table_off = self.alloc(table_n)
+            table_off = None
+            if self.table_hint and self.table_hint[1] >= table_n:
+                table_n = self.table_hint[1]
+                table_off = self.use_hint(self.table_hint[0], table_n)
+                self.table_hint = None
+            if table_off is None:
+                table_off = self.alloc(table_n)
         writes = []
         for t in sorted(moved):
             if t in self.blocks and t in self.dirty:
@@ -362,22 +415,28 @@ class _Txn(object):
         self.cb = img.cluster_bits
         self.step = img.l2_step
         self.limit = img.file_end_limit()
+        self.discard = True  # punch what the operation frees (_discard_freed)
 
     def reserve(self, nbytes):
         """Allocate clusters for nbytes (written later with write_at); returns the offset."""
         return self.rc.alloc(max(1, -(-nbytes // self.cs)))
 
-    def write_at(self, off, data, what):
-        """Write data, zero-padded to whole clusters, to clusters this operation allocated."""
-        pad = -len(data) % self.cs
+    def write_at(self, off, data, what, pad=True):
+        """Write data, zero-padded to whole clusters (unless not pad: the snapshot table, as QEMU writes
+        it), to clusters this operation allocated."""
+        pad = -len(data) % self.cs if pad else 0
         data = data + bytes(pad) if pad else data
         self.img.check_metadata_write(off, len(data), what)
         self.img._pwrite(off, data)
 
-    def write_new(self, data, what):
-        """Write data to newly allocated clusters; returns the offset."""
-        off = self.reserve(len(data))
-        self.write_at(off, data, what)
+    def write_new(self, data, what, hint=None, pad=True):
+        """Write data to newly allocated clusters (the kept ones at hint when there are); returns the offset."""
+        off = None
+        if hint is not None:
+            off = self.rc.use_hint(hint, max(1, -(-len(data) // self.cs)))
+        if off is None:
+            off = self.reserve(len(data))
+        self.write_at(off, data, what, pad)
         return off
 
     # --- tables
@@ -424,8 +483,16 @@ class _Txn(object):
             raise ImageCorrupt("%s: Cluster allocation offset %#x unaligned (L2 offset: %#x, L2 index: %#x)"
                                % (self.img.filename, host, l2off, idx))
         if host >= self.limit:
-            raise ImageCorrupt("%s: cluster offset %#x is past the end of the image file (L2 offset: %#x, "
-                               "L2 index: %#x)" % (self.img.filename, host, l2off, idx))
+            what = ("%s: cluster offset %#x is past the end of the image file (L2 offset: %#x, L2 index: %#x)"
+                    % (self.img.filename, host, l2off, idx))
+            # where QEMU's refcount update fails: a refcount table bigger than allowed (EFBIG), or one
+            # that has to grow first (its alloc_refcount_block() then reports EAGAIN)
+            t = (host >> self.cb) // self.rc.per
+            if (t + 1) * 8 > hdr.MAX_REFTABLE_BYTES:
+                raise SnapshotOpError(what, errno.EFBIG)
+            if t >= len(self.rc.old.table) or not self.rc.old._block_offset(t):
+                raise SnapshotOpError(what, errno.EAGAIN)
+            raise ImageCorrupt(what)
 
     def _compressed_span(self, e):
         x = 62 - (self.cb - 8)
@@ -534,6 +601,23 @@ class _Txn(object):
             new_l1[i] = off | (COPIED if rc.get(off >> self.cb) == 1 else 0)
         return new_l1
 
+    def _discard_freed(self):
+        """After the switch: punch out what the operation freed, as QEMU discards what a snapshot
+        operation frees (only clusters free in the new refcounts and not handed out again)."""
+        rc = self.rc
+        if not self.discard or not rc.freed:
+            return
+        punch = getattr(self.img.file, "punch", None)
+        if punch is None:
+            return
+        for c, n in rc.freed:
+            if rc.uniform(c, n) == 0 and not any(k in rc.taken for k in range(c, c + n)):
+                try:
+                    punch(c << self.cb, n << self.cb)
+                except (OSError, QimgError):
+                    return  # a discard is advisory
+        self.img.sync()
+
     # --- commit
     def commit(self, **fields):
         """Write the new refcount structures, fsync, switch the header with one sector write, fsync."""
@@ -557,6 +641,7 @@ class _Txn(object):
             struct.pack_into(">Q", sector, 88, h.autoclear_features)
         img._pwrite(0, bytes(sector))
         img.sync()
+        self._discard_freed()
         # the image object follows the new header
         img.size = h.size
         img.l1 = decode_table(img._pread(h.l1_table_offset, h.l1_size * 8)) if h.l1_size else array.array("Q")
@@ -603,6 +688,12 @@ def _table_bytes(snapshots):
     return total
 
 
+def _stored_table_bytes(img):
+    """Bytes the snapshot table spans on disk (as read: QEMU's snapshots_size)."""
+    got = getattr(img, "snapshots_size", None)
+    return got if got else _table_bytes(img.snapshots)
+
+
 def _refuse_common(img):
     if img.header.data_file is not None:
         raise SnapshotOpError("%s: snapshots are not supported with an external data file" % img.filename,
@@ -620,22 +711,147 @@ def validate_snapshot_l1(img, snap):
     return None
 
 
+def _clusters(nbytes, cs):
+    return max(1, -(-nbytes // cs))
+
+
+def _evacuate(img, gap):
+    """create's first step, so that it can leave QEMU's layout: QEMU clears the COPIED flags of the
+    active L1 and L2 tables and raises refcounts in place, which no order of writes makes safe. Here
+    the active L1 table, the active L2 tables whose flags change and the refcount blocks create changes
+    (when they total at most EVACUATE_BYTES: above that the second copy is not worth its time, and
+    create leaves the new tables where it allocates them) move to clusters past the end of the file (gap
+    clusters further: room for what create allocates),
+    their content unchanged, in one transaction of their own; create then writes the new versions back
+    where the old ones were. Returns the hints for create ({"l1": offset, "l2": {L1 index: offset},
+    "blocks": {t: offset}, "table": (offset, clusters), "temp": clusters taken here}) or None when
+    create rewrites none of these."""
+    h = img.header
+    l1 = img.l1
+    if not h.l1_size:
+        return None
+    txn = _Txn(img)
+    txn.discard = False  # create writes the freed places again
+    rc, cb, cs = txn.rc, img.cluster_bits, img.cluster_size
+    per = rc.per
+    rc.cursor = img.end_cluster() + gap + 1
+    new_l1 = array.array("Q", l1)
+    l2_hints = {}
+    touched = set()
+    flagged = False
+    moving = []
+    for i in _nonzero_indexes(l1):
+        off = l1[i] & L1_OFFSET_MASK
+        if not off:
+            continue
+        if l1[i] & COPIED:
+            flagged = True
+        table = txn.l2_table(off, i, "active")
+        for c, n in txn.l2_refs(table, off):
+            touched.update(range(c // per, (c + n - 1) // per + 1))
+            if rc.max < 0xFFFF and any(rc.get(c + k) >= rc.max for k in range(n)):
+                return None  # create fails (refcount overflow): leave the image as it is
+        touched.add((off >> cb) // per)
+        raw = encode_table(table)
+        if max(raw[0::8 * txn.step]) < 0x80:
+            continue
+        flagged = True
+        if rc.get(off >> cb) == 1:
+            moving.append(i)
+        if (len(moving) + len(touched)) * cs > EVACUATE_BYTES:
+            return None
+    end = img.end_cluster()
+    touched.update(range(end // per, (end + gap) // per + 1))  # where create's new clusters go
+    for i in moving:
+        off = l1[i] & L1_OFFSET_MASK
+        new_l1[i] = txn.write_new(encode_table(txn.l2_table(off, i, "active")), "L2 table") | COPIED
+        rc.add_run(off >> cb, 1, -1)
+        l2_hints[i] = off
+    for off, nbytes in ((h.l1_table_offset, h.l1_size * 8),
+                        (h.snapshots_offset, _stored_table_bytes(img) if h.nb_snapshots else 0)):
+        if nbytes:
+            first = off >> cb
+            touched.update(range(first // per, ((off + nbytes - 1) >> cb) // per + 1))
+    for t in sorted(touched):
+        if rc.old._block_offset(t):
+            rc._block(t)  # an unchanged copy: create writes its new counts back in the old place
+            rc.dirty.add(t)
+            if len(rc.blocks) > rc.keep:
+                rc._spill()
+    fields = {}
+    if flagged:  # create rewrites the active L1 table: it moves too
+        fields["l1_table_offset"] = txn.write_new(encode_table(new_l1), "L1 table")
+        rc.add_bytes(h.l1_table_offset, h.l1_size * 8, -1)
+    hints = {"l1": h.l1_table_offset, "l2": l2_hints, "temp": set(rc.taken)}
+    old_table = (rc.old.table_offset, rc.old.table_clusters)
+    txn.commit(**fields)
+    hints["blocks"] = dict((t, rc.old._block_offset(t)) for t in rc.moved if rc.old._block_offset(t))
+    hints["table"] = old_table
+    hints["temp"] |= rc.taken
+    return hints
+
+
+def _apply_hints(txn, hints, l1_bytes):
+    rc = txn.rc
+    cs = txn.cs
+    if hints is None:
+        return
+    rc.keep_free(hints["l1"], _clusters(l1_bytes, cs))
+    for off in hints["l2"].values():
+        rc.keep_free(off, 1)
+    for t, off in hints["blocks"].items():
+        if rc.keep_free(off, 1):
+            rc.block_hints[t] = off
+    if rc.keep_free(hints["table"][0], hints["table"][1]):
+        rc.table_hint = hints["table"]
+
+
+def _trim(img, hints, rc, before, tail):
+    """Cut the file back once create's temporary clusters past its old end are free again (tail: the
+    snapshot table, which ends the file where QEMU ends it, without padding)."""
+    if hints is None:
+        return
+    cb = img.cluster_bits
+    refs = img.refcounts
+    last = (tail[0] + tail[1] - 1) >> cb
+    used = [c for c in rc.taken if c not in rc.hinted and c != last]
+    end = max([before, tail[0] + tail[1]] + [(c + 1) << cb for c in used if refs.get(c)])
+    start = -(-end >> cb)
+    if any(refs.get(c) for c in hints["temp"] if c >= start):
+        return
+    if img.file.length() > end:
+        img.file.truncate(end)
+        img.file_size = end
+        img.alloc_end = -(-end >> cb)
+        img.sync()
+
+
 def create(img, name, date_sec, date_nsec, vm_clock_nsec=0, icount=0):
     """Add snapshot `name` of the active image. Returns the new Snapshot."""
     _refuse_common(img)
     if len(img.snapshots) >= hdr.MAX_SNAPSHOTS:
         raise SnapshotOpError("%s: too many snapshots" % img.filename, errno.EFBIG)
+    h, cb, cs = img.header, img.cluster_bits, img.cluster_size
+    before = img.file.length()
+    sn_id = next_snapshot_id(img.snapshots)
+    probe = new_snapshot(sn_id, name, 0, h.l1_size, img.size, date_sec, date_nsec, vm_clock_nsec, 0, icount)
+    table_len = len(encode_snapshot_table(list(img.snapshots) + [probe]))
+    gap = (_clusters(h.l1_size * 8, cs) if h.l1_size else 0) + _clusters(table_len, cs) + 2
+    hints = _evacuate(img, gap)
     txn = _Txn(img)
-    rc, h, cb = txn.rc, img.header, img.cluster_bits
+    rc = txn.rc
+    h = img.header
+    _apply_hints(txn, hints, h.l1_size * 8)
     # the snapshot's L1 table and the new snapshot table first: where QEMU puts them
     snap_l1 = txn.reserve(h.l1_size * 8) if h.l1_size else 0
-    snap = new_snapshot(next_snapshot_id(img.snapshots), name, snap_l1, h.l1_size, img.size, date_sec,
+    snap = new_snapshot(sn_id, name, snap_l1, h.l1_size, img.size, date_sec,
                         date_nsec, vm_clock_nsec, 0, icount)
     new_list = list(img.snapshots) + [snap]
     table_raw = encode_snapshot_table(new_list)
     table_off = txn.reserve(len(table_raw))
     l1 = img.l1
     new_l1 = array.array("Q", l1)
+    l2_hints = hints["l2"] if hints else {}
     for i in _nonzero_indexes(l1):
         off = l1[i] & L1_OFFSET_MASK
         if not off:
@@ -650,7 +866,7 @@ def create(img, name, date_sec, date_nsec, vm_clock_nsec=0, icount=0):
             # shared by the active image and the snapshot, replaces it
             cleared = bytearray(raw)
             cleared[0::8 * txn.step] = firsts.translate(_CLEAR_TOP_BIT)
-            new_off = txn.write_new(bytes(cleared), "L2 table")
+            new_off = txn.write_new(bytes(cleared), "L2 table", l2_hints.get(i))
             rc.add_run(new_off >> cb, 1, 1)
             rc.add_run(off >> cb, 1, -1)
             off = new_off
@@ -660,42 +876,94 @@ def create(img, name, date_sec, date_nsec, vm_clock_nsec=0, icount=0):
     fields = {}
     if h.l1_size:
         l1_raw = encode_table(new_l1)
-        txn.write_at(snap_l1, l1_raw, "snapshot L1 table")
+        # QEMU's snapshot L1 is the active one as it was (COPIED flags included: readers ignore them)
+        as_was = array.array("Q", new_l1)
+        for i in _nonzero_indexes(l1):
+            as_was[i] |= l1[i] & COPIED
+        txn.write_at(snap_l1, encode_table(as_was), "snapshot L1 table")
         if new_l1 != l1:
-            fields["l1_table_offset"] = txn.write_new(l1_raw, "L1 table")
+            fields["l1_table_offset"] = txn.write_new(l1_raw, "L1 table", hints["l1"] if hints else None)
             rc.add_bytes(h.l1_table_offset, h.l1_size * 8, -1)
-    txn.write_at(table_off, table_raw, "snapshot table")
+    txn.write_at(table_off, table_raw, "snapshot table", pad=False)
     fields["snapshots_offset"] = table_off
     fields["nb_snapshots"] = len(new_list)
     if h.nb_snapshots:
-        rc.add_bytes(h.snapshots_offset, _table_bytes(img.snapshots), -1)
+        rc.add_bytes(h.snapshots_offset, _stored_table_bytes(img), -1)
     txn.commit(**fields)
+    _trim(img, hints, rc, before, (table_off, len(table_raw)))
     return img.snapshots[-1]
 
 
+def _debug_event(img, name):
+    """blkdebug's event for what QEMU's qcow2 driver is doing (a blkdebug node under the image)."""
+    event = getattr(img.file, "debug_event", None)
+    if event is not None:
+        event(name)
+
+
 def delete(img, index):
-    """Remove snapshot number index (0-based in the table) and free what only it used."""
+    """Remove snapshot number index (0-based in the table) and free what only it used.
+
+    Two transactions, in QEMU's order: the snapshot leaves the table first (its clusters then count
+    one reference too many: leaks, nothing worse, if the second step never happens), then the
+    refcounts drop and the active tables' COPIED flags follow them."""
     _refuse_common(img)
     snap = img.snapshots[index]
     bad = validate_snapshot_l1(img, snap)
     if bad:
         raise SnapshotOpError(bad[0], bad[1])
+    h = img.header
+    old_table = (h.snapshots_offset, _stored_table_bytes(img))
     txn = _Txn(img)
-    rc, h = txn.rc, img.header
-    snap_l1 = txn.read_l1(snap.l1_table_offset, snap.l1_size, "Snapshot L1 table")
-    txn.count_l1(snap_l1, -1, "snapshot")
-    rc.add_bytes(snap.l1_table_offset, snap.l1_size * 8, -1)
     remaining = [s for k, s in enumerate(img.snapshots) if k != index]
     fields = {"nb_snapshots": len(remaining), "snapshots_offset": 0}
     if remaining:
-        fields["snapshots_offset"] = txn.write_new(encode_snapshot_table(remaining), "snapshot table")
-    rc.add_bytes(h.snapshots_offset, _table_bytes(img.snapshots), -1)
-    new_l1 = txn.refresh_active(img.l1)
-    if new_l1 != img.l1:
-        fields["l1_table_offset"] = txn.write_new(encode_table(new_l1), "L1 table")
-        rc.add_bytes(h.l1_table_offset, h.l1_size * 8, -1)
-    txn.commit(**fields)
+        fields["snapshots_offset"] = txn.write_new(encode_snapshot_table(remaining), "snapshot table", pad=False)
+    try:
+        txn.commit(**fields)
+    except BlockIOError as e:
+        raise SnapshotOpError("Failed to remove snapshot from snapshot list: %s" % os.strerror(e.errno), e.errno)
+    txn = _Txn(img)
+    rc, h = txn.rc, img.header
+    notes = []
+    # QEMU frees the old snapshot table first; a failure there is only reported (the clusters leak)
+    _debug_event(img, "cluster_free")
+    try:
+        rc.add_bytes(old_table[0], old_table[1], -1)
+    except BlockIOError as e:
+        notes.append("qcow2_free_clusters failed: %s" % os.strerror(e.errno))
+    try:
+        snap_l1 = txn.read_l1(snap.l1_table_offset, snap.l1_size, "Snapshot L1 table")
+        txn.count_l1(snap_l1, -1, "snapshot")
+    except BlockIOError as e:
+        raise SnapshotOpError("Failed to free the cluster and L1 table: %s" % os.strerror(e.errno), e.errno,
+                              notes=notes)
+    _debug_event(img, "cluster_free")
+    try:
+        rc.add_bytes(snap.l1_table_offset, snap.l1_size * 8, -1)
+        fields = {}
+        new_l1 = txn.refresh_active(img.l1)
+        if new_l1 != img.l1:
+            fields["l1_table_offset"] = txn.write_new(encode_table(new_l1), "L1 table")
+            rc.add_bytes(h.l1_table_offset, h.l1_size * 8, -1)
+        txn.commit(**fields)
+    except BlockIOError as e:
+        raise SnapshotOpError("Failed to update snapshot status in disk: %s" % os.strerror(e.errno), e.errno,
+                              notes=notes)
     return snap
+
+
+def rewrite_snapshot_table(img):
+    """Write the snapshot table again (QEMU's qcow2_write_snapshots(): every entry with its extra
+    data as QEMU writes it) in new clusters; one header switch; the old table freed."""
+    h = img.header
+    txn = _Txn(img)
+    fields = {"nb_snapshots": len(img.snapshots), "snapshots_offset": 0}
+    if img.snapshots:
+        fields["snapshots_offset"] = txn.write_new(encode_snapshot_table(img.snapshots), "snapshot table", pad=False)
+    if h.snapshots_offset:
+        txn.rc.add_bytes(h.snapshots_offset, _stored_table_bytes(img), -1)
+    txn.commit(**fields)
 
 
 def apply(img, index):

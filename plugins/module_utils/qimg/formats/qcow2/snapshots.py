@@ -30,33 +30,79 @@ class Snapshot(object):
         return other
 
 
-def read_snapshots(img):
-    """Parse the snapshot table; every entry is validated before use."""
+def _pread_zeros(img, off, n):
+    """n bytes at off, zeros past the end of the file (as QEMU's file driver reads)."""
+    if n <= 0:
+        return b""
+    data = img.file.pread(off, n) if off < img.file_size else b""
+    return data + bytes(n - len(data)) if len(data) < n else data
+
+
+class SnapshotTableError(ImageCorrupt):
+    """The snapshot table cannot be read as it stands; `repairable` says how check -r all fixes it."""
+
+    def __init__(self, message, hint=None, repairable=None):
+        super(SnapshotTableError, self).__init__(message, hint=hint)
+        self.repairable = repairable
+
+
+def read_snapshots(img, repair=None, check=False):
+    """Parse the snapshot table (QEMU's qcow2_read_snapshots()). Each entry's L1 table is checked
+    where it is used, as QEMU does, not here.
+
+    repair: None, or a dict that check -r all passes: entries with too much extra data are cut to
+    MAX_EXTRA (repair["extra_dropped"] counts them) and the snapshots from the first one that makes
+    the table too big on are dropped (repair["overhanging"]); the lines QEMU prints about it go to
+    repair["messages"]. check: an image opened by check, which reads the table itself: a table
+    that cannot be read leaves the list empty here.
+    """
+    if check and repair is None:
+        try:
+            return read_snapshots(img)
+        except SnapshotTableError:
+            img.snapshots_size = 0
+            return []
     h = img.header
     out = []
+    img.snapshots_size = 0
     if not h.nb_snapshots:
         return out
     off = h.snapshots_offset
-    cs = img.cluster_size
-    limit = img.file_size
     total = 0
     for n in range(h.nb_snapshots):
-        raw = img.file.pread(off, SNAPSHOT_HEADER.size)
+        pre = off
+        off = (off + 7) & ~7
+        total = (total + 7) & ~7
+        raw = _pread_zeros(img, off, SNAPSHOT_HEADER.size)
         s = Snapshot()
         (s.l1_table_offset, s.l1_size, id_size, name_size, s.date_sec, s.date_nsec,
          s.vm_clock_nsec, vm_state_size, extra_size) = SNAPSHOT_HEADER.unpack(raw)
+        stored_extra = extra_size
         if extra_size > MAX_EXTRA:
-            raise ImageCorrupt("Could not open '%s': Too much extra metadata in snapshot table entry %d"
-                               % (img.filename, n))
-        unpadded = SNAPSHOT_HEADER.size + extra_size + id_size + name_size
-        entry_len = (unpadded + 7) & ~7
-        total += entry_len
-        # qemu-img does not write the padding after the last entry: the file may end before it
-        if total > MAX_TABLE_BYTES or off + unpadded > limit:
-            raise ImageCorrupt("Could not open '%s': Snapshot table is not inside the image file"
-                               % img.filename)
-        body = img.file.pread(off + SNAPSHOT_HEADER.size, entry_len - SNAPSHOT_HEADER.size)
-        extra = body[:extra_size]
+            if repair is None:
+                raise SnapshotTableError("Could not open '%s': Too much extra metadata in snapshot table entry %d"
+                                         % (img.filename, n),
+                                         ["You can force-remove this extra metadata with qemu-img check -r all"],
+                                         "extra")
+            repair["messages"].append("Discarding too much extra metadata in snapshot table entry %d (%d > %d)"
+                                      % (n, extra_size, MAX_EXTRA))
+            repair["extra_dropped"] += 1
+            extra_size = MAX_EXTRA
+        extra = _pread_zeros(img, off + SNAPSHOT_HEADER.size, extra_size)
+        pos = off + SNAPSHOT_HEADER.size + stored_extra
+        names = _pread_zeros(img, pos, id_size + name_size)
+        end = pos + id_size + name_size
+        total += SNAPSHOT_HEADER.size + extra_size + id_size + name_size
+        if total > MAX_TABLE_BYTES or end - h.snapshots_offset > 0x7FFFFFFF:
+            left = h.nb_snapshots - n
+            if repair is None:
+                raise SnapshotTableError("Could not open '%s': Snapshot table is too big" % img.filename,
+                                         ["You can force-remove all %d overhanging snapshots with qemu-img "
+                                          "check -r all" % left], "overhanging")
+            repair["messages"].append("Discarding %d overhanging snapshots (snapshot table is too big)" % left)
+            repair["overhanging"] += left
+            off = pre
+            break
         s.extra = extra
         s.vm_state_size = vm_state_size
         s.disk_size = h.size
@@ -67,16 +113,14 @@ def read_snapshots(img):
             s.disk_size = struct.unpack_from(">Q", extra, 8)[0]
         if extra_size >= 24:
             s.icount = struct.unpack_from(">Q", extra, 16)[0]
-        s.raw_id = bytes(body[extra_size:extra_size + id_size])
-        s.raw_name = bytes(body[extra_size + id_size:extra_size + id_size + name_size])
-        s.id = s.raw_id.decode("utf-8", "replace")
-        s.name = s.raw_name.decode("utf-8", "replace")
-        if s.l1_table_offset % cs:
-            raise ImageCorrupt("Could not open '%s': Snapshot L1 table offset invalid" % img.filename)
-        if s.l1_size > 32 * 1024 * 1024 // 8:
-            raise ImageCorrupt("Could not open '%s': Snapshot L1 table too large" % img.filename)
+        s.raw_id = bytes(names[:id_size])
+        s.raw_name = bytes(names[id_size:])
+        # QEMU keeps them as C strings: what follows a NUL is not part of the id or name
+        s.id = s.raw_id.split(b"\0", 1)[0].decode("utf-8", "replace")
+        s.name = s.raw_name.split(b"\0", 1)[0].decode("utf-8", "replace")
         out.append(s)
-        off += entry_len
+        off = end
+    img.snapshots_size = off - h.snapshots_offset
     return out
 
 
@@ -100,6 +144,8 @@ def _entry_bytes(s):
     """One snapshot table entry as QEMU's qcow2_write_snapshots() writes it (without padding)."""
     raw_id = s.raw_id if getattr(s, "raw_id", None) is not None else s.id.encode("utf-8")
     raw_name = s.raw_name if getattr(s, "raw_name", None) is not None else s.name.encode("utf-8")
+    raw_id = raw_id.split(b"\0", 1)[0]  # strlen(), as QEMU writes them
+    raw_name = raw_name.split(b"\0", 1)[0]
     unknown = bytes(s.extra[EXTRA_DATA.size:]) if s.extra else b""
     extra = EXTRA_DATA.pack(s.vm_state_size, s.disk_size,
                             NO_ICOUNT if s.icount is None else s.icount) + unknown
