@@ -165,9 +165,12 @@ def amend_keyslots(dev, opts, force=False, check_mode=False):
     return luks.erase_keyslots(header, read, write, old_password=old, keyslot=keyslot, force=force)
 
 
-def _register():
-    """The "encrypt." options of qcow2 amend (formats/qcow2/amend.py's extension hook)."""
-    from ..formats.qcow2.amend import AmendExtension, register_extension
+def register_amend_extension():
+    """The "encrypt." options of qcow2 amend (formats/qcow2/amend.py's extension hook); ops/amend.py
+    calls this once when it is imported."""
+    from ..formats.qcow2.amend import EXTENSIONS, AmendExtension, register_extension
+    if "encrypt." in EXTENSIONS:
+        return
 
     class KeyslotAmend(AmendExtension):
         def parse(self, img, name, value, plan):
@@ -182,6 +185,3 @@ def _register():
             amend_keyslots(img, plan.extra["encrypt"], force=force)
             status(1, 1)
     register_extension("encrypt.", KeyslotAmend())
-
-
-_register()

@@ -8,12 +8,12 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 from ..errors import InvalidArgument, UnsupportedFeature
-from ..crypto import amend as _crypto_amend  # noqa: F401  registers the "encrypt." amend extension
-from ..crypto.amend import keyslot_facts, slot_states
+from ..crypto.amend import keyslot_facts, register_amend_extension, slot_states
 from ..formats.qcow2.amend import AMEND_OPTIONS, amend, current_options
 from ..image import open_image
 from .create import CREATE_OPTIONS, _typed
 
+register_amend_extension()   # the LUKS keyslots: encrypt.* options of qcow2 amend
 _AMEND_TYPES = dict((name, typ) for name, typ, _help in AMEND_OPTIONS)
 _CREATE_ONLY_HINT = ["This option is only supported for image creation"]
 
