@@ -25,6 +25,7 @@ from ansible_collections.qimg.disk.plugins.module_utils.ansible_glue import (
     show_value,
     target_options,
 )
+from ansible_collections.qimg.disk.plugins.module_utils.passphrase import KEYSLOT_SPEC, keyslot_change
 from ansible_collections.qimg.disk.plugins.module_utils.qimg.ops.amend import amend_image
 from ansible_collections.qimg.disk.plugins.module_utils.qimg.ops.info import image_info
 
@@ -35,10 +36,12 @@ DIFF_KEYS = ("format", "virtual_size") + COMPARED_OPTIONS + DATA_FILE_OPTIONS
 
 def argument_spec():
     options = image_options_spec()
+    options["options"]["encrypt"] = KEYSLOT_SPEC
     options["options"]["data_file"] = dict(type="str")
     options["options"]["data_file_raw"] = dict(type="bool")
     return dict(
         path=dict(type="path", required=True),
+        passphrase=dict(type="str", no_log=True),
         options=options,
         force=dict(type="bool", default=False),
     )
@@ -83,8 +86,18 @@ def data_file_differences(module, current, options, **fail_kwargs):
 def run(module):
     params = module.params
     path = params["path"]
-    result = dict(changed=False, path=path)
-    options = target_options(module, "qcow2", params["options"], **result)
+    result = dict(changed=False, path=str(path))
+    encrypt = (params["options"] or {}).get("encrypt")
+    if encrypt:
+        # LUKS keyslots (luks files and LUKS qcow2 images): their own idempotent change
+        refuse_in_use(module, path, "amend", result)
+        with qimg_errors(module, **result):
+            changed, before, after = keyslot_change(path, encrypt, module.check_mode, params["force"])
+        result.update(changed=changed, keyslots=after, diff={"before": {"keyslots": before},
+                                                             "after": {"keyslots": after}})
+        module.exit_json(**result)
+    options = target_options(module, "qcow2", dict((k, v) for k, v in (params["options"] or {}).items()
+                                                   if k != "encrypt"), **result)
     with qimg_errors(module, **result):
         info = image_info(path, force_share=True)
     before = _data_file_meta(info, image_metadata(info))

@@ -31,6 +31,7 @@ from ansible_collections.qimg.disk.plugins.module_utils.ansible_glue import (
     snake_case_keys,
     target_options,
 )
+from ansible_collections.qimg.disk.plugins.module_utils.passphrase import encrypt_options, encryption_differences, keyed
 from ansible_collections.qimg.disk.plugins.module_utils.qimg.errors import QimgError
 from ansible_collections.qimg.disk.plugins.module_utils.qimg.image import full_backing_path
 from ansible_collections.qimg.disk.plugins.module_utils.qimg.ops.compare import IDENTICAL, compare_images
@@ -59,7 +60,16 @@ class ConvertRequest(object):
         fail = dict(dest=self.dest)
         self.sources = self._sources(module, params["src"], fail)
 
-        self.options = target_options(module, self.format, params["options"], **fail)
+        given = dict(params["options"] or {})
+        self.encrypt = given.pop("encrypt", None)
+        self.encrypt_options = {}
+        if self.encrypt:
+            if self.format != "qcow2":
+                module.fail_json(msg="options.encrypt needs format qcow2", **fail)
+            self.encrypt_options = encrypt_options(self.encrypt)[0]
+            # the destination carries its passphrase to the engine (convert, compare)
+            self.dest = keyed(self.dest, self.encrypt["passphrase"])
+        self.options = target_options(module, self.format, given, **fail)
         ctype = params["compression_type"]
         if ctype is not None:
             if self.options.get("compression_type", ctype) != ctype:
@@ -152,8 +162,10 @@ class ConvertRequest(object):
         return {"required": required, "fully_allocated": empty["fully-allocated"]}
 
     def convert(self):
+        options = engine_options(self.options)
+        options.update(self.encrypt_options)
         convert(self.sources, self.dest, src_fmt=self.src_format, out_fmt=self.format,
-                options=engine_options(self.options), compress=self.compress,
+                options=options, compress=self.compress,
                 sparse_size=self.sparse_size, snapshot=self.snapshot,
                 backing_file=self.backing_file, backing_fmt=self.backing_format,
                 force_share=self.force_share, allow_unsafe_backing=self.unsafe)
@@ -243,6 +255,8 @@ def compare_existing(module, request, result, target_size):
         result["differences"] = ["unreadable image: %s" % err]
         return None, {"state": "present"}
     result["differences"] = request.differences(before, target_size)
+    if request.encrypt or (info.get("format-specific") or {}).get("data", {}).get("encrypt"):
+        result["differences"] += encryption_differences(info, request.encrypt)
     try:
         offset = request.content_difference(before["format"])
     except QimgError as err:

@@ -26,6 +26,7 @@ from ansible_collections.qimg.disk.plugins.module_utils.ansible_glue import (
     replace_existing,
     target_options,
 )
+from ansible_collections.qimg.disk.plugins.module_utils.passphrase import encrypt_options, encryption_differences
 from ansible_collections.qimg.disk.plugins.module_utils.qimg.errors import QimgError
 from ansible_collections.qimg.disk.plugins.module_utils.qimg.image import full_backing_path
 from ansible_collections.qimg.disk.plugins.module_utils.qimg.ops.create import create_image
@@ -55,7 +56,11 @@ class CreateRequest(object):
         self.size = None
         if params["size"] is not None:
             self.size = parse_size(params["size"])
-        self.options = target_options(module, self.format, params["options"], path=self.path)
+        given = dict(params["options"] or {})
+        self.encrypt = given.pop("encrypt", None)
+        self.options = target_options(module, self.format, given, path=self.path)
+        if self.encrypt and self.format != "qcow2":
+            module.fail_json(msg="options.encrypt needs format qcow2", path=self.path)
 
         if self.format == "raw":
             if self.options.get("preallocation") == "metadata":
@@ -90,9 +95,13 @@ class CreateRequest(object):
         return info.get("virtual-size")
 
     def create(self, overwrite):
-        create_image(self.path, self.format, size=self.size, options=engine_options(self.options),
+        options, secrets = engine_options(self.options), None
+        if self.encrypt:
+            extra, secrets = encrypt_options(self.encrypt)
+            options.update(extra)
+        create_image(self.path, self.format, size=self.size, options=options,
                      backing_file=self.backing_file, backing_fmt=self.backing_format,
-                     overwrite=overwrite, allow_unsafe_backing=self.unsafe)
+                     overwrite=overwrite, allow_unsafe_backing=self.unsafe, secrets=secrets)
 
 
 def state_absent(module, result):
@@ -133,7 +142,7 @@ def state_present(module, result):
             result["differences"] = ["unreadable image: %s" % err]
             before = {"state": "present"}
         else:
-            result["differences"] = request.differences(before)
+            result["differences"] = request.differences(before) + encryption_differences(info, request.encrypt)
         if not replace_existing(result, path, before, force, "re-create"):
             return finish_file(module, result, path, info, changed=False)
     else:

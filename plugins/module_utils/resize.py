@@ -19,6 +19,7 @@ SECTOR = 512
 def argument_spec():
     return dict(
         path=dict(type="path", required=True),
+        passphrase=dict(type="str", no_log=True),
         size=dict(type="str", required=True),
         shrink=dict(type="bool", default=False),
         preallocation=dict(type="str", choices=["off", "metadata", "falloc", "full"]),

@@ -29,6 +29,11 @@ attributes:
   platform:
     platforms: posix
 options:
+  passphrase:
+    description:
+      - Passphrase of an encrypted image (qcow2 with LUKS or legacy AES encryption, or a luks file),
+        and of its encrypted backing files. Never shown in results, diffs, messages or logs.
+    type: str
   path:
     description:
       - Path of the qcow2 image.
@@ -83,6 +88,35 @@ options:
           - Whether the external data file stays a valid raw image (qemu-img amend's C(data_file_raw)).
           - It can be turned off; turning it on fails unless it is on already, as in qemu-img.
         type: bool
+      encrypt:
+        description:
+          - LUKS keyslots of a luks file or of a qcow2 image with LUKS encryption (like
+            C(qemu-img amend -o encrypt.state=...)); O(passphrase) opens the image. Alone in
+            O(options) (the other options are then ignored).
+          - V(state=active) stores the key under O(options.encrypt.new_passphrase) (in
+            O(options.encrypt.keyslot), or the first free slot); done when that passphrase already
+            opens a (that) slot.
+          - V(state=inactive) erases the slots O(options.encrypt.old_passphrase) opens, or
+            O(options.encrypt.keyslot); done when there is none. Erasing the last slot needs O(force).
+        type: dict
+        suboptions:
+          state:
+            description: The new state of the keyslot(s).
+            type: str
+            choices: [active, inactive]
+            default: active
+          new_passphrase:
+            description: The passphrase to add (never shown in results, diffs or logs).
+            type: str
+          old_passphrase:
+            description: The passphrase to remove (never shown in results, diffs or logs).
+            type: str
+          keyslot:
+            description: The keyslot (0 to 7) to fill or erase.
+            type: int
+          iter_time:
+            description: Time for PBKDF2 of a new keyslot, in milliseconds (default 2000).
+            type: int
   force:
     description:
       - qemu-img amend's C(--force) (for changes a driver only makes when forced).
@@ -127,6 +161,12 @@ differences:
   type: list
   elements: str
   sample: ["compat 1.1 != 0.10"]
+keyslots:
+  description: The LUKS keyslots after the task (with O(options.encrypt)).
+  returned: with options.encrypt
+  type: list
+  elements: dict
+  sample: [{"active": true}, {"active": true}, {"active": false}]
 options:
   description: The image's format, virtual size and qcow2 options after the task.
   returned: success
@@ -138,10 +178,12 @@ options:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.qimg.disk.plugins.module_utils.amend import argument_spec, run
+from ansible_collections.qimg.disk.plugins.module_utils.passphrase import key_paths
 
 
 def main():
     module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
+    key_paths(module, (("path", "passphrase"),))
     run(module)
 
 

@@ -41,6 +41,11 @@ attributes:
   platform:
     platforms: posix
 options:
+  passphrase:
+    description:
+      - Passphrase of an encrypted image (qcow2 with LUKS or legacy AES encryption, or a luks file),
+        and of its encrypted backing files. Never shown in results, diffs, messages or logs.
+    type: str
   format:
     description:
       - Format of the image. Probed when left out (qcow2 by its magic, anything else is raw).
@@ -227,11 +232,13 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.qimg.disk.plugins.module_utils.ansible_glue import qimg_errors
 from ansible_collections.qimg.disk.plugins.module_utils.check import run_check
+from ansible_collections.qimg.disk.plugins.module_utils.passphrase import PASSPHRASE, key_paths
 
 
 def main():
     module = AnsibleModule(
         argument_spec=dict(
+            passphrase=PASSPHRASE,
             path=dict(type="path", required=True),
             format=dict(type="str", choices=["raw", "qcow2"]),
             repair=dict(type="str", choices=["none", "leaks", "all"], default="none"),
@@ -241,6 +248,7 @@ def main():
         ),
         supports_check_mode=True,
     )
+    key_paths(module, (("path", "passphrase"),))
     with qimg_errors(module, changed=False):
         result = run_check(module)
     module.exit_json(**result)

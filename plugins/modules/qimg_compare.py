@@ -28,6 +28,14 @@ extends_documentation_fragment:
 requirements:
   - Python 3.9 or newer on the managed host.
 options:
+  passphrase1:
+    description:
+      - Passphrase of I(path1) when it is encrypted. Never shown in results, messages or logs.
+    type: str
+  passphrase2:
+    description:
+      - Passphrase of I(path2) when it is encrypted. Never shown in results, messages or logs.
+    type: str
   path1:
     description:
       - Path of the first image on the managed host.
@@ -123,11 +131,14 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.qimg.disk.plugins.module_utils.ansible_glue import qimg_errors
 from ansible_collections.qimg.disk.plugins.module_utils.compare import run_compare
+from ansible_collections.qimg.disk.plugins.module_utils.passphrase import PASSPHRASE, key_paths
 
 
 def main():
     module = AnsibleModule(
         argument_spec=dict(
+            passphrase1=PASSPHRASE,
+            passphrase2=PASSPHRASE,
             path1=dict(type="path", required=True),
             format1=dict(type="str", choices=["raw", "qcow2"]),
             path2=dict(type="path", required=True),
@@ -138,6 +149,7 @@ def main():
         ),
         supports_check_mode=True,
     )
+    key_paths(module, (("path1", "passphrase1"), ("path2", "passphrase2")))
     with qimg_errors(module):
         result = run_compare(module)
     module.exit_json(**result)

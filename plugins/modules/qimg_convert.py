@@ -49,6 +49,11 @@ attributes:
 requirements:
   - Python 3.9 or newer on the managed host.
 options:
+  src_passphrase:
+    description:
+      - Passphrase of encrypted source images (qcow2 with LUKS or legacy AES encryption, or luks files).
+        Never shown in results, diffs, messages or logs.
+    type: str
   src:
     description:
       - Path of the source image on the managed host.
@@ -115,6 +120,41 @@ options:
           - Same as O(compression_type); give one or the other.
         type: str
         choices: [zlib, zstd]
+      encrypt:
+        description:
+          - Encrypt the new qcow2 image, with the suboptions of M(qimg.disk.qimg_create)'s
+            O(qimg.disk.qimg_create#module:options.encrypt) (the passphrase is never shown in results,
+            diffs or logs). An existing destination is compared on what C(qemu-img info) shows and
+            on its content, read with that passphrase.
+        type: dict
+        suboptions:
+          format:
+            description: V(luks), or the legacy V(aes).
+            type: str
+            choices: [luks, aes]
+            default: luks
+          passphrase:
+            description: The passphrase of the new image.
+            type: str
+            required: true
+          cipher_alg:
+            description: Cipher algorithm.
+            type: str
+          cipher_mode:
+            description: Cipher mode.
+            type: str
+          ivgen_alg:
+            description: IV generator.
+            type: str
+          ivgen_hash_alg:
+            description: Hash of the essiv IV generator.
+            type: str
+          hash_alg:
+            description: PBKDF2 hash.
+            type: str
+          iter_time:
+            description: Time for PBKDF2, in milliseconds.
+            type: int
       preallocation:
         description:
           - Preallocation of a raw destination. qcow2 destinations support only V(off).
@@ -347,16 +387,24 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.qimg.disk.plugins.module_utils.ansible_glue import image_options_spec, qimg_errors
 from ansible_collections.qimg.disk.plugins.module_utils.convert import run_convert
+from ansible_collections.qimg.disk.plugins.module_utils.passphrase import ENCRYPT_SPEC, PASSPHRASE, key_paths
+
+
+def convert_options_spec():
+    spec = image_options_spec(("off", "falloc", "full"))
+    spec["options"]["encrypt"] = ENCRYPT_SPEC
+    return spec
 
 
 def main():
     module = AnsibleModule(
         argument_spec=dict(
+            src_passphrase=PASSPHRASE,
             src=dict(type="raw", required=True),
             src_format=dict(type="str", choices=["raw", "qcow2"]),
             dest=dict(type="path", required=True),
             format=dict(type="str", choices=["raw", "qcow2"], default="qcow2"),
-            options=image_options_spec(("off", "falloc", "full")),
+            options=convert_options_spec(),
             compress=dict(type="bool", default=False),
             compression_type=dict(type="str", choices=["zlib", "zstd"]),
             sparse_size=dict(type="str", default="4k"),
@@ -370,6 +418,7 @@ def main():
         add_file_common_args=True,
         supports_check_mode=True,
     )
+    key_paths(module, (("src", "src_passphrase"),))
     with qimg_errors(module, dest=module.params["dest"]):
         result = run_convert(module)
     module.exit_json(**result)

@@ -94,6 +94,42 @@ options:
           - Compression method for compressed qcow2 clusters. V(zstd) needs O(options.compat=1.1).
         type: str
         choices: [zlib, zstd]
+      encrypt:
+        description:
+          - Encrypt the new qcow2 image (C(qemu-img create -o encrypt.format=...)) with
+            O(options.encrypt.passphrase), with QEMU's defaults for what is left out
+            (aes-256, xts, plain64, sha256, 2000 ms of PBKDF2).
+          - An existing image is compared on what C(qemu-img info) shows (format, algorithms,
+            never the key); a difference is reported and needs O(force) to re-create the image.
+        type: dict
+        suboptions:
+          format:
+            description: V(luks), or the legacy V(aes) (weak; for old images only).
+            type: str
+            choices: [luks, aes]
+            default: luks
+          passphrase:
+            description: The passphrase (never shown in results, diffs or logs).
+            type: str
+            required: true
+          cipher_alg:
+            description: Cipher algorithm (C(encrypt.cipher-alg)), for example V(aes-128).
+            type: str
+          cipher_mode:
+            description: Cipher mode (C(encrypt.cipher-mode)), V(xts), V(cbc), V(ecb) or V(ctr).
+            type: str
+          ivgen_alg:
+            description: IV generator (C(encrypt.ivgen-alg)), V(plain64), V(plain) or V(essiv).
+            type: str
+          ivgen_hash_alg:
+            description: Hash of the essiv IV generator (C(encrypt.ivgen-hash-alg)).
+            type: str
+          hash_alg:
+            description: PBKDF2 hash (C(encrypt.hash-alg)).
+            type: str
+          iter_time:
+            description: Time for PBKDF2, in milliseconds (C(encrypt.iter-time)).
+            type: int
       preallocation:
         description:
           - Preallocation mode used when the image is created.
@@ -264,6 +300,13 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.qimg.disk.plugins.module_utils.ansible_glue import image_options_spec, qimg_errors
 from ansible_collections.qimg.disk.plugins.module_utils.create import run_create
+from ansible_collections.qimg.disk.plugins.module_utils.passphrase import ENCRYPT_SPEC
+
+
+def create_options_spec():
+    spec = image_options_spec(("off", "metadata", "falloc", "full"))
+    spec["options"]["encrypt"] = ENCRYPT_SPEC
+    return spec
 
 
 def main():
@@ -272,7 +315,7 @@ def main():
             path=dict(type="path", required=True),
             format=dict(type="str", choices=["raw", "qcow2"], default="qcow2"),
             size=dict(type="str"),
-            options=image_options_spec(("off", "metadata", "falloc", "full")),
+            options=create_options_spec(),
             backing_file=dict(type="str"),
             backing_format=dict(type="str", choices=["raw", "qcow2"]),
             state=dict(type="str", choices=["present", "absent"], default="present"),

@@ -26,6 +26,11 @@ extends_documentation_fragment:
 requirements:
   - Python 3.9 or newer on the managed host.
 options:
+  passphrase:
+    description:
+      - Passphrase of an encrypted image (qcow2 with LUKS or legacy AES encryption, or a luks file),
+        and of its encrypted backing files. Never shown in results, diffs, messages or logs.
+    type: str
   path:
     description:
       - Path of an existing image on the managed host whose content is measured.
@@ -154,11 +159,13 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.qimg.disk.plugins.module_utils.ansible_glue import image_options_spec, qimg_errors
 from ansible_collections.qimg.disk.plugins.module_utils.measure import run_measure
+from ansible_collections.qimg.disk.plugins.module_utils.passphrase import PASSPHRASE, key_paths
 
 
 def main():
     module = AnsibleModule(
         argument_spec=dict(
+            passphrase=PASSPHRASE,
             path=dict(type="path"),
             size=dict(type="str"),
             format=dict(type="str", choices=["raw", "qcow2"]),
@@ -173,6 +180,7 @@ def main():
         required_by={"snapshot": "path", "format": "path"},
         supports_check_mode=True,
     )
+    key_paths(module, (("path", "passphrase"),))
     with qimg_errors(module):
         result = run_measure(module)
     module.exit_json(**result)

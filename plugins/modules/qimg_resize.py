@@ -29,6 +29,11 @@ attributes:
   platform:
     platforms: posix
 options:
+  passphrase:
+    description:
+      - Passphrase of an encrypted image (qcow2 with LUKS or legacy AES encryption, or a luks file),
+        and of its encrypted backing files. Never shown in results, diffs, messages or logs.
+    type: str
   path:
     description:
       - Path of the image.
@@ -105,10 +110,12 @@ virtual_size:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.qimg.disk.plugins.module_utils.resize import argument_spec, run
+from ansible_collections.qimg.disk.plugins.module_utils.passphrase import key_paths
 
 
 def main():
     module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
+    key_paths(module, (("path", "passphrase"),))
     run(module)
 
 

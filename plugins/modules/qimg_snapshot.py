@@ -44,6 +44,11 @@ attributes:
   platform:
     platforms: posix
 options:
+  passphrase:
+    description:
+      - Passphrase of an encrypted image (qcow2 with LUKS or legacy AES encryption, or a luks file),
+        and of its encrypted backing files. Never shown in results, diffs, messages or logs.
+    type: str
   name:
     description:
       - Name (tag) of the snapshot.
@@ -110,17 +115,20 @@ virtual_size:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.qimg.disk.plugins.module_utils.snapshot import STATES, run
+from ansible_collections.qimg.disk.plugins.module_utils.passphrase import PASSPHRASE, key_paths
 
 
 def main():
     module = AnsibleModule(
         argument_spec=dict(
+            passphrase=PASSPHRASE,
             path=dict(type="path", required=True),
             name=dict(type="str", required=True),
             state=dict(type="str", choices=list(STATES), default="present"),
         ),
         supports_check_mode=True,
     )
+    key_paths(module, (("path", "passphrase"),))
     run(module)
 
 

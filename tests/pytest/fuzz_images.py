@@ -240,10 +240,14 @@ def worker_main():
         raise CaseTimeout("case took longer than %d s" % CASE_TIMEOUT)
     signal.signal(signal.SIGALRM, on_alarm)
     for line in sys.stdin:
-        path, workdir = json.loads(line)
+        args = json.loads(line)
+        path, workdir = args[:2]
         signal.alarm(CASE_TIMEOUT)
         try:
-            problems = _worker_case(path, workdir)
+            if len(args) > 2:
+                problems = _crypto_worker_case(path, workdir, args[2])
+            else:
+                problems = _worker_case(path, workdir)
         except CaseTimeout as e:
             import traceback
             problems = ["hang: %s\n%s" % (e, traceback.format_exc())]
@@ -262,10 +266,10 @@ class Worker(object):
         self.proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--worker"],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, universal_newlines=True)
 
-    def run(self, path, workdir):
+    def run(self, path, workdir, fmt=None):
         if self.proc is None or self.proc.poll() is not None:
             self.start()
-        self.proc.stdin.write(json.dumps([path, workdir]) + "\n")
+        self.proc.stdin.write(json.dumps([path, workdir] + ([fmt] if fmt else [])) + "\n")
         self.proc.stdin.flush()
         line = self.proc.stdout.readline()
         if not line:
@@ -306,6 +310,142 @@ def campaign(cases, seed=1, directory=None, deadline=None):
             with open(path, "wb") as f:
                 f.write(data)
             problems = worker.run(path, work)
+            tried += 1
+            if problems:
+                failures.append(("%s #%d %s" % (name, i, desc), problems))
+    finally:
+        worker.stop()
+        if own:
+            shutil.rmtree(directory, ignore_errors=True)
+    return tried, failures
+
+
+# ----------------------------------------------------------------------------- encrypted images
+# LUKS1 header fields (offset, size), then each keyslot's (active, iterations, salt, key offset,
+# stripes): the mutants of a luks file and of a LUKS qcow2 image's header clusters.
+CRYPTO_PASSPHRASE = b"fuzz-passphrase"
+LUKS_FIELDS = [(6, 2), (8, 4), (40, 4), (44, 4), (72, 4), (104, 4), (108, 4), (112, 4), (164, 4), (168, 4)]
+for _i in range(8):
+    LUKS_FIELDS += [(208 + 48 * _i, 4), (212 + 48 * _i, 4), (248 + 48 * _i, 4), (252 + 48 * _i, 4)]
+# iteration counts stay at boundary values: a valid count of tens of millions (up to the cap,
+# crypto.luks.MAX_ITERATIONS) is slow, not wrong
+_LUKS_VALUES = [0, 1, 7, 8, 4000, 4001, 0xDEAD, 0x00AC71F3, 0x7FFFFFFF, 0xFFFFFFFF, (1 << 26) + 1,
+                4096, 1 << 18, 1 << 30]
+
+
+def build_crypto_seeds(directory):
+    """A luks file and a LUKS qcow2 image with data, keyed with CRYPTO_PASSPHRASE (our engine, the
+    smallest iteration counts, so that a case stays fast): {name: (path, format, header base)}."""
+    sys.path.insert(0, os.path.join(ROOT, "plugins", "module_utils"))
+    from qimg.crypto.secrets import SecretStore
+    from qimg.image import open_image
+    from qimg.ops.create import create_image
+    store = SecretStore()
+    store.add("s0", CRYPTO_PASSPHRASE)
+    out = {}
+    for name, fmt, opts in (("luks", "luks", {"key-secret": "s0", "iter-time": "0"}),
+                            ("qcow2-luks", "qcow2", {"encrypt.format": "luks", "encrypt.key-secret": "s0",
+                                                     "encrypt.iter-time": "0", "cluster_size": "4096"})):
+        path = os.path.join(directory, "seed-%s.img" % name)
+        create_image(path, fmt, 1 << 20, opts, secrets=store)
+        with open_image(path, fmt, read_only=False, secrets=store, key_secret="s0") as dev:
+            dev.write(0, b"\x5a" * 20000)
+            dev.write(700000, b"\xa5" * 4096)
+            base = dev.crypto.region[0] if fmt == "qcow2" else 0
+        out[name] = (path, fmt, base)
+    return out
+
+
+def mutate_luks(seed_bytes, base, rnd):
+    """(mutated bytes, description): one LUKS header field, or the file cut short."""
+    buf = bytearray(seed_bytes)
+    if rnd.random() < 0.08:
+        cut = rnd.choice([base + 100, base + 592, base + 4096, base + 8192, len(buf) // 2])
+        return bytes(buf[:cut]), "truncate at %d" % cut
+    off, size = rnd.choice(LUKS_FIELDS)
+    value = rnd.choice(_LUKS_VALUES + [rnd.getrandbits(8 * size)]) & ((1 << (8 * size)) - 1)
+    if (off == 164 or (off - 212) % 48 == 0) and 1 << 18 < value <= 1 << 26:
+        value = (1 << 26) + 1   # a random count in the allowed range: slow, not hostile
+    buf[base + off:base + off + size] = value.to_bytes(size, "big")
+    return bytes(buf), "luks header: %d bytes at %#x := %#x" % (size, off, value)
+
+
+def _crypto_worker_case(path, workdir, fmt):
+    """info (no key), open with the key and read it all, check, convert to raw, add a keyslot on
+    a copy: a QimgError or a result, nothing else."""
+    sys.path.insert(0, os.path.join(ROOT, "plugins", "module_utils"))
+    from qimg.crypto.secrets import SecretStore
+    from qimg.errors import QimgError
+    from qimg.image import open_image
+    from qimg.ops.amend import amend_image
+    from qimg.ops.check import check_image
+    from qimg.ops.convert import convert
+    from qimg.ops.info import image_info
+    from qimg.spec import ImageName
+    store = SecretStore()
+    store.add("s0", CRYPTO_PASSPHRASE)
+    store.add("s1", b"another")
+    name = ImageName(path, secrets=store, key_secret="s0")
+    problems = []
+
+    def attempt(what, fn):
+        try:
+            fn()
+        except QimgError as e:
+            if "\n" in str(e):
+                problems.append("%s: multi-line error %r" % (what, str(e)))
+        except MemoryError:
+            problems.append("%s: MemoryError" % what)
+        except Exception as e:
+            import traceback
+            problems.append("%s: %s: %s\n%s" % (what, type(e).__name__, e, traceback.format_exc()))
+
+    def read_all():
+        with open_image(name, fmt, force_share=True) as dev:
+            pos = 0
+            while pos < min(dev.size, 64 << 20):
+                dev.read(pos, min(4 << 20, dev.size - pos))
+                pos += 4 << 20
+
+    attempt("info", lambda: image_info(path, fmt, force_share=True))
+    attempt("read", read_all)
+    attempt("check", lambda: check_image(name, fmt, force_share=True))
+    out = os.path.join(workdir, "out.raw")
+    attempt("convert", lambda: convert([name], out, src_fmt=fmt, out_fmt="raw", force_share=True))
+    if os.path.exists(out):
+        os.unlink(out)
+    copy = os.path.join(workdir, "amend.img")
+    shutil.copy(path, copy)
+    prefix = "encrypt." if fmt == "qcow2" else ""
+    attempt("amend", lambda: amend_image(ImageName(copy, secrets=store, key_secret="s0"),
+                                         {prefix + "state": "active", prefix + "new-secret": "s1",
+                                          prefix + "iter-time": "0"}, fmt=fmt))
+    os.unlink(copy)
+    return problems
+
+
+def crypto_campaign(cases, seed=1, directory=None):
+    """Mutants of the LUKS headers of a luks file and a LUKS qcow2 image; (tried, failures)."""
+    own = directory is None
+    directory = directory or tempfile.mkdtemp(prefix="qimg-fuzz-crypto-")
+    rnd = random.Random(seed)
+    failures = []
+    worker = Worker()
+    tried = 0
+    try:
+        seeds = build_crypto_seeds(directory)
+        names = sorted(seeds)
+        work = os.path.join(directory, "case")
+        os.mkdir(work)
+        originals = dict((n, open(seeds[n][0], "rb").read()) for n in names)
+        for i in range(cases):
+            name = names[i % len(names)]
+            dummy, fmt, base = seeds[name]
+            data, desc = mutate_luks(originals[name], base, rnd)
+            path = os.path.join(work, "mutant.img")
+            with open(path, "wb") as f:
+                f.write(data)
+            problems = worker.run(path, work, fmt)
             tried += 1
             if problems:
                 failures.append(("%s #%d %s" % (name, i, desc), problems))

@@ -46,3 +46,13 @@ def test_mutated_specs_fail_cleanly(qemu_img, tmp_path):
     tried, failures = fuzz_images.spec_campaign(CASES, seed=5, image=str(img))
     report = "\n".join("%r\n    %s" % (text, "\n    ".join(problems)) for text, problems in failures[:5])
     assert not failures, "%d of %d specs misbehaved:\n%s" % (len(failures), tried, report)
+
+
+def test_hostile_luks_headers_fail_cleanly(tmp_path):
+    """LUKS headers of luks files and LUKS qcow2 images with key material beyond the file, bad
+    stripes, iteration counts, payload offsets, truncations: one-line errors, bounded time and
+    memory, through info, read, check, convert and a keyslot amend."""
+    pytest.importorskip("cryptography")
+    tried, failures = fuzz_images.crypto_campaign(max(CASES // 4, 40), seed=11, directory=str(tmp_path))
+    report = "\n".join("%s\n    %s" % (desc, "\n    ".join(problems)) for desc, problems in failures[:5])
+    assert not failures, "%d of %d mutants misbehaved:\n%s" % (len(failures), tried, report)

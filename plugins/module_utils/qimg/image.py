@@ -291,6 +291,8 @@ def open_layer(filename, fmt=None, read_only=True, force_share=False, repair=Fal
     """One layer (no backing chain) of whatever open_image accepts."""
     if secrets is None:
         secrets = getattr(filename, "secrets", None)
+    if key_secret is None:
+        key_secret = getattr(filename, "key_secret", None)
     if getattr(filename, "image_opts", False) or isinstance(filename, dict) or is_pseudo_filename(filename):
         return open_spec(filename, fmt, read_only, force_share, getattr(filename, "image_opts", False), cache,
                          secrets, key_secret)
@@ -316,6 +318,10 @@ def open_image(filename, fmt=None, read_only=True, force_share=False, open_backi
     image_opts = image_opts or getattr(filename, "image_opts", False)
     if secrets is None:
         secrets = getattr(filename, "secrets", None)
+    if key_secret is None:
+        key_secret = getattr(filename, "key_secret", None)
+    if backing_key_secret is None:
+        backing_key_secret = getattr(filename, "backing_key_secret", None)
     if image_opts or isinstance(filename, dict) or is_pseudo_filename(filename):
         top = open_spec(filename, fmt, read_only, force_share, image_opts, cache, secrets, key_secret)
     else:
@@ -324,7 +330,8 @@ def open_image(filename, fmt=None, read_only=True, force_share=False, open_backi
     if secrets is not None:
         top.secrets = secrets
     if backing_key_secret is None:
-        backing_key_secret = key_secret
+        spec_node = getattr(top, "spec_node", None)
+        backing_key_secret = getattr(spec_node, "backing_key_secret", None) or key_secret
     if not open_backing:
         return top
     try:

@@ -874,7 +874,12 @@ def build_tree(spec, protocol=False, depth=0):
     children = {}
     if driver == "quorum":
         kids = _quorum_children(kids.get("children"))
-    for name, child in kids.items():
+    backing_key = None
+    for name, child in list(kids.items()):
+        if name == "backing" and _backing_key_only(child):
+            # options for the backing file the image names (its key): no node of its own
+            backing_key = _key_secret_of(child)
+            continue
         if child == "" and name == "backing":
             child = None  # QEMU: deprecated spelling of null
         if child is None:
@@ -899,9 +904,32 @@ def build_tree(spec, protocol=False, depth=0):
             raise SpecError('A block device must be specified for "image"')
         children["image"] = build_tree({"filename": _as_text(x)}, protocol=True, depth=depth + 1)
     node = NodeSpec(driver, own, children)
+    node.backing_key_secret = backing_key
     _validate_values(node)
     _inherit(node)
     return node
+
+
+def _key_secret_of(opts):
+    enc = opts.get("encrypt")
+    if isinstance(enc, dict) and "key-secret" in enc:
+        return _as_text(enc["key-secret"])
+    for key in ("encrypt.key-secret", "key-secret"):
+        if key in opts:
+            return _as_text(opts[key])
+    return None
+
+
+def _backing_key_only(child):
+    """backing.encrypt.key-secret=ID alone: the key of the backing file the header names."""
+    if not isinstance(child, dict) or not child:
+        return False
+    for key, value in child.items():
+        if key == "encrypt" and isinstance(value, dict) and set(value) == {"key-secret"}:
+            continue
+        if key not in ("encrypt.key-secret", "key-secret"):
+            return False
+    return True
 
 
 def _inherit(node):
@@ -1101,13 +1129,18 @@ def spec_tree(name, fmt=None, image_opts=False):
 class ImageName(str):
     """A name as a command line gave it, with what came with it: image_opts (the text is an
     --image-opts string) and secrets (the --object secrets, a crypto.secrets.SecretStore, for the
-    drivers: encrypt.key-secret names one). The ops pass it to open_image unchanged."""
+    drivers: encrypt.key-secret names one), and key_secret (that id, when the name is a plain file
+    name). The ops pass it to open_image unchanged."""
 
     image_opts = False
     secrets = None
+    key_secret = None
+    backing_key_secret = None
 
-    def __new__(cls, text, image_opts=False, secrets=None):
+    def __new__(cls, text, image_opts=False, secrets=None, key_secret=None):
         obj = str.__new__(cls, text)
         obj.image_opts = image_opts
         obj.secrets = secrets
+        # the key-secret id of an --image-opts spec reduced to its file name (resize, amend, ...)
+        obj.key_secret = key_secret
         return obj

@@ -144,8 +144,10 @@ def main(argv=None):
     ctx = _Context(prog)
     out, err = ctx.out, ctx.err
     from ..errors import QimgError
+    from ..crypto import strict_keys
     try:
-        return _dispatch(list(argv), ctx)
+        with strict_keys():
+            return _dispatch(list(argv), ctx)
     except HelpRequested:
         from .help import help_text
         out(help_text(prog))

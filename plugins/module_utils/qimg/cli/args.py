@@ -105,11 +105,44 @@ def image_name(text, role="open", fmt=None, image_opts=False, objects=()):
     if not image_opts and not objects:
         return path
     from ..spec import ImageName
-    secrets = None
-    if objects:
-        from ..crypto.secrets import store_from_objects
-        secrets = store_from_objects(objects)
-    return ImageName(path, image_opts=image_opts, secrets=secrets)
+    return ImageName(path, image_opts=image_opts, secrets=secret_store(objects))
+
+
+def secret_store(objects):
+    """The SecretStore of the --object texts given (None when there are none)."""
+    if not objects:
+        return None
+    from ..crypto.secrets import store_from_objects
+    return store_from_objects(objects)
+
+
+def opts_target(text, fmt, objects=()):
+    """--image-opts for the commands that edit an image in place (resize, amend, commit, rebase,
+    snapshot): (the file name as a spec.ImageName carrying the secrets and the spec's key-secret id,
+    the driver)."""
+    from .cmd_resize import image_opts_target
+    filename, driver = image_opts_target(text, fmt)
+    key = backing_key = None
+    for item in split_opt_list(text):
+        name, _eq, value = item.partition("=")
+        if name in ("encrypt.key-secret", "key-secret"):
+            key = value
+        elif name in ("backing.encrypt.key-secret", "backing.key-secret"):
+            backing_key = value
+    from ..spec import ImageName
+    if key is not None:
+        # qemu names the spec as typed when the opening fails (a missing or wrong secret)
+        _TYPED[filename] = text
+    name = ImageName(filename, secrets=secret_store(objects), key_secret=key)
+    name.backing_key_secret = backing_key
+    return name, driver
+
+
+def edit_target(text, fmt, image_opts, objects):
+    """The image an in-place command edits: (name, fmt) from a plain name or an --image-opts spec."""
+    if image_opts:
+        return opts_target(text, fmt, objects)
+    return image_name(text, objects=objects), fmt
 
 
 def _plain_name(text, role):

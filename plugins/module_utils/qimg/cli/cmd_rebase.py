@@ -9,8 +9,8 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-from .args import CACHE_MODES, image_name
-from .cmd_resize import image_opts_target, report_open
+from .args import CACHE_MODES, edit_target
+from .cmd_resize import report_open
 from .errors import CommandError, HelpRequested, UsageError
 from .getopt import getopt
 from .progress import JsonProgress, QemuProgress
@@ -23,6 +23,7 @@ def run(argv, ctx):
     fmt = backing_fmt = backing = None
     cache = src_cache = "writeback"
     unsafe = progress = quiet = share = image_opts = False
+    objects = []
     for opt, arg in opts:
         if opt == "h":
             raise HelpRequested()
@@ -51,7 +52,7 @@ def run(argv, ctx):
         elif opt == "image-opts":
             image_opts = True
         elif opt == "object":
-            raise CommandError("--object is not supported")
+            objects.append(arg)
     if quiet:
         progress = False
     if len(args) != 1:
@@ -67,10 +68,7 @@ def run(argv, ctx):
             raise CommandError("Invalid cache option: %s" % cache)
         if src_cache not in CACHE_MODES:
             raise CommandError("Invalid source cache option: %s" % src_cache)
-        if image_opts:
-            filename, fmt = image_opts_target(filename, fmt)
-        else:
-            filename = image_name(filename)
+        filename, fmt = edit_target(filename, fmt, image_opts, objects)
         from ..ops import rebase as ops_rebase
 
         def opened(dev):

@@ -57,6 +57,7 @@ def run(argv, ctx):
     longopts = {"help": (False, "h"), "object": (True, "object"), "image-opts": (False, "image-opts"),
                 "preallocation": (True, "preallocation"), "shrink": (False, "shrink")}
     image_opts = False
+    objects = []
     opts, args = getopt(argv, ":f:hq", longopts)
     fmt, quiet, shrink, prealloc = None, False, False, None
     for opt, arg in opts:
@@ -75,12 +76,11 @@ def run(argv, ctx):
         elif opt == "image-opts":
             image_opts = True
         elif opt == "object":
-            raise CommandError("--object is not supported")
+            objects.append(arg)
     if len(args) != 1:
         raise UsageError("Expecting image file name and size")
-    filename = args[0]
-    if image_opts:
-        filename, fmt = image_opts_target(filename, fmt)
+    from .args import edit_target
+    filename, fmt = edit_target(args[0], fmt, image_opts, objects)
     relative = 0
     if size[:1] == "+":
         relative, size = 1, size[1:]

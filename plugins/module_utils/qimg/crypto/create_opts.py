@@ -35,6 +35,18 @@ class _Plan(object):
 def qcow2_encryption(opts, secrets=None):
     """None when the options ask for no encryption, else the plan (the LUKS header is built here:
     PBKDF2 benchmark, key slot 0). opts holds the typed -o values given."""
+    fmt = checked_format(opts)
+    if fmt is None:
+        return None
+    secret_id = opts.get("encrypt.key-secret")
+    if not secret_id:
+        raise InvalidArgument("Parameter 'encrypt.key-secret' is required for cipher")
+    return _plan(fmt, opts, secrets, secret_id)
+
+
+def checked_format(opts):
+    """The encryption format ("aes", "luks") the typed options ask for, or None; QEMU's
+    complaints about the option combination (before it looks at the secret)."""
     given = [name for name in ENCRYPT_OPTIONS if name in opts]
     if not given:
         return None
@@ -54,9 +66,10 @@ def qcow2_encryption(opts, secrets=None):
         for name in LUKS_ONLY:
             if name in opts:
                 raise InvalidArgument("Parameter '%s' is unexpected" % name)
-    secret_id = opts.get("encrypt.key-secret")
-    if not secret_id:
-        raise InvalidArgument("Parameter 'encrypt.key-secret' is required for cipher")
+    return fmt
+
+
+def _plan(fmt, opts, secrets, secret_id):
     store = secrets if secrets is not None else SecretStore()
     password = store.lookup_passphrase(secret_id)
     if fmt == "aes":

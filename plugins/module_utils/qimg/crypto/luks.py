@@ -551,7 +551,8 @@ def erase_keyslots(header, read, write, old_password=None, keyslot=None, force=F
         header.erase_key(keyslot, write)
         return [keyslot]
     if old_password is None:
-        raise InvalidArgument("'keyslot' or 'old-secret' is required to erase keyslots")
+        raise InvalidArgument("To erase keyslot(s), either explicit keyslot index or the password currently "
+                              "contained in them must be given")
     pw = _password_bytes(old_password)
     matches = [i for i in range(NUM_SLOTS) if header.try_slot(i, pw, read) is not None]
     if not matches:

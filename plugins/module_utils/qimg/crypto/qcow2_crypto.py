@@ -28,6 +28,7 @@ class Qcow2Crypto(object):
                  key_secret=None):
         self.filename = filename
         self.method = crypt_method
+        self.key_secret = key_secret  # the id only: reopen_keys() passes it on
         self.header = None
         self.region = None
         self._cipher = None
@@ -61,9 +62,14 @@ class Qcow2Crypto(object):
         elif crypto_ext is not None:
             raise ImageCorrupt("Could not open '%s': CRYPTO header extension only expected with LUKS encryption "
                                "method" % filename)
-        if key_secret is None:
+        from . import key_policy
+        policy = key_policy()
+        if key_secret is None or policy == "no_io":
+            # qemu opens without I/O (info) without looking at the key at all
             self._error = InvalidArgument("Could not open '%s': Parameter 'encrypt.key-secret' is required for cipher"
                                           % filename)
+            if key_secret is None and policy == "strict":
+                raise self._error
             return
         try:
             if secrets is None:

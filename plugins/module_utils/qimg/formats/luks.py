@@ -40,9 +40,14 @@ class LuksImage(BlockDevice):
         self.size = (length - self.payload) // SECTOR * SECTOR
         self._cipher = None
         self._error = None
-        if key_secret is None:
+        self.key_secret = key_secret
+        from ..crypto import key_policy
+        policy = key_policy()
+        if key_secret is None or policy == "no_io":
             self._error = InvalidArgument("Could not open '%s': Parameter 'key-secret' is required for cipher"
                                           % filename)
+            if key_secret is None and policy == "strict":
+                raise self._error
             return
         try:
             if secrets is None:
@@ -131,6 +136,30 @@ class LuksImage(BlockDevice):
         finally:
             self.file.close()
             self.file = None
+
+    def resize(self, new_size, preallocation="off"):
+        """block/crypto.c's truncate: the file becomes payload offset + new size (preallocation is
+        the file's, as in QEMU: a grown area reads as whatever the cipher makes of its bytes)."""
+        self.check_writable()
+        if preallocation not in ("off", "falloc", "full"):
+            raise InvalidArgument("Unsupported preallocation mode: %s" % preallocation)
+        old = self.file.length()
+        end = self.payload + new_size
+        try:
+            if preallocation == "falloc" and end > old:
+                self.file.allocate(old, end - old)
+            elif preallocation == "full" and end > old:
+                zeros = bytes(1 << 20)
+                pos = old
+                while pos < end:
+                    n = min(end - pos, len(zeros))
+                    self.file.pwrite(pos, zeros[:n])
+                    pos += n
+            self.file.truncate(end)
+        except OSError as e:
+            raise QimgError("Could not resize file: %s" % e.strerror)
+        self.file.flush()
+        self.size = new_size // SECTOR * SECTOR
 
     def keyslot_io(self):
         """(read, write) over the LUKS header, for crypto.luks.add_keyslot / erase_keyslots (amend)."""

@@ -8,10 +8,12 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 from ..errors import InvalidArgument, UnsupportedFeature
+from ..crypto.amend import keyslot_facts, register_amend_extension, slot_states
 from ..formats.qcow2.amend import AMEND_OPTIONS, amend, current_options
 from ..image import open_image
 from .create import CREATE_OPTIONS, _typed
 
+register_amend_extension()   # the LUKS keyslots: encrypt.* options of qcow2 amend
 _AMEND_TYPES = dict((name, typ) for name, typ, _help in AMEND_OPTIONS)
 _CREATE_ONLY_HINT = ["This option is only supported for image creation"]
 
@@ -28,7 +30,8 @@ _OTHER_DRIVERS = ("blkdebug", "blklogwrites", "blkverify", "bochs", "cloop", "co
 def amend_option_help(fmt="qcow2"):
     """qemu-img amend -o help: [(name, type, help)] or the refusal for formats without amend."""
     if fmt == "luks":
-        raise UnsupportedFeature("Amending 'luks' options is not supported yet")
+        from ..crypto.amend import LUKS_AMEND_OPTIONS
+        return list(LUKS_AMEND_OPTIONS)
     if fmt != "qcow2" and fmt not in _OTHER_DRIVERS:
         raise InvalidArgument("Unknown file format '%s'" % fmt)
     if fmt != "qcow2":
@@ -79,17 +82,70 @@ def amend_image(filename, options, fmt=None, force=False, check_mode=False, on_o
     refcount_bits, size, data_file, data_file_raw) before and after. Nothing is written when every value is already there
     (or in check mode).
     """
-    opts = parse_amend_options(options)
+    deferred = None
+    opts = {}
+    try:
+        if fmt != "luks":
+            opts = parse_amend_options(options)
+    except InvalidArgument as e:
+        deferred = e    # qemu-img parses the options after it opened the image (a luks file has others)
     with open_image(filename, fmt, read_only=check_mode, force_share=check_mode) as dev:
         if on_open is not None:
             on_open(dev)
+        if dev.format_name == "luks":
+            return _amend_luks(dev, options, force, check_mode)
+        if deferred is not None:
+            raise deferred
         if dev.format_name != "qcow2":
             raise UnsupportedFeature("Format driver '%s' does not support option amendment" % dev.format_name)
         before = current_options(dev)
+        slots = _keyslots(dev, opts, force)
+        if slots is not None:
+            before["keyslots"] = slots[0]
         if check_mode:
             after = _wanted(before, opts)
-            return {"changed": after != before, "before": before, "after": after}
+            if slots is not None:
+                after["keyslots"] = _predicted(slots)
+            return {"changed": after != before or bool(slots and slots[1][1]), "before": before, "after": after}
         amend(dev, opts, force=force, progress=progress)
         dev.flush()
         after = current_options(dev)
-    return {"changed": before != after, "before": before, "after": after}
+        changed = before != after
+        if slots is not None:
+            after["keyslots"] = keyslot_facts(dev)
+            changed = changed or slot_states(dev) != slots[2]
+    return {"changed": changed or before != after, "before": before, "after": after}
+
+
+def _keyslots(dev, opts, force):
+    """None without encrypt.* options, else (keyslot facts before, (state, the slots check mode
+    predicts), slot states before)."""
+    from ..crypto.amend import amend_keyslots
+    enc = dict((k[len("encrypt."):], v) for k, v in opts.items() if k.startswith("encrypt."))
+    if not enc or getattr(dev, "crypto", None) is None or dev.crypto.method != 2:
+        return None
+    predicted = amend_keyslots(dev, enc, force=force, check_mode=True)
+    return keyslot_facts(dev), (enc["state"], predicted), slot_states(dev)
+
+
+def _predicted(slots):
+    facts, (state, numbers) = [dict(f) for f in slots[0]], slots[1]
+    for i in numbers:
+        facts[i]["active"] = state == "active"
+    return facts
+
+
+def _amend_luks(dev, options, force, check_mode):
+    """qemu-img amend on a luks file: keyslots only."""
+    from ..crypto.amend import amend_keyslots, parse_luks_options
+    opts = parse_luks_options(options)
+    before = {"size": dev.size, "keyslots": keyslot_facts(dev)}
+    states = slot_states(dev)
+    if check_mode:
+        numbers = amend_keyslots(dev, opts, force=force, check_mode=True)
+        after = dict(before, keyslots=_predicted((before["keyslots"], (opts.get("state"), numbers))))
+        return {"changed": bool(numbers), "before": before, "after": after}
+    amend_keyslots(dev, opts, force=force)
+    dev.flush()
+    after = {"size": dev.size, "keyslots": keyslot_facts(dev)}
+    return {"changed": slot_states(dev) != states, "before": before, "after": after}

@@ -423,8 +423,9 @@ def commit_image(filename, fmt=None, base=None, drop=False, cache=None, check_mo
         above[-1].backing = None
         throttle = _Throttle(rate_limit)
         chunk = RATE_CHUNK if rate_limit else CHUNK
+        from ..crypto import reopen_keys
         with open_image(base_path, base_fmt, read_only=False, cache=cache,
-                        allow_unsafe_backing=allow_unsafe_backing) as dest:
+                        allow_unsafe_backing=allow_unsafe_backing, **reopen_keys(base_dev, top)) as dest:
             new_size = max(top.size, dest.size)
             if extents or new_size != dest.size:
                 if atomic and _shadow_capable(dest, new_size):

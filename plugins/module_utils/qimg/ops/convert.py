@@ -589,7 +589,9 @@ def convert(sources, dest, src_fmt=None, out_fmt="raw", options=None, compress=F
     if sparse_size < 0 or sparse_size % 512:
         raise InvalidArgument("Invalid buffer size for sparse output specified")
     # out_fmt None: --target-image-opts, the target's spec names its driver
-    opts = normalize_options(out_fmt or "raw", None, options, backing_file, backing_fmt)
+    from ..crypto.convert import encrypted_target
+    encrypted = not target_exists and encrypted_target(out_fmt, options)
+    opts = normalize_options(out_fmt or "raw", None, options, backing_file, backing_fmt, allow_encryption=encrypted)
     hints = host_options(out_fmt or "raw", options)
     backing_file = opts.pop("backing_file", None)
     backing_fmt = opts.pop("backing_fmt", None)
@@ -636,6 +638,12 @@ def convert(sources, dest, src_fmt=None, out_fmt="raw", options=None, compress=F
             return {"virtual-size": total}
         if "size" in opts and opts["size"] != total:
             raise InvalidArgument("Invalid parameter 'size'")
+        if encrypted:
+            from ..crypto.convert import convert_into_encrypted
+            convert_into_encrypted(dest, out_fmt, options, total,
+                                   lambda dev, zero: _write_into(dev, chunks, zero, report),
+                                   backing_file=backing_file, cache=mode, warn=warn)
+            return {"virtual-size": total}
         if out_fmt == "raw":
             prealloc = opts.get("preallocation", "off")
 
@@ -784,6 +792,7 @@ def prepare_convert(sources, dest, src_fmt=None, out_fmt="raw", options=None, co
     planning, with the typed target options). Raises QimgError subclasses with qemu-img's messages.
     """
     from .create import NO_CREATE_DRIVERS, check_create_format, parse_option_string
+    from ..crypto.convert import encrypted_target
     if not target_exists and out_fmt in NO_CREATE_DRIVERS and src_fmt == "bochs" and all(map(_bochs, sources)):
         # qemu-img opens the sources first, then refuses the output format: with sources in a
         # format only QEMU reads, that refusal is what it prints
@@ -796,7 +805,7 @@ def prepare_convert(sources, dest, src_fmt=None, out_fmt="raw", options=None, co
             check_create_format(out_fmt)
             optdict = parse_option_string(options) if options is not None else {}
             optdict.pop("size", None)       # qemu-img sets the size from the sources
-            typed = normalize_options(out_fmt, None, optdict)
+            typed = normalize_options(out_fmt, None, optdict, allow_encryption=encrypted_target(out_fmt, optdict))
             if out_fmt == "raw" and backing_file:
                 raise InvalidArgument("Backing file not supported for file format 'raw'")
             if out_fmt == "raw" and backing_fmt:
@@ -826,6 +835,9 @@ def prepare_convert(sources, dest, src_fmt=None, out_fmt="raw", options=None, co
             check_copyable(devs[0], skip_broken_bitmaps)
         if not target_exists and out_fmt == "qcow2":
             check_qcow2_target(dest, total, typed, backing, backing_fmt)
+        if not target_exists and encrypted_target(out_fmt, optdict):
+            from ..crypto.convert import check_target
+            check_target(dest, out_fmt, optdict, typed, compress)
         cache_mode(cache, default=CONVERT_CACHE)  # "Invalid cache option: X"
         if backing and not target_exists:
             check_backing(dest, backing, backing_fmt or optdict.get("backing_fmt"))

@@ -10,6 +10,7 @@ __metaclass__ = type
 import os
 
 from ..errors import ImageExists, ImageInUse, ImageNotFound, InvalidArgument, QimgError, UnsupportedFeature
+from ..crypto import no_io
 from ..crypto.create_opts import qcow2_encryption
 from ..formats.qcow2.create import create_qcow2
 from ..formats.raw import create_raw
@@ -281,8 +282,8 @@ def _backing_size(filename, backing_file, backing_fmt, allow_unsafe_backing=Fals
         raise ImageNotFound("Could not open '%s': No such file or directory" % path,
                             hint=["Could not open backing image."])
     try:
-        with open_image(path, backing_fmt, read_only=True, force_share=True,
-                        allow_unsafe_backing=allow_unsafe_backing) as dev:
+        with no_io(), open_image(path, backing_fmt, read_only=True, force_share=True,
+                                 allow_unsafe_backing=allow_unsafe_backing) as dev:
             return dev.size, dev.format_name
     except QimgError as e:
         message = e.message
@@ -304,8 +305,8 @@ def probe_backing(filename, backing_file, backing_fmt=None, open_backing=True, t
     """The backing file qemu-img create would open: (virtual size, format), or None when it cannot
     be opened (create itself reports that error later)."""
     try:
-        with open_image(_backing_target(filename, backing_file, typed_backing), backing_fmt, read_only=True,
-                        force_share=True, open_backing=open_backing) as dev:
+        with no_io(), open_image(_backing_target(filename, backing_file, typed_backing), backing_fmt,
+                                 read_only=True, force_share=True, open_backing=open_backing) as dev:
             return dev.size, dev.format_name
     except QimgError:
         return None

@@ -7,6 +7,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+from ..crypto import no_io
 from ..image import backing_path, open_image
 
 
@@ -41,8 +42,8 @@ def image_info(filename, fmt=None, backing_chain=False, force_share=False, allow
     """Facts of an image; with backing_chain a list, top first."""
     # like qemu-img, a missing backing file does not stop `info` unless the chain is asked for
     # nor does it open external data files (qemu-img info opens images without I/O)
-    with open_image(filename, fmt, read_only=True, force_share=force_share, open_backing=backing_chain,
-                    allow_unsafe_backing=allow_unsafe_backing, open_data_file=False) as dev:
+    with no_io(), open_image(filename, fmt, read_only=True, force_share=force_share, open_backing=backing_chain,
+                             allow_unsafe_backing=allow_unsafe_backing, open_data_file=False) as dev:
         if not backing_chain:
             return device_info(dev)
         return [device_info(layer) for layer in dev.chain()]
