@@ -186,6 +186,7 @@ def test_080_bad_snapshot_l1(as_qemu_img, tmp_path, field, data):
     _side_by_side(as_qemu_img, tmp_path, setup, [
         ["info", "t.qcow2"],
         ["convert", "-l", "test", "t.qcow2", "t.snap"],
+        ["amend", "-o", "compat=0.10", "t.qcow2"],
         ["snapshot", "-a", "test", "t.qcow2"],
         ["snapshot", "-d", "test", "t.qcow2"],
         ["check", "t.qcow2"],
@@ -253,3 +254,26 @@ def test_271_unaligned_data_cluster(as_qemu_img, tmp_path, zeroed):
         ["check", "-r", "all", "t.qcow2"],
         ["check", "t.qcow2"],
     ])
+
+
+def test_261_upgrade_writes_qemus_extra_data(as_qemu_img, tmp_path):
+    """amend -o compat=1.1 of a v2 image with snapshots: every entry gets 24 bytes of extra data."""
+    def extra_sizes(path):
+        table, count = _peek(path, 64, ">Q"), _peek(path, 60, ">I")
+        out = []
+        for _ in range(count):
+            extra = _peek(path, table + 36, ">I")
+            out.append(extra)
+            table += (40 + extra + _peek(path, table + 12, ">H") + _peek(path, table + 14, ">H") + 7) & ~7
+        return out
+
+    def setup(path):
+        qemu_img_create(path, "qcow2", "64M", {"compat": "0.10"})
+        for name in ("sn0", "sn1"):
+            run(["qemu-img", "snapshot", "-c", name, str(path)])
+    _side_by_side(as_qemu_img, tmp_path, setup, [
+        ["amend", "-o", "compat=1.1", "t.qcow2"],
+        ["check", "t.qcow2"],
+        ["snapshot", "-l", "t.qcow2"],
+    ], ignore=("Image end offset",))
+    assert extra_sizes(tmp_path / "ours" / "t.qcow2") == extra_sizes(tmp_path / "theirs" / "t.qcow2") == [24, 24]
