@@ -1,12 +1,12 @@
 # qimg.disk: set-up, tests and demo. Everything runs from this checkout.
 #   make demo    set up, then run the demo playbook (demo/demo.yml)
 #   make test    set up, then run every test stage and print "N passed, N failed"
-# Single stages: make pytest | sanity | units | integration | lint
+# Single stages: make pytest | sanity | units | integration | lint | molecule | docs
 
 PYTHON ?= python3
 VENV   := .venv
 
-.PHONY: all setup demo test pytest sanity units integration lint changelog build clean distclean
+.PHONY: all setup demo test pytest sanity units integration lint molecule docs changelog build clean distclean
 
 all: test
 
@@ -20,7 +20,7 @@ demo: setup
 test: setup
 	scripts/run-tests.sh
 
-pytest sanity units integration: setup
+pytest sanity units integration molecule docs: setup
 	scripts/run-tests.sh $@
 
 lint: setup

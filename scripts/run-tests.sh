@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Run every test stage, keep going after a failure, then print a summary:
-#   pytest, ansible-test sanity, ansible-test units, ansible-test integration, ansible-lint.
+#   pytest, ansible-test sanity, ansible-test units, ansible-test integration, ansible-lint,
+#   molecule (every scenario under extensions/molecule), docs (antsibull-docs lint of
+#   docs/docsite and of the plugins' and roles' documentation).
 # The last line is "N passed, N failed" (N = test stages); the exit code is
 # non-zero when any stage failed. Run `make setup` (scripts/setup.sh) first.
 #
 # Usage: scripts/run-tests.sh [stage...]   (default: all stages)
-#   stages: pytest sanity units integration lint
+#   stages: pytest sanity units integration lint molecule docs
 set -uo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -51,7 +53,26 @@ stage_lint() {
     ANSIBLE_COLLECTIONS_PATH="$collections" ansible-lint
 }
 
-all_stages=(pytest sanity units integration lint)
+stage_molecule() {
+    # `molecule test --all`: every scenario under extensions/molecule (default driver, localhost).
+    # molecule builds the collection from this checkout and installs it into
+    # $ANSIBLE_HOME/collections, so it gets an ANSIBLE_HOME of its own inside the checkout
+    # (.ansible/ is ignored by git), apart from the symlink that lint and the demo use.
+    # VIRTUAL_ENV is unset so that nothing is cached inside the (shared) venv.
+    (
+        unset VIRTUAL_ENV
+        export ANSIBLE_HOME="$root/.ansible/molecule"
+        molecule test --all
+    )
+}
+
+stage_docs() {
+    # docs/docsite (extra-docs.yml, links.yml, rst/) and the plugins' and roles' documentation,
+    # as the Ansible docsite builds them
+    antsibull-docs lint-collection-docs --plugin-docs .
+}
+
+all_stages=(pytest sanity units integration lint molecule docs)
 if [ "$#" -gt 0 ]; then
     stages=("$@")
 else

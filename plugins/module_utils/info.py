@@ -12,6 +12,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 from ansible_collections.qimg.disk.plugins.module_utils.ansible_glue import image_facts
+from ansible_collections.qimg.disk.plugins.module_utils.qimg.ops.checksum import image_checksum
 from ansible_collections.qimg.disk.plugins.module_utils.qimg.ops.info import image_info
 
 
@@ -27,4 +28,8 @@ def run_info(module):
         result["images"] = images
     else:
         result.update(image_facts(info))
+    if params.get("checksum"):
+        result["checksum"] = image_checksum(params["path"], fmt=params["format"], algorithm=params["checksum"],
+                                            force_share=params["force_share"],
+                                            allow_unsafe_backing=params["allow_unsafe_backing"])["checksum"]
     return result

@@ -37,7 +37,8 @@ options:
   options:
     description:
       - The format options, with the names and types of M(qimg.disk.qimg_create)'s O(qimg.disk.qimg_create#module:options).
-      - O(options.compat), O(options.refcount_bits) and O(options.lazy_refcounts) can be changed.
+      - O(options.compat), O(options.refcount_bits), O(options.lazy_refcounts), O(options.data_file)
+        and O(options.data_file_raw) can be changed.
         The others can only be set when an image is created; they are accepted when the image
         already has the value asked for, and fail the task otherwise.
     type: dict
@@ -70,6 +71,18 @@ options:
           - Compression method (cannot be changed).
         type: str
         choices: [zlib, zstd]
+      data_file:
+        description:
+          - The name of the external data file recorded in the image (qemu-img amend's C(data_file)).
+            Only images created with an external data file have one; the data file itself is not
+            touched, moved or opened under its new name.
+          - An empty string removes the name; the image then needs the data file given when it is opened.
+        type: str
+      data_file_raw:
+        description:
+          - Whether the external data file stays a valid raw image (qemu-img amend's C(data_file_raw)).
+          - It can be turned off; turning it on fails unless it is on already, as in qemu-img.
+        type: bool
   force:
     description:
       - qemu-img amend's C(--force) (for changes a driver only makes when forced).
@@ -89,6 +102,12 @@ EXAMPLES = r"""
     path: /srv/disks/vm1.qcow2
     options:
       compat: "0.10"
+
+- name: Record the new name of a moved external data file
+  qimg.disk.qimg_amend:
+    path: /srv/disks/vm2.qcow2
+    options:
+      data_file: /srv/data/vm2.raw
 
 - name: Use 64-bit reference counts
   qimg.disk.qimg_amend:

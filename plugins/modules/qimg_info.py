@@ -42,6 +42,15 @@ options:
         like C(qemu-img info -U). The metadata read may be inconsistent if it is being changed.
     type: bool
     default: false
+  checksum:
+    description:
+      - Also return RV(checksum), a digest of the guest-visible content made with this hash
+        algorithm (any name of Python's C(hashlib) with a fixed digest length, such as V(sha256)).
+      - The digest is blkhash's block hash (the one the C(blksum) tool prints), so the same content
+        gives the same value in raw and qcow2, compressed or not, encrypted or through a backing
+        chain. Unallocated and zero ranges are not read, but the data is, so this takes time on a
+        large image with much data.
+    type: str
 seealso:
   - module: qimg.disk.qimg_create
 """
@@ -62,6 +71,12 @@ EXAMPLES = r"""
     backing_chain: true
     force_share: true
   register: chain
+
+- name: Record the content digest of a golden image
+  qimg.disk.qimg_info:
+    path: /srv/golden/debian-12.qcow2
+    checksum: sha256
+  register: golden
 
 - name: List the files of the chain, top first
   ansible.builtin.debug:
@@ -133,6 +148,13 @@ snapshots:
   sample:
     - {"id": "1", "name": "before-upgrade", "vm_state_size": 0, "date_sec": 1700000000,
        "date_nsec": 0, "vm_clock_sec": 0, "vm_clock_nsec": 0, "icount": 0}
+checksum:
+  description:
+    - Hex digest of the image's guest-visible content with the algorithm O(checksum) names
+      (blkhash's construction, as C(qimg checksum) and C(blksum) print it).
+  returned: when O(checksum) is set
+  type: str
+  sample: 0afc4ddab3f8cc1e11794fc5d5763518cad87de51789200d01191b1474e4a765
 format_specific:
   description: Format-specific information.
   returned: when the image is qcow2
@@ -165,6 +187,7 @@ def main():
             backing_chain=dict(type="bool", default=False),
             force_share=dict(type="bool", default=False),
             allow_unsafe_backing=dict(type="bool", default=False),
+            checksum=dict(type="str"),
         ),
         supports_check_mode=True,
     )

@@ -72,6 +72,23 @@ def test_open_fd_flags_in_kernel(tmp_path, name):
         os.close(fd)
 
 
+@pytest.mark.parametrize("name", ["none", "directsync", "writeback"])
+def test_data_file_inherits_the_cache_mode(tmp_path, name):
+    """The external data file an image names is opened with the image's cache mode, as QEMU's
+    children inherit it: O_DIRECT and O_DSYNC on both descriptors, and the content reads back."""
+    from qimg.image import open_single
+    img = tmp_path / "a.qcow2"
+    run(["qemu-img", "create", "-q", "-f", "qcow2", "-o", "data_file=%s" % (tmp_path / "a.data"), str(img), "1M"])
+    run(["qemu-io", "-c", "write -P 7 0 64k", str(img)])
+    with open_single(str(img), "qcow2", read_only=False, cache=name) as dev:
+        for fd in (dev.file.fd, dev.data_file.fd):
+            assert bool(_fd_flags(fd) & os.O_DIRECT) == cache_mode(name).direct
+            assert bool(_fd_flags(fd) & os.O_DSYNC) == cache_mode(name).dsync
+        assert dev.read(0, 65536) == b"\x07" * 65536
+        dev.write(65536, b"\x08" * 4096)
+    assert run(["qemu-io", "-c", "read -P 8 64k 4k", str(img)]).returncode == 0
+
+
 def test_logical_block_size_floor(tmp_path):
     fd = os.open(str(tmp_path), os.O_RDONLY)
     try:

@@ -219,35 +219,49 @@ def test_sigint(tmp_path, big_source, cli, out_fmt):
     _assert_untouched(out_dir, dest, before)
 
 
+_COMMIT_POINT_CHILD = r"""
+import os, signal, sys
+sys.path.insert(0, sys.argv[2])
+from qimg.util import atomic_output
+dest = os.path.join(sys.argv[1], "dest.img")
+with open(dest, "wb") as f:
+    f.write(b"old" * 1000)
+
+
+def build_then_interrupt(node):
+    node.pwrite(0, b"new" * 1000)
+    signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGINT])  # lands just before the commit
+    os.kill(os.getpid(), signal.SIGINT)
+
+
+try:
+    atomic_output(dest, build_then_interrupt)
+    print("not interrupted")
+except KeyboardInterrupt:
+    print("interrupted", open(dest, "rb").read() == b"old" * 1000, os.listdir(sys.argv[1]),
+          signal.SIGINT in signal.sigpending(), signal.SIGINT in signal.pthread_sigmask(signal.SIG_BLOCK, []))
+
+real_rename = os.rename
+
+
+def rename_then_interrupt(src, dst):
+    real_rename(src, dst)
+    os.kill(os.getpid(), signal.SIGINT)  # held until the window closes, then dropped
+
+
+os.rename = rename_then_interrupt
+atomic_output(dest, lambda node: node.pwrite(0, b"new" * 1000))
+os.rename = real_rename
+print("committed", open(dest, "rb").read() == b"new" * 1000, os.listdir(sys.argv[1]))
+"""
+
+
 def test_interrupt_at_the_commit_point(tmp_path):
     """An interrupt that is pending when atomic_output is about to rename gives up (old file kept, no
-    temporary left); one that comes during the rename is dropped, as the new file is complete."""
-    from qimg.util import atomic_output
-    dest = tmp_path / "dest.img"
-    dest.write_bytes(b"old" * 1000)
-
-    def build_then_interrupt(node):
-        node.pwrite(0, b"new" * 1000)
-        signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGINT])  # lands just before the commit
-        os.kill(os.getpid(), signal.SIGINT)
-
-    with pytest.raises(KeyboardInterrupt):
-        atomic_output(str(dest), build_then_interrupt)
-    assert dest.read_bytes() == b"old" * 1000
-    assert os.listdir(str(tmp_path)) == ["dest.img"]
-    assert signal.SIGINT not in signal.sigpending()
-    assert signal.SIGINT not in signal.pthread_sigmask(signal.SIG_BLOCK, [])
-
-    real_rename = os.rename
-
-    def rename_then_interrupt(src, dst):
-        real_rename(src, dst)
-        os.kill(os.getpid(), signal.SIGINT)  # held until the window closes, then dropped
-
-    os.rename = rename_then_interrupt
-    try:
-        atomic_output(str(dest), lambda node: node.pwrite(0, b"new" * 1000))
-    finally:
-        os.rename = real_rename
-    assert dest.read_bytes() == b"new" * 1000
-    assert os.listdir(str(tmp_path)) == ["dest.img"]
+    temporary left); one that comes during the rename is dropped, as the new file is complete.
+    In a child process: the signal mask is per thread and pytest's worker may not be the main one."""
+    out = subprocess.run([sys.executable, "-c", _COMMIT_POINT_CHILD, str(tmp_path), os.path.join(str(ROOT), "plugins", "module_utils")],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, check=False)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == ["interrupted True ['dest.img'] False False",
+                                       "committed True ['dest.img']"], out.stdout + out.stderr

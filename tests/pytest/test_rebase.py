@@ -303,3 +303,52 @@ def test_prefix_with_shorter_old_backing(as_qemu_img, tmp_path):
     assert got.returncode == 0, got.stderr
     assert qemu_raw_digest(tmp_path / "top", tmp_path) == before
     assert_check_clean(tmp_path / "top")
+
+
+def test_header_bytes_without_backing_name_clear_its_offset(tmp_path):
+    """header_cluster_bytes() of a header whose backing name was emptied writes offset and size 0."""
+    import copy
+    import struct
+    from qimg.formats.qcow2 import header as hdr
+    from qimg.image import open_image
+    base, top = str(tmp_path / "b.qcow2"), str(tmp_path / "t.qcow2")
+    qemu_img_create(base, "qcow2", MiB)
+    qemu_img_create(top, "qcow2", MiB, backing="b.qcow2", backing_fmt="qcow2")
+    with open_image(top, "qcow2", open_backing=False) as dev:
+        h = copy.copy(dev.header)
+        assert h.backing_file_offset
+        h.backing_file = h.backing_format = None
+        raw = hdr.header_cluster_bytes(h, dev.cluster_size)
+    assert struct.unpack(">QI", raw[8:20]) == (0, 0)
+    assert (h.backing_file_offset, h.backing_file_size) == (0, 0)
+
+
+def test_duplicate_backing_format_extension_last_wins(tmp_path):
+    """QEMU reads every backing format extension and keeps the last (iotest 114 relies on it)."""
+    import struct
+    from qimg.ops.info import image_info
+    base, top = str(tmp_path / "b.qcow2"), str(tmp_path / "t.qcow2")
+    qemu_img_create(base, "qcow2", MiB)
+    qemu_img_create(top, "qcow2", MiB, backing="b.qcow2", backing_fmt="raw")
+    with open(top, "r+b") as f:
+        raw = bytearray(f.read(65536))
+        name_off, name_len = struct.unpack(">QI", raw[8:20])
+        hl = struct.unpack(">I", raw[100:104])[0]
+        exts, off = [], hl
+        while True:
+            t, n = struct.unpack(">II", raw[off:off + 8])
+            if t == 0:
+                break
+            exts.append(bytes(raw[off:off + 8 + ((n + 7) & ~7)]))
+            off += 8 + ((n + 7) & ~7)
+        exts.append(struct.pack(">II", 0xE2792ACA, 5) + b"qcow2\0\0\0")
+        name = bytes(raw[name_off:name_off + name_len])
+        area = b"".join(exts) + bytes(8)
+        raw[hl:hl + len(area)] = area
+        raw[hl + len(area):hl + len(area) + name_len] = name
+        raw[8:16] = struct.pack(">Q", hl + len(area))
+        f.seek(0)
+        f.write(raw)
+    assert run(["qemu-img", "info", "--output=json", top]).returncode == 0
+    assert image_info(top)["backing-filename-format"] == "qcow2"
+    assert json.loads(run(["qemu-img", "info", "--output=json", top]).stdout)["backing-filename-format"] == "qcow2"

@@ -11,7 +11,7 @@ __metaclass__ = type
 import errno
 import os
 import signal
-import threading
+import sys
 
 from .errors import InvalidArgument, QimgError
 from .protocols.cache import cache_mode, flush_directory, flush_fd, reopen_fd
@@ -118,7 +118,9 @@ class _interrupts_held:
     thread only, so an interrupt cannot land in the middle there)."""
 
     def __init__(self):
-        self.active = hasattr(signal, "pthread_sigmask") and threading.current_thread() is threading.main_thread()
+        threading = sys.modules.get("threading")  # not imported: then this is the only thread
+        self.active = hasattr(signal, "pthread_sigmask") and (
+            threading is None or threading.current_thread() is threading.main_thread())
 
     def __enter__(self):
         if self.active:

@@ -39,6 +39,9 @@ COMMANDS = {
     "amend": "cmd_amend",
     "rebase": "cmd_rebase",
     "commit": "cmd_commit",
+    "dd": "cmd_dd",
+    "checksum": "cmd_checksum",
+    "bitmap": "cmd_bitmap",
 }
 
 # Names this package re-exports from its modules (the pre-package ``qimg.cli`` API), loaded on

@@ -7,7 +7,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-from .args import CACHE_MODES, add_option_list, split_opt_list
+from .args import CACHE_MODES, add_option_list, image_name, split_opt_list
 from .errors import CommandError, HelpRequested, UsageError
 from .getopt import getopt
 
@@ -40,6 +40,7 @@ def run(argv, ctx):
     longopts = {"help": (False, "h"), "object": (True, "object"), "image-opts": (False, "image-opts"),
                 "force": (False, "force")}
     image_opts = False
+    objects = []
     opts, args = getopt(argv, ":ho:f:t:pq", longopts)
     fmt, options, cache, progress, quiet, force = None, None, "writeback", False, False, False
     for opt, arg in opts:
@@ -60,7 +61,7 @@ def run(argv, ctx):
         elif opt == "image-opts":
             image_opts = True
         elif opt == "object":
-            raise CommandError("--object is not supported")
+            objects.append(arg)
     if options is None:
         raise UsageError("Must specify options (-o)")
     if quiet:
@@ -74,10 +75,8 @@ def run(argv, ctx):
             return 0
         if len(args) != 1:
             raise CommandError("Expecting one image file name")
-        filename = args[0]
-        if image_opts:
-            from .cmd_resize import image_opts_target
-            filename, fmt = image_opts_target(filename, fmt)
+        # the single place the image's name reaches the engine
+        filename = image_name(args[0], fmt=fmt, image_opts=image_opts, objects=objects)
         if cache not in CACHE_MODES:
             raise CommandError("Invalid cache option: %s" % cache)
         from ..image import open_image

@@ -30,6 +30,7 @@ def run(argv, ctx):
     flags = set()
     progress = None
     objects = []
+    workers, rate_limit = None, 0
     for opt, arg in opts:
         if opt == "h":
             raise HelpRequested()
@@ -67,8 +68,9 @@ def run(argv, ctx):
                 count = 0
             if not 1 <= count <= 16:
                 raise CommandError("Invalid number of coroutines. Allowed number of coroutines is between 1 and 16")
+            workers = count
         elif opt == "r":
-            cvtnum("rate limit", arg, ctx.warn)
+            rate_limit = cvtnum("rate limit", arg, ctx.warn)
         elif opt == "object":
             objects.append(arg)
         else:
@@ -93,7 +95,11 @@ def run(argv, ctx):
     from ..ops import create as ops_create
     if options is not None and any(i in ("help", "?") for i in split_opt_list(options)):
         if out_fmt not in ops_create.CREATE_OPTIONS:  # (with --target-image-opts, -n already refused -o)
-            raise CommandError("Unknown file format '%s'" % out_fmt)
+            from ..errors import QimgError
+            try:
+                ops_create.check_create_format(out_fmt)
+            except QimgError as err:
+                raise CommandError(err.message)
         ctx.out(format_option_help(out_fmt, ops_create.CREATE_OPTIONS[out_fmt], out_filename))
         return 0
     if len(args) < 2:
@@ -106,8 +112,10 @@ def run(argv, ctx):
     prog.print_(0, 100)
     ok = False
     try:
+        from ..ops.convert import Tuning
+        tuning = Tuning(workers, in_order="W" not in flags, copy_offload=copy_range, rate_limit=rate_limit)
         code = _convert(ctx, args[:-1], out_filename, fmt, out_fmt, base, base_fmt, options, snapshot, cache,
-                        min_sparse, flags, (progress, prog), src_cache, objects)
+                        min_sparse, flags, (progress, prog), src_cache, objects, tuning)
         ok = code == 0
         return code
     finally:
@@ -124,7 +132,7 @@ def _salvage_warning(ctx, flags):
 
 
 def _convert(ctx, sources, out_filename, fmt, out_fmt, base, base_fmt, options, snapshot, cache, min_sparse, flags,
-             progress, src_cache=None, objects=()):
+             progress, src_cache=None, objects=(), tuning=None):
     from ..errors import QimgError
     from ..ops import convert as ops_convert
     printer = {}
@@ -141,7 +149,8 @@ def _convert(ctx, sources, out_filename, fmt, out_fmt, base, base_fmt, options, 
         sources, out_filename, src_fmt=fmt, out_fmt=out_fmt, options=options, compress="c" in flags,
         backing_file=base, backing_fmt=base_fmt, snapshot=snapshot, target_exists="n" in flags,
         target_is_zero="target-is-zero" in flags, bitmaps="bitmaps" in flags, cache=cache,
-        force_share="U" in flags, inspect=inspect, src_cache=src_cache)
+        force_share="U" in flags, inspect=inspect, src_cache=src_cache,
+        skip_broken_bitmaps="skip-broken-bitmaps" in flags)
     if plan["skip"]:
         ctx.err("%s: %s\n" % (ctx.prog, plan["skip"]))
         return 0
@@ -151,7 +160,8 @@ def _convert(ctx, sources, out_filename, fmt, out_fmt, base, base_fmt, options, 
                             backing_file=base, backing_fmt=base_fmt, target_exists="n" in flags,
                             target_is_zero="target-is-zero" in flags, progress=printer.get("report"),
                             force_share="U" in flags, cache=cache, src_cache=src_cache, warn=ctx.warn,
-                            salvage=_salvage_warning(ctx, flags))
+                            salvage=_salvage_warning(ctx, flags), tuning=tuning, bitmaps="bitmaps" in flags,
+                            skip_broken_bitmaps="skip-broken-bitmaps" in flags)
     except QimgError as err:
         if err.message == "Output image is too small":
             raise CommandError("output file is smaller than input file")

@@ -48,8 +48,7 @@ def run(argv, ctx):
     filename = args[0] if args else None
     if options is not None and any(i in ("help", "?") for i in split_opt_list(options)):
         from ..ops import create as ops_create
-        if fmt not in ops_create.CREATE_OPTIONS:
-            raise CommandError("Unknown file format '%s'" % fmt)
+        _check_format(ops_create, fmt)
         ctx.out(format_option_help(fmt, ops_create.CREATE_OPTIONS[fmt], filename))
         return 0
     if not args:
@@ -60,18 +59,32 @@ def run(argv, ctx):
     if len(args) > 2:
         raise UsageError("Unexpected argument: %s" % args[2])
     from ..ops import create as ops_create
+    if fmt not in ops_create.CREATE_OPTIONS:  # qemu looks the driver up before the file name
+        try:
+            _check_format(ops_create, fmt)
+        except CommandError as err:
+            _reraise_with_prefix(err, filename)
     try:
         # the single place the new image's name reaches the engine
         path = image_name(filename, "create")
         plan = ops_create.plan_create(path, fmt, size=size, options=options, backing_file=base,
-                                      backing_fmt=base_fmt, unsafe=unsafe)
+                                      backing_fmt=base_fmt, unsafe=unsafe, typed_backing=True)
         if not quiet and plan["pairs"] is not None:
             ctx.out(format_formatting_line(filename, fmt, plan["pairs"], plan["types"]))
         ops_create.create_image(path, fmt, size=size, options=plan["options"], backing_file=base,
-                                backing_fmt=base_fmt, unsafe=unsafe, warn=ctx.warn, secrets=secrets)
+                                backing_fmt=base_fmt, unsafe=unsafe, warn=ctx.warn, secrets=secrets,
+                                typed_backing=True)
     except Exception as err:
         _reraise_with_prefix(err, filename)
     return 0
+
+
+def _check_format(ops_create, fmt):
+    from ..errors import QimgError
+    try:
+        ops_create.check_create_format(fmt)
+    except QimgError as err:
+        raise CommandError(err.message)
 
 
 def _reraise_with_prefix(err, filename):

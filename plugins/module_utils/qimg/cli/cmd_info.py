@@ -8,7 +8,8 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 from .args import image_name, output_format
-from .errors import HelpRequested, UsageError
+from ..errors import UnsafeImage
+from .errors import CommandError, HelpRequested, UsageError
 from .getopt import getopt
 from .output import format_info
 
@@ -40,6 +41,11 @@ def run(argv, ctx):
     output = output_format(output)
     from ..ops import info as ops_info
     name = image_name(args[0], fmt=fmt, image_opts=image_opts, objects=objects)
-    data = ops_info.image_info(name, fmt=fmt, backing_chain=chain, force_share=share)
+    try:
+        data = ops_info.image_info(name, fmt=fmt, backing_chain=chain, force_share=share)
+    except UnsafeImage as e:
+        if chain and getattr(e, "loop_path", None):
+            raise CommandError("Backing file '%s' creates an infinite loop." % e.loop_path)
+        raise
     ctx.out(format_info(data, output))
     return 0

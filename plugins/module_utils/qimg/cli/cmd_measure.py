@@ -79,7 +79,11 @@ def run(argv, ctx):
     from ..ops import create as ops_create
     from ..ops import measure as ops_measure
     if out_fmt not in ops_create.CREATE_OPTIONS:
-        raise CommandError("Unknown file format '%s'" % out_fmt)
+        from ..errors import QimgError
+        try:
+            ops_create.check_create_format(out_fmt)
+        except QimgError as err:
+            raise CommandError(err.message)
     optdict = {}
     if options is not None:
         try:

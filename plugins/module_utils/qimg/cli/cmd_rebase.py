@@ -2,7 +2,8 @@
 # Copyright: qimg.disk contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """``qemu-img rebase [-q] [-f fmt] [-t cache] [-T src_cache] [-p] [-u] [-U] [--object ...] [--image-opts]
--b backing_file [-F backing_fmt] filename`` (qemu-img 7.2 has no -c for rebase: it is refused as there)."""
+-b backing_file [-F backing_fmt] filename`` (qemu-img 7.2 has no -c for rebase: it is refused as there), and
+our ``--progress=json`` (one JSON object per line, as convert's)."""
 
 from __future__ import absolute_import, division, print_function
 
@@ -12,12 +13,12 @@ from .args import CACHE_MODES, image_name
 from .cmd_resize import image_opts_target, report_open
 from .errors import CommandError, HelpRequested, UsageError
 from .getopt import getopt
-from .progress import QemuProgress
+from .progress import JsonProgress, QemuProgress
 
 
 def run(argv, ctx):
     longopts = {"help": (False, "h"), "object": (True, "object"), "image-opts": (False, "image-opts"),
-                "force-share": (False, "U")}
+                "force-share": (False, "U"), "progress": (True, "progress")}
     opts, args = getopt(argv, ":hf:F:b:upt:T:qU", longopts)
     fmt = backing_fmt = backing = None
     cache = src_cache = "writeback"
@@ -34,7 +35,11 @@ def run(argv, ctx):
         elif opt == "u":
             unsafe = True
         elif opt == "p":
-            progress = True
+            progress = progress or "human"
+        elif opt == "progress":
+            if arg not in ("human", "json"):
+                raise CommandError("--progress must be used with human or json as argument.")
+            progress = arg
         elif opt == "t":
             cache = arg
         elif opt == "T":
@@ -54,7 +59,8 @@ def run(argv, ctx):
     if not unsafe and backing is None:
         raise UsageError("Must specify backing file (-b) or use unsafe mode (-u)")
     filename = args[0]
-    meter = QemuProgress(progress, 2.0, ctx.out)
+    meter = QemuProgress(progress == "human", 2.0, ctx.out)
+    as_json = JsonProgress(ctx.out) if progress == "json" else None
     meter.print_(0, 100)
     try:
         if cache not in CACHE_MODES:
@@ -70,13 +76,18 @@ def run(argv, ctx):
         def opened(dev):
             report_open(ctx, dev, fmt, filename)
 
-        def step(_done, total):
+        def step(done, total):
+            if as_json is not None:
+                as_json(done, total)
+                return
             # qemu-img: (float)100 / (size / MIN(size, IO_BUF_SIZE)) per compared step
             meter.print_(100.0 / (total // min(total, ops_rebase.IO_BUF_SIZE)), 100)
 
-        ops_rebase.rebase_image(filename, backing, backing_fmt, fmt=fmt, unsafe=unsafe, force_share=share,
-                                cache=cache, src_cache=src_cache, on_open=opened, progress=step)
+        done = ops_rebase.rebase_image(filename, backing, backing_fmt, fmt=fmt, unsafe=unsafe, force_share=share,
+                                       cache=cache, src_cache=src_cache, on_open=opened, progress=step)
         meter.print_(100, 0)
+        if as_json is not None:
+            as_json.finish(done["size"])
     finally:
         meter.end()
     return 0

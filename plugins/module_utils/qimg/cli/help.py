@@ -13,6 +13,8 @@ __version__ = "0.1.0"
 
 COMMAND_SYNTAX = [
     "amend [--object objectdef] [--image-opts] [-p] [-q] [-f fmt] [-t cache] [--force] -o options filename",
+    "bitmap (--merge SOURCE | --add | --remove | --clear | --enable | --disable)... [-b source_file [-F source_fmt]] "
+    "[-g granularity] [--object objectdef] [--image-opts | -f fmt] filename bitmap",
     "check [--object objectdef] [--image-opts] [-q] [-f fmt] [--output=ofmt] [-r [leaks | all]] [-T src_cache] "
     "[-U] filename",
     "compare [--object objectdef] [--image-opts] [-f fmt] [-F fmt] [-T src_cache] [-p] [-q] [-s] [-U] "
@@ -34,6 +36,8 @@ COMMAND_SYNTAX = [
     "-b backing_file [-F backing_fmt] filename",
     "commit [--object objectdef] [--image-opts] [-q] [-f fmt] [-t cache] [-b base] [-r rate_limit] [-d] [-p] "
     "filename",
+    "dd [--image-opts] [-U] [-f fmt] [-O output_fmt] [bs=block_size] [count=blocks] [skip=blocks] if=input of=output",
+    "checksum [--object objectdef] [--image-opts] [-f fmt] [-U] [-p] [-a algorithm] filename",
 ]
 
 
@@ -104,7 +108,27 @@ def help_text(prog):
         "       warning for each unreadable sector, which is written as zeros\n"
         "  '-C' (copy offloading), '-m', '-W' and '-r' are accepted and validated\n"
         "       like qemu-img's; they have no effect\n"
-        "  '--bitmaps' copies all top-level persistent bitmaps to destination (not supported yet)\n"
+        "  '--bitmaps' copies all top-level persistent bitmaps to destination\n"
+        "  '--skip-broken-bitmaps' skips (with a warning) the bitmaps --bitmaps cannot copy\n"
+        "\n"
+        "Parameters to bitmap subcommand:\n"
+        "  'bitmap' is the name of the bitmap to manipulate, through one or more\n"
+        "       actions from '--add', '--remove', '--clear', '--enable', '--disable',\n"
+        "       or '--merge source'\n"
+        "  '-g granularity' sets the granularity for '--add' actions\n"
+        "  '-b source' and '-F src_fmt' tell '--merge' actions to find the source\n"
+        "       bitmaps from an alternative file\n"
+        "\n"
+        "Parameters to dd subcommand:\n"
+        "  'bs=BYTES' read and write up to BYTES bytes at a time (default: 512)\n"
+        "  'count=N' copy only N input blocks\n"
+        "  'if=FILE' read from FILE\n"
+        "  'of=FILE' write to FILE\n"
+        "  'skip=N' skip N bs-sized blocks at the start of input\n"
+        "\n"
+        "Parameters to checksum subcommand (qimg extension):\n"
+        "  '-a' the hash algorithm (default sha256; any of Python's hashlib): the digest is blksum's\n"
+        "       block hash of the guest-visible content, the same for every format and chain\n"
         "\n"
         "Parameters to compare subcommand:\n"
         "  '-f' first image format\n"

@@ -210,3 +210,24 @@ def compare_progress(prog, devs, stop, tail):
             return
         offset += chunk
         step(chunk)
+
+
+class JsonProgress(object):
+    """Our ``--progress=json`` (convert, rebase, commit): one ``{"done", "total", "elapsed"}`` object
+    per line, in bytes and seconds; the last line has done == total."""
+
+    def __init__(self, out):
+        import time
+        self.out = out
+        self.clock = time.monotonic
+        self.start = self.clock()
+        self.last = None
+
+    def __call__(self, done, total):
+        import json
+        self.last = (done, total)
+        self.out(json.dumps({"done": done, "total": total, "elapsed": round(self.clock() - self.start, 6)}) + "\n")
+
+    def finish(self, total):
+        if self.last is None or self.last != (total, total):
+            self(total, total)

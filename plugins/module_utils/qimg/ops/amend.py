@@ -55,15 +55,21 @@ def parse_amend_options(options):
     return out
 
 
-def _wanted_differs(current, opts):
+def _wanted(current, opts):
+    """The amendable options as they will be after the amend (what check mode reports)."""
+    after = dict(current)
     for name in ("lazy_refcounts", "refcount_bits", "size"):
-        if name in opts and opts[name] != current[name] and not (name == "size" and not opts[name]):
-            return True
+        if name in opts and not (name == "size" and not opts[name]):
+            after[name] = opts[name]
     if "compat" in opts:
-        want = {"v2": "0.10", "v3": "1.1"}.get(opts["compat"], opts["compat"])
-        if want != current["compat"]:
-            return True
-    return False
+        after["compat"] = {"v2": "0.10", "v3": "1.1"}.get(opts["compat"], opts["compat"])
+        if after["compat"] == "0.10":
+            after["lazy_refcounts"] = False
+    if opts.get("data_file") is not None and current.get("data_file") is not None:
+        after["data_file"] = opts["data_file"] or None
+    if "data_file_raw" in opts and current.get("data_file") is not None:
+        after["data_file_raw"] = opts["data_file_raw"]
+    return after
 
 
 def amend_image(filename, options, fmt=None, force=False, check_mode=False, on_open=None, progress=None):
@@ -80,17 +86,9 @@ def amend_image(filename, options, fmt=None, force=False, check_mode=False, on_o
         if dev.format_name != "qcow2":
             raise UnsupportedFeature("Format driver '%s' does not support option amendment" % dev.format_name)
         before = current_options(dev)
-        changed = _wanted_differs(before, opts)
         if check_mode:
-            after = dict(before)
-            for name in ("lazy_refcounts", "refcount_bits", "size"):
-                if opts.get(name):
-                    after[name] = opts[name]
-            if "lazy_refcounts" in opts:
-                after["lazy_refcounts"] = opts["lazy_refcounts"]
-            if "compat" in opts:
-                after["compat"] = {"v2": "0.10", "v3": "1.1"}.get(opts["compat"], opts["compat"])
-            return {"changed": changed, "before": before, "after": after}
+            after = _wanted(before, opts)
+            return {"changed": after != before, "before": before, "after": after}
         amend(dev, opts, force=force, progress=progress)
         dev.flush()
         after = current_options(dev)

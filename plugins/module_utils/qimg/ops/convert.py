@@ -14,6 +14,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import bisect
+import errno
 import os
 import threading
 import time
@@ -27,10 +28,37 @@ from ..errors import BlockIOError, ImageInUse, ImageNotFound, InvalidArgument, U
 from ..formats.qcow2.compress import ZSTD_NEEDED, compress_cluster, zstd_available
 from ..formats.qcow2.writer import Qcow2StreamWriter
 from ..fileio import BufferPool, zero_view
-from ..image import ChainExtent, chain_block_status, full_backing_path, open_image
+from ..image import BlockDevice, ChainExtent, chain_block_status, full_backing_path, open_image
 from ..util import atomic_output
+from ..protocols.file import HostFile
 from ..protocols.cache import CONVERT_CACHE, cache_mode
 from .create import data_file_options, host_options, normalize_options, with_data_file
+
+
+class Tuning(object):
+    """How qemu-img convert's -m, -W, -C and -r shape the copy (none of them changes the content).
+
+    workers (-m, 1..16): threads that compress clusters for a compressed target (default: one
+        per core, at least two).
+    in_order (False with -W): qemu-img may then complete writes out of order. Our writers always
+        write in guest order, which -W allows; it is kept so callers state what they asked for.
+    copy_offload (-C): data of a raw source on a local file is copied into a new raw target with
+        copy_file_range (in the kernel, a reflink where the file system shares extents) instead
+        of being read and written; where the kernel refuses it for these files, the copy falls
+        back to reading and writing, as qemu-img turns copy offloading off on the first failure.
+    rate_limit (-r): bytes per second written to the target, on average (0: no limit).
+    """
+
+    def __init__(self, workers=None, in_order=True, copy_offload=False, rate_limit=0):
+        if workers is not None and not 1 <= workers <= 16:
+            raise InvalidArgument("Invalid number of coroutines. Allowed number of coroutines is between 1 and 16")
+        if rate_limit < 0:
+            raise InvalidArgument("Invalid rate limit specified")
+        self.workers = workers
+        self.in_order = in_order
+        self.copy_offload = copy_offload
+        self.rate_limit = rate_limit
+
 
 CHUNK = 4 << 20          # guest bytes per pipeline step (a multiple of every cluster size)
 STATUS_WINDOW = 64 * CHUNK  # guest bytes whose block status is taken at once
@@ -42,6 +70,9 @@ def _open_sources(filenames, fmt, snapshot, force_share, allow_unsafe_backing=Fa
     devs = []
     try:
         for name in filenames:
+            if isinstance(name, BlockDevice):   # already open (dd's input window): convert closes it
+                devs.append(name)
+                continue
             dev = open_image(name, fmt, read_only=True, force_share=force_share,
                              allow_unsafe_backing=allow_unsafe_backing, cache=cache)
             devs.append(dev)
@@ -147,17 +178,44 @@ def _source_status(devs, start, length, salvage=None):
     return out
 
 
-def _read_pieces(status, start, end, sparse_size, buf, salvage=None):
+class CopyRange(object):
+    """A piece of a raw source to be copied file to file (-C) instead of read: (fd, offset)."""
+    __slots__ = ("fd", "offset")
+
+    def __init__(self, fd, offset):
+        self.fd, self.offset = fd, offset
+
+
+def _offload_fd(dev):
+    """The descriptor whose bytes are dev's guest bytes at the same offsets (a raw image on a
+    local file, without O_DIRECT), or None."""
+    from ..formats.raw import RawImage
+    node = getattr(dev, "file", None)
+    if type(dev) is not RawImage or not isinstance(node, HostFile) or node.direct is not None:
+        return None
+    return node.fd
+
+
+def _read_pieces(status, start, end, sparse_size, buf, salvage=None, offload=False, first=0):
     """Pieces (offset, length, data-or-None) of [start, end): data extents are read into buf (at
-    their offset from start) and passed on as views of it, zero runs are None."""
+    their offset from start) and passed on as views of it, zero runs are None. offload (-C):
+    data of a raw source on a local file becomes a CopyRange instead (not read, not checked for
+    zeros, as qemu-img's copy offloading). status is sorted: the scan starts at status[first] and
+    stops past end (a window's status is scanned once over its chunks, not once per chunk)."""
     view = memoryview(buf)
     pieces = []
-    for off, ln, zero, dev, dev_off in status:
+    for i in range(first, len(status)):
+        off, ln, zero, dev, dev_off = status[i]
+        if off >= end:
+            break
         s, e = max(off, start), min(off + ln, end)
         if s >= e:
             continue
+        fd = _offload_fd(dev) if offload and not zero else None
         if zero:
             pieces.append((s, e - s, None))
+        elif fd is not None:
+            pieces.append((s, e - s, CopyRange(fd, dev_off + (s - off))))
         else:
             if salvage is None:
                 dev.readinto(dev_off + (s - off), view[s - start:e - start])
@@ -207,7 +265,7 @@ def _split_zeros(offset, buf, lo, hi, sparse_size):
     return out
 
 
-def _reader(devs, total, sparse_size, q, stop, pool, salvage=None):
+def _reader(devs, total, sparse_size, q, stop, pool, salvage=None, offload=False):
     """Produce chunks (aligned to CHUNK): block status is taken a window at a time, and runs of
     chunks that read as zeros go out as one chunk without being read."""
     try:
@@ -223,7 +281,10 @@ def _reader(devs, total, sparse_size, q, stop, pool, salvage=None):
                 i = bisect.bisect_right(zero_starts, a) - 1
                 return i >= 0 and zero_ends[i] >= b
 
+            first = 0  # the first status entry that ends after pos
             while pos < wend and not stop.is_set():
+                while first < len(status) and status[first][0] + status[first][1] <= pos:
+                    first += 1
                 n = min(CHUNK, wend - pos)
                 if sparse_size and all_zero(pos, pos + n):  # (fully allocated output writes every chunk)
                     z = pos + n
@@ -235,21 +296,23 @@ def _reader(devs, total, sparse_size, q, stop, pool, salvage=None):
                 buf = pool.get(stop)
                 if buf is None:
                     break
-                q.put(("chunk", pos, n, _read_pieces(status, pos, pos + n, sparse_size, buf, salvage), buf))
+                q.put(("chunk", pos, n, _read_pieces(status, pos, pos + n, sparse_size, buf, salvage, offload,
+                                                            first), buf))
                 pos += n
         q.put(("end", None, None, None, None))
     except BaseException as e:  # handed to the writing thread, which re-raises it
         q.put(("error", e, None, None, None))
 
 
-def _chunks(devs, total, sparse_size, salvage=None):
+def _chunks(devs, total, sparse_size, salvage=None, offload=False):
     """Yield (pos, n, pieces, release) with reading one chunk ahead in a thread. The pieces' data
-    are views of a pooled buffer: the consumer calls release() (None when nothing was read) once
-    nothing it wrote still needs them. Close the generator before closing devs."""
+    are views of a pooled buffer (or CopyRange with offload): the consumer calls release() (None
+    when nothing was read) once nothing it wrote still needs them. Close the generator before
+    closing devs."""
     q = queue.Queue(maxsize=2)
     stop = threading.Event()
     pool = BufferPool(POOL_BUFFERS, lambda: bytearray(CHUNK))
-    t = threading.Thread(target=_reader, args=(devs, total, sparse_size, q, stop, pool, salvage))
+    t = threading.Thread(target=_reader, args=(devs, total, sparse_size, q, stop, pool, salvage, offload))
     t.daemon = True
     t.start()
     try:
@@ -294,10 +357,13 @@ def _write_raw(node, chunks, total, fully_allocated, progress):
     if total and not fully_allocated:
         # as QEMU's file driver, which allocates the first block of a file it creates
         node.pwrite(0, bytes(min(total, 512 if total < 4096 else 4096)))
+    offload = [True]  # until the kernel refuses copy_file_range for these files
     for pos, n, pieces, release in chunks:
         try:
             for off, ln, data in pieces:
-                if data is not None:
+                if isinstance(data, CopyRange):
+                    _copy_range(data, node, off, ln, offload)
+                elif data is not None:
                     node.pwritev(off, [data])
                 elif fully_allocated:
                     node.pwritev(off, [zero_view(ln)])
@@ -305,6 +371,44 @@ def _write_raw(node, chunks, total, fully_allocated, progress):
             if release is not None:
                 release()
         progress(pos + n)
+
+
+_NO_OFFLOAD = (errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EBADF, errno.EPERM)
+
+
+def _copy_range(piece, node, off, ln, offload):
+    """Copy ln source bytes at piece.offset to the target at off with copy_file_range; once the
+    kernel refuses it (offload[0] turns False), read and write instead."""
+    done = 0
+    copy = getattr(os, "copy_file_range", None)
+    while done < ln and offload[0] and copy is not None:
+        try:
+            n = copy(piece.fd, node.fd, ln - done, piece.offset + done, off + done)
+        except OSError as e:
+            if e.errno not in _NO_OFFLOAD:
+                raise BlockIOError("error while writing at byte %d: %s" % (off + done, e.strerror))
+            offload[0] = False
+            break
+        if n == 0:  # the source file ended early: the rest reads as zeros
+            return
+        done += n
+    while done < ln:
+        n = min(CHUNK, ln - done)
+        node.pwrite(off + done, os.pread(piece.fd, n, piece.offset + done) or bytes(n))
+        done += n
+
+
+def _throttled(chunks, rate, fully_allocated):
+    """-r: hand out the next chunk only when the bytes written so far are due at `rate` per second
+    (qemu-img throttles the target's writes on average, the same way)."""
+    start = time.monotonic()
+    written = 0
+    for item in chunks:
+        yield item
+        written += sum(ln for off, ln, data in item[2] if data is not None or fully_allocated)
+        delay = start + written / rate - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
 
 
 def _data_runs(pos, n, pieces, cs, fully_allocated):
@@ -369,11 +473,11 @@ def _subcluster_masks(pieces, gc, nbytes, cs):
     return masks
 
 
-def _write_qcow2(writer, chunks, cs, compress, ctype, fully_allocated, backing, progress):
+def _write_qcow2(writer, chunks, cs, compress, ctype, fully_allocated, backing, progress, workers=None):
     pool = None
     if compress:
         from concurrent.futures import ThreadPoolExecutor
-        pool = ThreadPoolExecutor(max_workers=max(2, (os.cpu_count() or 2)))
+        pool = ThreadPoolExecutor(max_workers=workers or max(2, (os.cpu_count() or 2)))
     try:
         for pos, n, pieces, release in chunks:
             runs = _data_runs(pos, n, pieces, cs, fully_allocated)
@@ -457,16 +561,29 @@ def _write_into(dev, chunks, target_is_zero, progress):
         progress(pos + n)
 
 
+def _copy_bitmaps_into(src, target, skip_broken, warn):
+    """-n --bitmaps: the target must be able to hold them (qcow2 v3)."""
+    if target.format_name != "qcow2" or target.header.version < 3:
+        raise UnsupportedFeature("Format driver '%s' does not support bitmaps" % target.format_name)
+    from ..formats.qcow2.bitmap_ops import copy_bitmaps
+    copy_bitmaps(src, target, skip_broken, warn)
+
+
 def convert(sources, dest, src_fmt=None, out_fmt="raw", options=None, compress=False,
             sparse_size=4096, snapshot=None, backing_file=None, backing_fmt=None,
             target_exists=False, target_is_zero=False, progress=None, force_share=False,
-            allow_unsafe_backing=False, cache=None, src_cache=None, warn=None, salvage=None):
+            allow_unsafe_backing=False, cache=None, src_cache=None, warn=None, salvage=None, tuning=None,
+            bitmaps=False, skip_broken_bitmaps=False):
     """Convert sources (concatenated) into dest. Returns {"virtual-size": n}.
+
+    tuning: a Tuning (qemu-img's -m, -W, -C, -r), default none of them.
 
     cache: the output's cache mode (qemu-img's `-t`, default unsafe: nothing is synced);
     src_cache: the sources' (`-T`, default writeback). warn(message) gets qemu's warnings.
     salvage: a callable taking a warning (qemu-img --salvage): block status and read errors of the
-    sources are warned about and the unreadable sectors written as zeros."""
+    sources are warned about and the unreadable sectors written as zeros.
+    bitmaps: copy the persistent bitmaps of the (single, qcow2) source after the data (--bitmaps);
+    skip_broken_bitmaps: leave out, with a warning, the inconsistent ones instead of failing."""
     mode = cache_mode(cache, default=CONVERT_CACHE)
     src_mode = cache_mode(src_cache, source=True)
     if not sources:
@@ -497,15 +614,25 @@ def convert(sources, dest, src_fmt=None, out_fmt="raw", options=None, compress=F
         # qemu-img first counts the allocated sectors (the status warnings come once from there)
         for dev in devs:
             _salvage_status(dev, 0, dev.size, salvage)
-    chunks = _chunks(devs, total, sparse_size, salvage)  # (its reading thread starts on the first chunk)
+    tuning = tuning or Tuning()
+    if tuning.copy_offload and (compress or salvage is not None):
+        raise InvalidArgument("Cannot enable copy offloading when -c is used" if compress else
+                              "Cannot use copy offloading in salvaging mode")
+    offload = tuning.copy_offload and out_fmt == "raw" and not target_exists
+    # (its reading thread starts on the first chunk)
+    chunks = source_chunks = _chunks(devs, total, sparse_size, salvage, offload)
     try:
         report = _Progress(progress, total)
         fully_allocated = sparse_size == 0
+        if tuning.rate_limit:
+            chunks = _throttled(source_chunks, tuning.rate_limit, fully_allocated)
         if target_exists:
             with open_image(dest, None if out_fmt is None else out_fmt, read_only=False, cache=mode) as target:
                 if target.size < total:
                     raise InvalidArgument("Output image is too small")
                 _write_into(target, chunks, target_is_zero, report)
+                if bitmaps:
+                    _copy_bitmaps_into(devs[0], target, skip_broken_bitmaps, warn)
             return {"virtual-size": total}
         if "size" in opts and opts["size"] != total:
             raise InvalidArgument("Invalid parameter 'size'")
@@ -547,18 +674,21 @@ def convert(sources, dest, src_fmt=None, out_fmt="raw", options=None, compress=F
                     raise InvalidArgument("cluster size larger than the conversion chunk")
                 try:
                     _write_qcow2(writer, chunks, writer.cs, compress,
-                                 writer.header.compression_type, fully_allocated, backing, report)
+                                 writer.header.compression_type, fully_allocated, backing, report, tuning.workers)
                 except BaseException:
                     writer.abort()
                     raise
                 writer.finish()
+                if bitmaps:
+                    from ..formats.qcow2.bitmap_ops import copy_bitmaps_to_node
+                    copy_bitmaps_to_node(devs[0], node, dest, data_node, skip_broken_bitmaps, warn)
             atomic_output(dest, build_qcow2, cache=mode, warn=warn, **hints)
         finally:
             if backing is not None:
                 backing.close()
         return {"virtual-size": total}
     finally:
-        chunks.close()  # stops the reading thread before its sources close
+        source_chunks.close()  # stops the reading thread before its sources close
         for dev in devs:
             dev.close()
 
@@ -633,10 +763,19 @@ def check_backing(dest, backing_file, backing_fmt):
         raise type(err)("Could not open '%s': Could not open backing file: %s" % (dest, message), hint=err.hint)
 
 
+def _bochs(name):
+    """Whether name is a local file with the bochs format's magic (an image QEMU would open)."""
+    try:
+        with open(str(name), "rb") as f:
+            return f.read(32).startswith(b"Bochs Virtual HD Image\0")
+    except (OSError, ValueError):
+        return False
+
+
 def prepare_convert(sources, dest, src_fmt=None, out_fmt="raw", options=None, compress=False,
                     backing_file=None, backing_fmt=None, snapshot=None, target_exists=False,
                     target_is_zero=False, bitmaps=False, cache="unsafe", force_share=False, inspect=None,
-                    src_cache=None):
+                    src_cache=None, skip_broken_bitmaps=False):
     """Run qemu-img convert's checks in its order, with the sources open; nothing is written.
 
     ``options`` is the ``-o`` text. Returns {"options": dict for convert(), "typed": typed target
@@ -644,14 +783,17 @@ def prepare_convert(sources, dest, src_fmt=None, out_fmt="raw", options=None, co
     without converting. ``inspect(devs)``, when given, is called with the open sources (progress
     planning, with the typed target options). Raises QimgError subclasses with qemu-img's messages.
     """
-    from .create import CREATE_OPTIONS, parse_option_string
+    from .create import NO_CREATE_DRIVERS, check_create_format, parse_option_string
+    if not target_exists and out_fmt in NO_CREATE_DRIVERS and src_fmt == "bochs" and all(map(_bochs, sources)):
+        # qemu-img opens the sources first, then refuses the output format: with sources in a
+        # format only QEMU reads, that refusal is what it prints
+        check_create_format(out_fmt)
     devs = open_sources(sources, src_fmt, force_share, snapshot, cache_mode(src_cache, source=True))
     try:
         total = sum((d.size + 511) // 512 * 512 for d in devs)
         optdict, typed = {}, {}
         if not target_exists:
-            if out_fmt not in CREATE_OPTIONS:
-                raise InvalidArgument("Unknown file format '%s'" % out_fmt)
+            check_create_format(out_fmt)
             optdict = parse_option_string(options) if options is not None else {}
             optdict.pop("size", None)       # qemu-img sets the size from the sources
             typed = normalize_options(out_fmt, None, optdict)
@@ -679,15 +821,16 @@ def prepare_convert(sources, dest, src_fmt=None, out_fmt="raw", options=None, co
             raise InvalidArgument("Copying bitmaps only possible with single source")
         if bitmaps and devs[0].format_name != "qcow2":
             raise UnsupportedFeature("Source lacks bitmap support")
+        if bitmaps:
+            from ..formats.qcow2.bitmap_ops import check_copyable
+            check_copyable(devs[0], skip_broken_bitmaps)
         if not target_exists and out_fmt == "qcow2":
             check_qcow2_target(dest, total, typed, backing, backing_fmt)
         cache_mode(cache, default=CONVERT_CACHE)  # "Invalid cache option: X"
         if backing and not target_exists:
             check_backing(dest, backing, backing_fmt or optdict.get("backing_fmt"))
-        if bitmaps:
-            if target_exists or out_fmt != "qcow2":
-                raise UnsupportedFeature("Format driver '%s' does not support bitmaps" % out_fmt)
-            raise UnsupportedFeature("--bitmaps is not supported yet")
+        if bitmaps and not target_exists and (out_fmt != "qcow2" or typed.get("compat", "1.1") in ("0.10", "v2")):
+            raise UnsupportedFeature("Format driver '%s' does not support bitmaps" % out_fmt)
         if inspect is not None:
             inspect(devs, typed)
         return plan

@@ -13,7 +13,7 @@ from ..errors import ImageExists, ImageInUse, ImageNotFound, InvalidArgument, Qi
 from ..crypto.create_opts import qcow2_encryption
 from ..formats.qcow2.create import create_qcow2
 from ..formats.raw import create_raw
-from ..image import FORMATS, full_backing_path, open_image, refuse_pseudo_filename
+from ..image import FORMATS, full_backing_path, is_pseudo_filename, open_image, refuse_pseudo_filename
 from ..locking import ImageLock
 from ..protocols.cache import cache_mode
 from ..sizes import parse_size, strtosz
@@ -143,6 +143,23 @@ def _typed(name, typ, value):
     return str(value)
 
 
+# QEMU 7.2's drivers that qemu-img knows but that cannot create images (no create options):
+# create, convert and measure name them in their refusal instead of "Unknown file format"
+NO_CREATE_DRIVERS = ("blkdebug", "blklogwrites", "blkverify", "bochs", "cloop", "compress", "copy-before-write",
+                     "copy-on-read", "dmg", "null-aio", "null-co", "preallocate", "quorum", "replication",
+                     "snapshot-access", "throttle", "vvfat")
+
+
+def check_create_format(fmt):
+    """qemu-img's refusal of an output format it cannot create images in (bdrv_find_format(), then
+    the driver's create_opts), or nothing for the formats we create."""
+    if fmt in CREATE_OPTIONS:
+        return
+    if fmt in NO_CREATE_DRIVERS:
+        raise UnsupportedFeature("Format driver '%s' does not support image creation" % fmt)
+    raise InvalidArgument("Unknown file format '%s'" % fmt)
+
+
 def _given(fmt, size, options, backing_file, backing_fmt):
     """[(name, value as given, typed value)] for the options given, without None values."""
     if fmt not in FORMATS:
@@ -247,10 +264,20 @@ def resolved_options(fmt, size=None, options=None, backing_file=None, backing_fm
     return pairs
 
 
-def _backing_size(filename, backing_file, backing_fmt, allow_unsafe_backing=False):
+def _backing_target(filename, backing_file, typed_backing=False, allow_unsafe_backing=False):
+    """What create opens for the backing file: a json:/protocol name as it is when the user typed it
+    (typed_backing: the command line's -b, as qemu-img opens it) or unsafe names are allowed, else
+    the file it names relative to the new image (pseudo-filenames refused)."""
+    if (typed_backing or allow_unsafe_backing) and is_pseudo_filename(backing_file):
+        return backing_file
     refuse_pseudo_filename(backing_file, "Backing file name")
-    path = full_backing_path(filename, backing_file)
-    if not os.path.lexists(path):
+    return full_backing_path(filename, backing_file)
+
+
+def _backing_size(filename, backing_file, backing_fmt, allow_unsafe_backing=False, typed_backing=False):
+    path = _backing_target(filename, backing_file, typed_backing, allow_unsafe_backing)
+    pseudo = path is backing_file and is_pseudo_filename(path)
+    if not pseudo and not os.path.lexists(path):
         raise ImageNotFound("Could not open '%s': No such file or directory" % path,
                             hint=["Could not open backing image."])
     try:
@@ -261,8 +288,8 @@ def _backing_size(filename, backing_file, backing_fmt, allow_unsafe_backing=Fals
         message = e.message
         # bdrv_img_create() reports an error deeper in the chain without naming the backing file
         own = "Could not open '%s': Could not open backing file: " % path
-        if message.startswith(own):
-            message = message[len("Could not open '%s': " % path):]
+        if message.startswith(own) or (pseudo and message.startswith("Could not open '%s': " % path)):
+            message = message[len("Could not open '%s': " % path):]   # qemu names no json:/protocol text
         raise QimgError(message, hint=e.hint + ["Could not open backing image."])
 
 
@@ -273,26 +300,27 @@ class MissingBackingFormat(InvalidArgument):
     hint_newline = False
 
 
-def probe_backing(filename, backing_file, backing_fmt=None, open_backing=True):
+def probe_backing(filename, backing_file, backing_fmt=None, open_backing=True, typed_backing=False):
     """The backing file qemu-img create would open: (virtual size, format), or None when it cannot
     be opened (create itself reports that error later)."""
     try:
-        with open_image(full_backing_path(filename, backing_file), backing_fmt, read_only=True,
+        with open_image(_backing_target(filename, backing_file, typed_backing), backing_fmt, read_only=True,
                         force_share=True, open_backing=open_backing) as dev:
             return dev.size, dev.format_name
     except QimgError:
         return None
 
 
-def plan_create(filename, fmt, size=None, options=None, backing_file=None, backing_fmt=None, unsafe=False):
+def plan_create(filename, fmt, size=None, options=None, backing_file=None, backing_fmt=None, unsafe=False,
+                typed_backing=False):
     """qemu-img create's checks before it writes, in its order, and its "Formatting" line.
 
     ``options`` is the ``-o`` text. Returns {"options": dict for create_image(), "pairs": the
     (name, value) pairs of the "Formatting ..." line or None when qemu-img prints none (no size
-    known yet), "types": {option: qemu type}}. Raises QimgError subclasses.
+    known yet), "types": {option: qemu type}}. Raises QimgError subclasses. typed_backing: the
+    backing name is the user's own (-b on the command line): json: and protocol names are opened.
     """
-    if fmt not in CREATE_OPTIONS:
-        raise InvalidArgument("Unknown file format '%s'" % fmt)
+    check_create_format(fmt)
     optdict = parse_option_string(options) if options is not None else {}
     if size is not None and optdict.get("size") is not None:
         raise InvalidArgument("The image size must be specified only once")
@@ -301,7 +329,7 @@ def plan_create(filename, fmt, size=None, options=None, backing_file=None, backi
     backing = backing_file or optdict.get("backing_file")
     if backing and fmt != "raw" and not (backing_fmt or optdict.get("backing_fmt")):
         # bdrv_img_create() opens the backing file first (unless -u): its open error wins
-        detected = None if unsafe else _backing_size(filename, backing, None)[1]
+        detected = None if unsafe else _backing_size(filename, backing, None, typed_backing=typed_backing)[1]
         raise MissingBackingFormat("Backing file specified without backing format",
                                    hint=["Detected format of %s." % detected] if detected else [])
     pairs = resolved_options(fmt, size, optdict, backing_file, backing_fmt, filename=filename)
@@ -309,7 +337,8 @@ def plan_create(filename, fmt, size=None, options=None, backing_file=None, backi
     # file unless -u); without one the create fails and nothing is printed.
     line_size = size if size is not None else optdict.get("size")
     if line_size is None and backing and not unsafe:
-        probed = probe_backing(filename, backing, backing_fmt or optdict.get("backing_fmt"))
+        probed = probe_backing(filename, backing, backing_fmt or optdict.get("backing_fmt"),
+                               typed_backing=typed_backing)
         if probed is not None:
             line_size = probed[0]
             pairs = resolved_options(fmt, line_size, optdict, backing_file, backing_fmt, filename=filename)
@@ -367,13 +396,15 @@ def with_data_file(options, build, overwrite=True, image=None, cache=None):
 
 
 def create_image(filename, fmt, size=None, options=None, backing_file=None, backing_fmt=None,
-                 unsafe=False, overwrite=True, allow_unsafe_backing=False, cache=None, warn=None, secrets=None):
+                 unsafe=False, overwrite=True, allow_unsafe_backing=False, cache=None, warn=None, secrets=None,
+                 typed_backing=False):
     """Create a raw, qcow2 or luks image (see docs/engine-api.md).
 
     cache: the cache mode the new file is written with (qemu-img create's is writeback: the file
     is synced, then its directory, before this returns). warn(message) gets qemu's warnings
     (an extent size hint the file system refused). secrets: a crypto.secrets.SecretStore holding
-    the secret `encrypt.key-secret` names."""
+    the secret `encrypt.key-secret` names. typed_backing: the backing name is the user's own (the
+    command line's -b): a json: or protocol name is stored and opened as qemu-img does."""
     mode = cache_mode(cache)
     o = normalize_options(fmt, size, options, backing_file, backing_fmt, allow_encryption=True)
     hints = host_options(fmt, options)
@@ -391,9 +422,9 @@ def create_image(filename, fmt, size=None, options=None, backing_file=None, back
         raise InvalidArgument("Unknown backing file format '%s'" % backing_fmt)
     size = o.get("size")
     if backing_file:
-        refuse_pseudo_filename(backing_file, "Backing file name")
+        _backing_target(filename, backing_file, typed_backing, allow_unsafe_backing)
         if not unsafe:
-            bsize, bfmt = _backing_size(filename, backing_file, backing_fmt, allow_unsafe_backing)
+            bsize, bfmt = _backing_size(filename, backing_file, backing_fmt, allow_unsafe_backing, typed_backing)
             if size is None:
                 size = bsize
             if backing_fmt is None:

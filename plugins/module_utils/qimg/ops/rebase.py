@@ -25,6 +25,14 @@ from ..image import (FORMATS, UNALLOCATED, MAX_CHAIN_DEPTH, full_backing_path, o
 
 SECTOR = 512
 
+# The block drivers of a usual QEMU 7.2 build: bdrv_find_format() finds formats and protocols by these
+# names, so `rebase -u -F host_device` only stores the name, as qemu-img does.
+QEMU_DRIVERS = frozenset((
+    "blkdebug", "blklogwrites", "blkverify", "bochs", "cloop", "compress", "copy-before-write", "copy-on-read",
+    "dmg", "file", "ftp", "ftps", "gluster", "host_cdrom", "host_device", "http", "https", "iscsi", "iser", "luks",
+    "nbd", "nfs", "null-aio", "null-co", "nvme", "parallels", "preallocate", "qcow", "qcow2", "qed", "quorum",
+    "raw", "rbd", "replication", "snapshot-access", "ssh", "throttle", "vdi", "vhdx", "vmdk", "vpc", "vvfat"))
+
 
 class RebaseError(QimgError):
     """A failure of the header change (qemu-img's "Could not change the backing file to ..." family)."""
@@ -49,8 +57,6 @@ def _header_update(dev, backing_file, backing_fmt):
     new = copy.copy(h)
     new.backing_file = backing_file or None
     new.backing_format = (backing_fmt or None) if backing_file else None
-    # header_cluster_bytes() serializes the offset and size it finds when there is no name
-    new.backing_file_offset = new.backing_file_size = 0
     try:
         new_bytes = hdr.header_cluster_bytes(new, dev.cluster_size)
     except QimgError:
@@ -70,9 +76,9 @@ def _identity(path):
     return (st.st_dev, st.st_ino)
 
 
-def _open_new_backing(dev, backing_file, backing_fmt, force_share, src_cache):
+def _open_new_backing(dev, backing_file, backing_fmt, force_share, src_cache, allow_unsafe_backing=False):
     """(new backing device, whether the caller must close it, the layer of dev's chain it is or None)."""
-    refuse_pseudo_filename(backing_file, "Backing file name")
+    refuse_pseudo_filename(backing_file, "Backing file name", allow_unsafe_backing)
     path = full_backing_path(dev.filename, backing_file)
     want = _identity(path)
     top = _identity(dev.filename)
@@ -81,7 +87,8 @@ def _open_new_backing(dev, backing_file, backing_fmt, force_share, src_cache):
             if _identity(layer.filename) == want:
                 return layer, False, layer
     try:
-        new = open_image(path, backing_fmt, read_only=True, force_share=force_share, cache=src_cache)
+        new = open_image(path, backing_fmt, read_only=True, force_share=force_share, cache=src_cache,
+                         allow_unsafe_backing=allow_unsafe_backing)
     except QimgError as e:
         message = e.message
         head = "Could not open '%s': " % path
@@ -219,22 +226,25 @@ def _copy_differences(dev, new_backing, prefix, check_mode, progress):
 
 
 def rebase_image(filename, backing_file, backing_fmt=None, fmt=None, unsafe=False, force_share=False,
-                 cache=None, src_cache=None, check_mode=False, on_open=None, progress=None):
+                 cache=None, src_cache=None, check_mode=False, on_open=None, progress=None,
+                 allow_unsafe_backing=False):
     """Rebase `filename` onto backing_file (None or "" detaches). See docs/engine-api.md.
 
     unsafe: header only (the old backing file is not opened; it may be missing).
     on_open(dev): called once the image is open (the CLI prints its warnings there).
     progress(done, total): called after each step of safe mode's comparison (qemu-img's steps).
+    allow_unsafe_backing: backing names (old chain and new backing file) may use json: or a protocol.
     Returns {"changed", "copied-bytes", "old-backing-file", "old-backing-format", "backing-file",
-    "backing-format"}; check_mode decides (and counts what safe mode would copy) without writing.
+    "backing-format", "size" (the image's virtual size)}; check_mode decides (and counts what safe
+    mode would copy) without writing.
     """
-    if backing_fmt is not None and backing_fmt not in FORMATS:
+    if backing_fmt is not None and backing_fmt not in QEMU_DRIVERS:
         fmt_error = InvalidArgument("Invalid format name: '%s'" % backing_fmt)
     else:
         fmt_error = None
     read_only = check_mode
     with open_image(filename, fmt, read_only=read_only, force_share=force_share and read_only,
-                    open_backing=not unsafe, cache=cache) as dev:
+                    open_backing=not unsafe, cache=cache, allow_unsafe_backing=allow_unsafe_backing) as dev:
         if on_open is not None:
             on_open(dev)
         if fmt_error is not None:
@@ -242,12 +252,13 @@ def rebase_image(filename, backing_file, backing_fmt=None, fmt=None, unsafe=Fals
         old_file, old_fmt = dev.backing_filename, dev.backing_format
         new_backing, owned, prefix = None, False, None
         if not unsafe and backing_file:
-            new_backing, owned, prefix = _open_new_backing(dev, backing_file, backing_fmt, force_share, src_cache)
+            new_backing, owned, prefix = _open_new_backing(dev, backing_file, backing_fmt, force_share, src_cache,
+                                                           allow_unsafe_backing)
         try:
             new_header, header_bytes = _header_update(dev, backing_file, backing_fmt)
             result = {"old-backing-file": old_file, "old-backing-format": old_fmt,
                       "backing-file": new_header.backing_file, "backing-format": new_header.backing_format,
-                      "copied-bytes": 0}
+                      "copied-bytes": 0, "size": dev.size}
             result["changed"] = (old_file, old_fmt) != (new_header.backing_file, new_header.backing_format)
             if not unsafe:
                 result["copied-bytes"] = _copy_differences(dev, new_backing, prefix, check_mode, progress)

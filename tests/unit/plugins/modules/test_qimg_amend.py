@@ -90,3 +90,39 @@ def test_in_use_refused(in_use, run):
     assert "refusing to amend" in r["msg"]
     assert _data(in_use)["compat"] == "1.1"
     assert not run.ok(main, {"path": in_use, "options": {"compat": "1.1"}})["changed"]
+
+
+def _with_data_file(tmp_path, monkeypatch, raw=True):
+    monkeypatch.chdir(str(tmp_path))  # qemu takes a relative data file name from the working directory
+    path = str(tmp_path / "df.qcow2")
+    create_image(path, "qcow2", size="4M", options={"data_file": "df.data", "data_file_raw": raw})
+    return path
+
+
+def test_data_file_ladder(tmp_path, monkeypatch, run):
+    image = _with_data_file(tmp_path, monkeypatch)
+    args = {"path": image, "options": {"data_file": "df.data", "data_file_raw": False}}
+    r = run.ok(main, args, check_mode=True, diff=True)
+    assert r["changed"] and r["differences"] == ["data_file_raw on != off"]
+    assert r["diff"]["before"]["data_file_raw"] and not r["diff"]["after"]["data_file_raw"]
+    assert _data(image)["data-file-raw"]
+    r = run.ok(main, args, diff=True)
+    assert r["changed"] and not _data(image)["data-file-raw"]
+    before = _digest(image)
+    for check in (True, False):
+        assert not run.ok(main, args, check_mode=check, diff=True)["changed"]
+    assert _digest(image) == before
+    args = {"path": image, "options": {"data_file": "moved.data"}}
+    r = run.ok(main, args, diff=True)
+    assert r["changed"] and r["diff"]["after"]["data_file"] == "moved.data"
+    assert _data(image)["data-file"] == "moved.data"
+
+
+def test_data_file_refusals(tmp_path, monkeypatch, image, run):
+    r = run.fail(main, {"path": image, "options": {"data_file": "x.data"}})
+    assert r["msg"] == "data-file can only be set for images that use an external data file"
+    df = _with_data_file(tmp_path, monkeypatch, raw=False)
+    before = _digest(df)
+    r = run.fail(main, {"path": df, "options": {"data_file_raw": True}}, check_mode=True)
+    assert r["msg"] == "data-file-raw cannot be set on existing images"
+    assert _digest(df) == before

@@ -20,6 +20,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import heapq
 import os
 import struct
 
@@ -57,7 +58,9 @@ def current_options(img):
     return {"compat": "1.1" if h.version >= 3 else "0.10",
             "lazy_refcounts": bool(h.compatible_features & hdr.COMPAT_LAZY_REFCOUNTS),
             "refcount_bits": h.refcount_bits,
-            "size": img.size}
+            "size": img.size,
+            "data_file": h.data_file if getattr(img, "has_data_file", False) else None,
+            "data_file_raw": bool(getattr(img, "data_file_raw", False))}
 
 
 class _Progress(object):
@@ -88,79 +91,197 @@ class _Progress(object):
             self.report(100.0 * (self.offset_completed + offset) / total)
 
 
+# Option groups other work provides: prefix -> AmendExtension (the LUKS keyslot amend of an
+# encrypted image registers "encrypt."). See register_extension().
+EXTENSIONS = {}
+
+
+class AmendExtension(object):
+    """A group of amend options handled outside this module (QEMU's encryption_update).
+
+    parse(img, name, value, plan) validates one option (raise QimgError to refuse; plan.extra is
+    a dict to keep what apply needs); apply(img, plan, force, status) runs after the upgrade, as
+    QEMU does, with status(offset, work) for its progress. It counts as one amend operation when
+    wanted(plan) is true."""
+
+    def parse(self, img, name, value, plan):
+        raise NotImplementedError
+
+    def wanted(self, plan):
+        return bool(plan.extra)
+
+    def apply(self, img, plan, force, status):
+        raise NotImplementedError
+
+
+def register_extension(prefix, extension):
+    """Hand the options starting with prefix (e.g. "encrypt.") to extension (an AmendExtension)."""
+    EXTENSIONS[prefix] = extension
+
+
+class AmendPlan(object):
+    """What the options ask for, parsed in QEMU's option order before anything is written."""
+
+    def __init__(self, img):
+        h = img.header
+        self.old_version = self.new_version = h.version
+        self.lazy = bool(h.compatible_features & hdr.COMPAT_LAZY_REFCOUNTS)
+        self.bits = h.refcount_bits
+        self.new_size = 0
+        self.backing = None  # (backing_file, backing_fmt) when either was given
+        self.data_file = None  # the new external data file name ("" clears it), None: unchanged
+        self.data_file_raw = bool(getattr(img, "data_file_raw", False))
+        self.extra = {}
+        self.extensions = []
+
+
+def _parse_compat(img, plan, value):
+    if value in ("0.10", "v2"):
+        plan.new_version = 2
+    elif value in ("1.1", "v3"):
+        plan.new_version = 3
+    else:
+        raise InvalidArgument("Unknown compatibility level %s" % value)
+
+
+def _parse_size(img, plan, value):
+    plan.new_size = value
+
+
+def _parse_backing_file(img, plan, value):
+    plan.backing = (value, (plan.backing or (None, None))[1])
+
+
+def _parse_backing_fmt(img, plan, value):
+    plan.backing = ((plan.backing or (None, None))[0], value)
+
+
+def _parse_lazy_refcounts(img, plan, value):
+    plan.lazy = value
+
+
+def _parse_refcount_bits(img, plan, value):
+    if value <= 0 or value > 64 or value & (value - 1):
+        raise InvalidArgument("Refcount width must be a power of two and may not exceed 64 bits")
+    plan.bits = value
+
+
+def _parse_data_file(img, plan, value):
+    if value is not None and not getattr(img, "has_data_file", False):
+        raise InvalidArgument("data-file can only be set for images that use an external data file")
+    plan.data_file = value
+
+
+def _parse_data_file_raw(img, plan, value):
+    if value and not getattr(img, "data_file_raw", False):
+        raise InvalidArgument("data-file-raw cannot be set on existing images")
+    plan.data_file_raw = value
+
+
+def _parse_encrypt(img, plan, name, value):
+    for prefix, ext in EXTENSIONS.items():
+        if name.startswith(prefix):
+            ext.parse(img, name, value, plan)
+            if ext not in plan.extensions:
+                plan.extensions.append(ext)
+            return
+    if getattr(img, "crypto", None) is None:
+        raise InvalidArgument("Can't amend encryption options - encryption not present")
+    if img.header.crypt_method != 2:  # QCOW_CRYPT_LUKS
+        raise UnsupportedFeature("Only LUKS encryption options can be amended")
+    raise UnsupportedFeature("Amending encryption options is not supported yet")
+
+
+_PARSERS = {
+    "backing_file": _parse_backing_file,
+    "backing_fmt": _parse_backing_fmt,
+    "compat": _parse_compat,
+    "data_file": _parse_data_file,
+    "data_file_raw": _parse_data_file_raw,
+    "lazy_refcounts": _parse_lazy_refcounts,
+    "refcount_bits": _parse_refcount_bits,
+    "size": _parse_size,
+}
+
+
+def plan_amend(img, opts):
+    """Parse typed amend options (a dict) against the open image, in QEMU's order (that of
+    AMEND_OPTIONS), raising QEMU's refusals of single options; returns an AmendPlan."""
+    plan = AmendPlan(img)
+    for name in [o[0] for o in AMEND_OPTIONS]:
+        if name not in opts:
+            continue
+        if name.startswith("encrypt."):
+            _parse_encrypt(img, plan, name, opts[name])
+        else:
+            _PARSERS[name](img, plan, opts[name])
+    return plan
+
+
 def amend(img, opts, force=False, progress=None):
     """Apply typed amend options (a dict: compat, lazy_refcounts, refcount_bits, size,
     backing_file, backing_fmt, data_file, data_file_raw, encrypt.*) in QEMU's order.
     progress(percent), when given, gets QEMU's status reports."""
     h = img.header
-    old_version = h.version
-    new_version = old_version
-    lazy = bool(h.compatible_features & hdr.COMPAT_LAZY_REFCOUNTS)
-    bits = h.refcount_bits
-    new_size = 0
-    for name in [o[0] for o in AMEND_OPTIONS]:
-        if name not in opts:
-            continue
-        value = opts[name]
-        if name == "compat":
-            if value in ("0.10", "v2"):
-                new_version = 2
-            elif value in ("1.1", "v3"):
-                new_version = 3
-            else:
-                raise InvalidArgument("Unknown compatibility level %s" % value)
-        elif name == "size":
-            new_size = value
-        elif name.startswith("encrypt."):
-            raise InvalidArgument("Can't amend encryption options - encryption not present")
-        elif name == "lazy_refcounts":
-            lazy = value
-        elif name == "refcount_bits":
-            if value <= 0 or value > 64 or value & (value - 1):
-                raise InvalidArgument("Refcount width must be a power of two and may not exceed 64 bits")
-            bits = value
-        elif name == "data_file":
-            has = getattr(img, "has_data_file", False)
-            if value and not has:
-                raise InvalidArgument("data-file can only be set for images that use an external data file")
-            if has and (value or None) != h.data_file:
-                raise UnsupportedFeature("Amending the data file name is not supported yet")
-        elif name == "data_file_raw":
-            raw = getattr(img, "data_file_raw", False)
-            if value and not raw:
-                raise InvalidArgument("data-file-raw cannot be set on existing images")
-            if raw and not value:
-                raise UnsupportedFeature("Clearing data_file_raw is not supported yet")
+    plan = plan_amend(img, opts)
     img.check_writable()
-    status = _Progress(progress, (new_version != old_version) + (bits != h.refcount_bits))
-    if new_version > old_version:
+    extensions = [e for e in plan.extensions if e.wanted(plan)]
+    status = _Progress(progress, (plan.new_version != plan.old_version) + (plan.bits != h.refcount_bits)
+                       + bool(extensions))
+    if plan.new_version > plan.old_version:
         upgrade(img, lambda off, work: status("upgrade", off, work))
-    if bits != h.refcount_bits:
-        if new_version < 3 and bits != 16:
+    for ext in extensions:
+        ext.apply(img, plan, force, lambda off, work: status("encryption", off, work))
+    if plan.bits != h.refcount_bits:
+        if plan.new_version < 3 and plan.bits != 16:
             raise InvalidArgument("Refcount widths other than 16 bits require compatibility level 1.1 or above "
                                   "(use compat=1.1 or greater)")
-        status("refcount", 0, 1)
-        change_refcount_bits(img, bits)
-        status("refcount", 1, 1)
-    if "backing_file" in opts or "backing_fmt" in opts:
-        if opts.get("backing_file") != h.backing_file or opts.get("backing_fmt") != h.backing_format:
+        change_refcount_bits(img, plan.bits, lambda off, work: status("refcount", off, work))
+    _amend_data_file(img, plan)
+    if plan.backing is not None:
+        if plan.backing != (h.backing_file, h.backing_format):
             raise InvalidArgument("Cannot amend the backing file", hint=["You can use 'qemu-img rebase' instead."])
-    if lazy != bool(h.compatible_features & hdr.COMPAT_LAZY_REFCOUNTS):
-        if lazy and new_version < 3:
+    if plan.lazy != bool(h.compatible_features & hdr.COMPAT_LAZY_REFCOUNTS):
+        if plan.lazy and plan.new_version < 3:
             raise InvalidArgument("Lazy refcounts only supported with compatibility level 1.1 and above "
                                   "(use compat=1.1 or greater)")
         img._prepare_write()
-        if lazy:
+        if plan.lazy:
             h.compatible_features |= hdr.COMPAT_LAZY_REFCOUNTS
         else:
             h.compatible_features &= ~hdr.COMPAT_LAZY_REFCOUNTS
         _write_header(img)
-    if new_size:
+    if plan.new_size:
         from .resize import check_resize, resize
-        check_resize(img, new_size)
-        resize(img, new_size)
-    if new_version < old_version:
+        check_resize(img, plan.new_size)
+        resize(img, plan.new_size)
+    if plan.new_version < plan.old_version:
         downgrade(img, lambda off, work: status("downgrade", off, work))
+
+
+def _amend_data_file(img, plan):
+    """data_file_raw cleared (it cannot be set) and the data file's name changed or removed: one
+    header write, as QEMU's qcow2_update_header() after the refcount change. The data file
+    itself is neither opened nor touched (QEMU only records the name)."""
+    h = img.header
+    raw_bit = bool(h.autoclear_features & hdr.AUTOCLEAR_DATA_FILE_RAW)
+    name = h.data_file if plan.data_file is None else (plan.data_file or None)
+    if raw_bit == plan.data_file_raw and name == h.data_file:
+        return
+    img._prepare_write()
+    old = (h.autoclear_features, h.data_file)
+    if plan.data_file_raw:
+        h.autoclear_features |= hdr.AUTOCLEAR_DATA_FILE_RAW
+    else:
+        h.autoclear_features &= ~hdr.AUTOCLEAR_DATA_FILE_RAW
+    h.data_file = name
+    try:
+        hdr.header_cluster_bytes(h, img.cluster_size)
+    except QimgError:
+        h.autoclear_features, h.data_file = old
+        raise QimgError("Failed to update the image header: No space left on device")
+    _write_header(img)
+    img.data_file_raw = img.has_data_file and plan.data_file_raw
 
 
 def _write_header(img):
@@ -353,9 +474,65 @@ def expand_zero_clusters(img, status=None):
 
 
 # ------------------------------------------------------------------------------ refcount bits
-def change_refcount_bits(img, new_bits):
-    """A refcount structure of the new width beside the old one, then one header switch."""
+def _first_free(used, start, n):
+    c = start
+    while True:
+        for k in range(n):
+            if c + k in used:
+                c += k + 1
+                break
+        else:
+            return c
+
+
+def qemu_walks(needed, start, new_per, cs):
+    """How many walks over the old refcount table QEMU's qcow2_change_refcount_order() makes:
+    allocation walks until one allocates nothing, then the walk that writes the new refblocks.
+    needed: the indexes of new refblocks that describe used clusters; QEMU's new refblocks and
+    reftable are allocated first-fit, here from cluster start on (the end of the image)."""
+    used = set()
+    allocated = set()
+    rt_entries = 0
+    reftable = ()
+    walks = 0
+    while True:
+        walks += 1
+        new_alloc = False
+        todo = sorted(set(needed) | set(c // new_per for c in used))
+        heapq.heapify(todo)
+        while todo:
+            t = heapq.heappop(todo)
+            if t in allocated:
+                continue
+            if t >= rt_entries:
+                rt_entries = _div_up(t + 1, cs // 8) * (cs // 8)
+            c = _first_free(used, start, 1)
+            used.add(c)
+            allocated.add(t)
+            new_alloc = True
+            if c // new_per > t:
+                heapq.heappush(todo, c // new_per)  # the walk reaches that block later on
+        if not new_alloc:
+            return walks + 1
+        used.difference_update(reftable)
+        n = _div_up(rt_entries * 8, cs)
+        c = _first_free(used, start, n)
+        reftable = range(c, c + n)
+        used.update(reftable)
+
+
+def _walk_status(status, walk, total, entries):
+    """QEMU's status reports of one walk over a reftable of `entries` entries."""
+    for i in range(entries):
+        status(walk * entries + i, total * entries)
+    status((walk + 1) * entries, total * entries)
+
+
+def change_refcount_bits(img, new_bits, status=None):
+    """A refcount structure of the new width beside the old one, then one header switch.
+    status(offset, work) gets the reports QEMU's walks over the old reftable make."""
     from .resize import _last_used_cluster
+    status = status or (lambda off, work: None)
     h = img.header
     cs = img.cluster_size
     cb = img.cluster_bits
@@ -370,7 +547,9 @@ def change_refcount_bits(img, new_bits):
     start = max(img.end_cluster(), used_end)
     # new block indexes that describe a cluster with a refcount; values checked against the width
     needed = set()
-    for t in range(len(rc.table)):
+    rt_size = len(rc.table)
+    for t in range(rt_size):
+        status(t, 3 * rt_size)  # QEMU's first walk (of at least three)
         off = rc._block_offset(t)
         if not off:
             continue
@@ -398,12 +577,21 @@ def change_refcount_bits(img, new_bits):
         nb, nt = nb2, nt2
     if nt * cs > hdr.MAX_REFTABLE_BYTES:
         raise QimgError("Failed to change the refcount entry width: the refcount table would exceed 8 MiB")
+    status(rt_size, 3 * rt_size)
+    walks = qemu_walks(needed, start, new_per, cs)
+    for w in range(1, walks - 1):
+        _walk_status(status, w, max(w + 2, 3), rt_size)
+    last = walks - 1
     order = sorted(idx)
     own = (start, start + nb + nt)
     table = [0] * (nt * cs // 8)
     batch = bytearray()
     batch_off = start << cb
+    reported = 0
     for n, t in enumerate(order):
+        while reported < rt_size and reported * old_per < (t + 1) * new_per:
+            status(last * rt_size + reported, walks * rt_size)  # the writing walk
+            reported += 1
         values = _old_values(rc, t * new_per, new_per)
         lo, hi = max(own[0], t * new_per), min(own[1], (t + 1) * new_per)
         for c in range(lo, hi):
@@ -418,6 +606,9 @@ def change_refcount_bits(img, new_bits):
     if batch:
         img.extend_file(batch_off + len(batch))
         img.file.pwrite(batch_off, bytes(batch))
+    for i in range(reported, rt_size):
+        status(last * rt_size + i, walks * rt_size)
+    status(walks * rt_size, walks * rt_size)
     table_off = (start + nb) << cb
     img.extend_file(table_off + nt * cs)
     img.file.pwrite(table_off, struct.pack(">%dQ" % len(table), *table))

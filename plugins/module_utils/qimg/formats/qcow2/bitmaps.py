@@ -3,9 +3,11 @@
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """qcow2 persistent dirty bitmaps (QEMU docs/interop/qcow2.txt, "Bitmaps").
 
-We do not track guest writes in bitmaps; instead, before the first guest write we set the
-in_use flag on every bitmap, which is what the specification prescribes for a bitmap that may be
-inconsistent (and what QEMU leaves behind when it did not save a bitmap).
+Reading the directory (what `info` shows and every open checks). Before the first guest write
+the in_use flag of every bitmap is set in the file, as QEMU does when it opens an image
+read-write; the guest writes then go into the bitmaps in memory and, on close, the bitmaps are
+stored back with in_use cleared (bitmap_ops.py), so a kill in between leaves no bitmap that
+claims to be consistent while it is stale.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -22,10 +24,12 @@ FLAG_AUTO = 1 << 1
 FLAG_EXTRA_DATA_COMPATIBLE = 1 << 2
 MAX_BITMAPS = 65535
 MAX_DIR_BYTES = 64 * 1024 * 1024
+MAX_PHYS_BYTES = 512 * 1024 * 1024  # QEMU's BME_MAX_PHYS_SIZE: a table covers at most this much data
 
 
 class Bitmap(object):
-    __slots__ = ("entry_offset", "table_offset", "table_size", "flags", "type", "granularity_bits", "name")
+    __slots__ = ("entry_offset", "table_offset", "table_size", "flags", "type", "granularity_bits", "name",
+                 "inconsistent")
 
 
 BDRV_MAX_LENGTH = (1 << 63) - (1 << 30)  # QEMU's largest request end (INT64_MAX aligned down to 1 GiB)
@@ -65,8 +69,13 @@ def read_bitmaps(img):
         # the bitmap table must be exactly as large as the image needs (bounds what check reads)
         if not 9 <= b.granularity_bits <= 31:
             raise corrupt("Bitmap '%s' has an unsupported granularity" % b.name)
+        b.inconsistent = bool(b.flags & FLAG_IN_USE)
         bits = -(-img.size // (1 << b.granularity_bits))
-        if b.table_size != -(-bits // (8 * img.cluster_size)) or b.table_offset % img.cluster_size:
+        needed = -(-bits // (8 * img.cluster_size))
+        # QEMU checks the size of consistent bitmaps only: an in-use one may predate a resize
+        bad_size = (b.table_size != needed if not b.inconsistent else
+                    not 0 < b.table_size * img.cluster_size <= MAX_PHYS_BYTES)
+        if bad_size or b.table_offset % img.cluster_size:
             raise corrupt("Bitmap '%s' has an invalid bitmap table" % b.name)
         if b.table_offset + b.table_size * 8 > BDRV_MAX_LENGTH:
             # QEMU reads the table on open, and its block layer refuses a request past this

@@ -70,6 +70,10 @@ class _Walker(object):
         self.cb = img.cluster_bits
         self.file_clusters = -(-img.file_size // self.cs)
         self.counts = array.array("H", bytes(2 * max(self.file_clusters, 1)))
+        # QEMU counts in an array of the image's refcount width: a count that would pass its
+        # maximum is an overflow corruption (refcounts wider than 16 bits: counted on, beside)
+        bits = img.header.refcount_bits
+        self.max_count = (1 << bits) - 1 if bits <= 16 else None
         self.overflow = {}
         self.beyond = {}  # references past the end of the file
         self.bad_l2 = set()
@@ -97,7 +101,11 @@ class _Walker(object):
                 self.beyond[c] = self.beyond.get(c, 0) + 1
                 continue
             v = self.counts[c]
-            if v == 0xFFFF:
+            if v == self.max_count:
+                self.res.error("ERROR: overflow cluster offset=%#x" % (c << self.cb))
+                self.res.messages.append("Use qemu-img amend to increase the refcount entry width or qemu-img "
+                                         "convert to create a clean copy if the image cannot be opened for writing")
+            elif v == 0xFFFF:
                 self.overflow[c] = self.overflow.get(c, 0) + 1
             else:
                 self.counts[c] = v + 1

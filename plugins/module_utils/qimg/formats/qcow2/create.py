@@ -145,7 +145,7 @@ def create_qcow2(file, size, preallocation="off", data_node=None, encryption=Non
     l1_size = h.l1_size
     step = 2 if extended_l2 else 1
     l2_entries = cluster_size // (8 * step)
-    l1_clusters = max(1, _div_up(l1_size * 8, cluster_size))
+    l1_clusters = _div_up(l1_size * 8, cluster_size)   # a zero-size image has none (QEMU: offset 0)
     prealloc = preallocation != "off"
     n_l2 = l1_size if prealloc else 0
     n_data = _div_up(size, cluster_size) if prealloc and not external else 0
@@ -173,7 +173,7 @@ def create_qcow2(file, size, preallocation="off", data_node=None, encryption=Non
     end = data_off + n_data * cluster_size
     used_clusters = end // cluster_size
 
-    h.l1_table_offset = l1_off
+    h.l1_table_offset = l1_off if l1_size else 0
     h.refcount_table_offset = rt_off
     h.refcount_table_clusters = rt_clusters
     if crypt_clusters:
@@ -212,7 +212,8 @@ def create_qcow2(file, size, preallocation="off", data_node=None, encryption=Non
                         struct.pack_into(">Q", l2, 8 * step * k + 8, sc_bitmap)
                 file.pwrite(l2_off + t * cluster_size, bytes(l2))
                 struct.pack_into(">Q", l1, 8 * t, (l2_off + t * cluster_size) | COPIED)
-        file.pwrite(l1_off, bytes(l1))
+        if l1:
+            file.pwrite(l1_off, bytes(l1))
         if external:
             _prepare_data_file(data_node, size, preallocation)
         if crypt_clusters:

@@ -12,9 +12,6 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import array
-import bisect
-import collections
 import os
 import struct
 
@@ -22,20 +19,17 @@ from ...errors import ImageCorrupt, ImageNotFound, InvalidArgument, QimgError, R
 from ...image import DATA, UNALLOCATED, ZERO, BlockDevice, Extent
 from ...protocols.base import ProtocolNode
 from . import header as hdr
-from .bitmaps import bitmap_info, mark_in_use, read_bitmaps
-from .compress import decompress_cluster
 from .entries import (ALL_SUBCLUSTERS, ALL_ZERO_BITS, COMPRESSED, COPIED, L1E_RESERVED, L2E_RESERVED, OFFSET_MASK,
                       ZERO_FLAG, decode_table, encode_table, nonzero_entries)
 from ...fileio import zero_view
-from .refcounts import Refcounts
-from .snapshots import read_snapshots, snapshot_info
 
 L2_CACHE_BYTES = 32 * 1024 * 1024
 COMPRESSED_KIND = "compressed"
 
 
-def open_data_file_node(image_filename, name, read_only, force_share):
-    """The external data file named in an image's header, as a local file node.
+def open_data_file_node(image_filename, name, read_only, force_share, cache=None):
+    """The external data file named in an image's header, as a local file node, with the image
+    file's cache mode (cache: a CacheMode or its name; QEMU's children inherit it too).
 
     As QEMU 7.2 opens it (bdrv_open_child without filename parsing): the name is a plain file name,
     never json: or a protocol, and a relative one is taken relative to the working directory (not
@@ -52,7 +46,7 @@ def open_data_file_node(image_filename, name, read_only, force_share):
         raise ImageNotFound("Could not open '%s': 'file' driver requires '%s' to be a regular file"
                             % (image_filename, name))
     try:
-        return HostFile(name, read_only, force_share)
+        return HostFile(name, read_only, force_share, cache=cache)
     except QimgError as e:
         msg = e.message
         prefix = "Could not open '%s': " % name
@@ -118,12 +112,22 @@ class Qcow2Image(BlockDevice):
                                "of at least 16384 bytes" % filename)
         if h.incompatible_features & hdr.INCOMPAT_CORRUPT and not repair:
             self.read_only = True  # corrupt images may be read, never written (except by repair)
-        self.l1 = decode_table(file.pread(h.l1_table_offset, h.l1_size * 8))
+        # The L1 and refcount tables are read on first use: info needs neither (start-up time)
+        self._l1 = None
         self.l1_dirty = set()
-        self.refcounts = Refcounts(self)
-        self.snapshots = [] if repair and hdr.snapshot_table_problem(h, cs) else read_snapshots(self, check=repair)
-        self.bitmaps = read_bitmaps(self) if h.autoclear_features & hdr.AUTOCLEAR_BITMAPS else []
-        self.l2_cache = collections.OrderedDict()
+        self._refcounts = None
+        # the snapshot, bitmap and compression modules are imported where an image needs them
+        self.snapshots = []
+        self.snapshots_size = 0
+        if h.nb_snapshots and not (repair and hdr.snapshot_table_problem(h, cs)):
+            from .snapshots import read_snapshots
+            self.snapshots = read_snapshots(self, check=repair)
+        self.bitmaps = []
+        if h.autoclear_features & hdr.AUTOCLEAR_BITMAPS:
+            from .bitmaps import read_bitmaps
+            self.bitmaps = read_bitmaps(self)
+        self.bitmap_store = None  # the bitmaps in memory (bitmap_ops.BitmapStore), once loaded
+        self.l2_cache = {}  # offset -> table, least recently used first
         self.l2_dirty = {}  # offset -> table: modified tables stay reachable even if evicted
         self.pending_decrefs = []
         self.prepared_for_write = False
@@ -161,7 +165,8 @@ class Qcow2Image(BlockDevice):
         if node is None:
             if h.data_file is None:
                 raise ImageCorrupt("Could not open '%s': 'data-file' is required for this image" % self.filename)
-            node = open_data_file_node(self.filename, h.data_file, self.read_only, self.file.lock is None)
+            node = open_data_file_node(self.filename, h.data_file, self.read_only, self.file.lock is None,
+                                       getattr(self.file, "cache", None))
             self._own_data_file = True
         self.data_file = node
 
@@ -249,8 +254,9 @@ class Qcow2Image(BlockDevice):
             self._refuse_write(offset, what, "it is beyond the addressable range")
         regions = self._metadata_regions()
         # only regions starting within one maximal region length before the write can overlap it
-        i = bisect.bisect_left(self._region_starts, offset - self._region_max_len)
-        j = bisect.bisect_left(self._region_starts, offset + length)
+        from bisect import bisect_left
+        i = bisect_left(self._region_starts, offset - self._region_max_len)
+        j = bisect_left(self._region_starts, offset + length)
         for start, end, kind in regions[i:j]:
             if offset < end and start < offset + length and kind != what:
                 self._refuse_write(offset, what, "it would overlap the %s at %#x" % (kind, start))
@@ -321,14 +327,15 @@ class Qcow2Image(BlockDevice):
         return off, e
 
     def _load_l2(self, off):
-        t = self.l2_cache.get(off)
+        t = self.l2_cache.pop(off, None)
         if t is not None:
-            self.l2_cache.move_to_end(off)
+            self.l2_cache[off] = t  # now the most recently used
             return t
         t = decode_table(self.file.pread(off, self.cluster_size))
         self.l2_cache[off] = t
         if len(self.l2_cache) * self.cluster_size > L2_CACHE_BYTES:
-            old, table = self.l2_cache.popitem(last=False)
+            old = next(iter(self.l2_cache))
+            table = self.l2_cache.pop(old)
             if old in self.l2_dirty:
                 self.refcounts.flush()
                 self._write_l2(old, table)
@@ -469,6 +476,7 @@ class Qcow2Image(BlockDevice):
             raise ImageCorrupt("%s: compressed cluster offset %#x is invalid" % (self.filename, host))
         nbytes = (sectors + 1) * 512 - (host & 511)
         data = self.file.pread(host, min(nbytes, 2 * self.cluster_size + 512))
+        from .compress import decompress_cluster
         out = decompress_cluster(data, self.cluster_size, self.header.compression_type, self.filename)
         self._last_compressed = (e, out)
         return out
@@ -544,14 +552,44 @@ class Qcow2Image(BlockDevice):
             self.write_header()
             self.sync()
         if self.bitmaps:
+            from .bitmaps import mark_in_use
             mark_in_use(self, self.bitmaps)
             self.sync()
+            if self.bitmap_store is None:
+                # QEMU's rule for an image opened read-write: the consistent bitmaps are loaded,
+                # guest writes set their bits, and close stores them back (bitmap_ops.py)
+                from .bitmap_ops import bitmap_store
+                bitmap_store(self)
         self.prepared_for_write = True
         self.written = True
 
     def reload_refcounts(self):
-        self.refcounts = Refcounts(self)
+        self._refcounts = None
         self.metadata_changed()
+
+    @property
+    def l1(self):
+        """The active L1 table (array of host-order entries), read on first use."""
+        if self._l1 is None:
+            h = self.header
+            self._l1 = decode_table(self.file.pread(h.l1_table_offset, h.l1_size * 8))
+        return self._l1
+
+    @l1.setter
+    def l1(self, table):
+        self._l1 = table
+
+    @property
+    def refcounts(self):
+        """The refcount table and block cache (refcounts.Refcounts), read on first use."""
+        if self._refcounts is None:
+            from .refcounts import Refcounts
+            self._refcounts = Refcounts(self)
+        return self._refcounts
+
+    @refcounts.setter
+    def refcounts(self, value):
+        self._refcounts = value
 
     def check_writable(self):
         if self.header.incompatible_features & hdr.INCOMPAT_CORRUPT:
@@ -565,16 +603,17 @@ class Qcow2Image(BlockDevice):
         l2off, l1e = self._l2_offset(l1i)
         if l2off and l1e & COPIED:
             return l2off, self._load_l2(l2off), l2i * self.l2_step
+        from array import array  # not at the top: importing array imports collections (start-up time)
         new = self.refcounts.alloc(1)
         self.refcounts.flush()
         if l2off:
-            table = array.array("Q", self._load_l2(l2off))
+            table = array("Q", self._load_l2(l2off))
             # the copy is shared with snapshots: no entry in it may claim refcount 1
             for i in range(0, len(table), self.l2_step):
                 table[i] &= ~COPIED
             self.pending_decrefs.append((l2off, 1))
         else:
-            table = array.array("Q", bytes(self.cluster_size))
+            table = array("Q", bytes(self.cluster_size))
         self._write_l2(new, table)
         self.l2_cache[new] = table
         self.l1[l1i] = new | COPIED
@@ -631,6 +670,12 @@ class Qcow2Image(BlockDevice):
                 pos += n
         finally:
             self._commit_metadata()
+            self._mark_dirty(offset, len(view))
+
+    def _mark_dirty(self, offset, length):
+        """The guest range a write, zero-write or discard asked for goes into the enabled bitmaps."""
+        if self.bitmap_store is not None:
+            self.bitmap_store.mark(offset, length)
 
     def _write_cluster(self, gc, in_off, chunk):
         cs = self.cluster_size
@@ -743,6 +788,7 @@ class Qcow2Image(BlockDevice):
                 pos += n
         finally:
             self._commit_metadata()
+            self._mark_dirty(offset, length)
 
     def _zero_cluster(self, gc, in_off, n, full):
         """Zero by metadata where the format allows; False means: write zero data instead."""
@@ -819,6 +865,7 @@ class Qcow2Image(BlockDevice):
                 self._release(e)
         finally:
             self._commit_metadata()
+            self._mark_dirty(offset, length)
         for a, b in punch:  # QEMU passes the discard on to the data file
             self.data_file.punch(a, b - a)
 
@@ -834,6 +881,8 @@ class Qcow2Image(BlockDevice):
             if self.written and not self.read_only:
                 self._commit_metadata()
                 self.sync()
+            if self.bitmap_store is not None and not self.read_only:
+                self.bitmap_store.store()
         finally:
             try:
                 self._close_data_file()
@@ -884,6 +933,7 @@ class Qcow2Image(BlockDevice):
         else:
             data["compression-type"] = "zlib"
         if self.bitmaps:
+            from .bitmaps import bitmap_info
             data["bitmaps"] = [bitmap_info(b) for b in self.bitmaps]
         data["refcount-bits"] = h.refcount_bits
         if h.data_file is not None:
@@ -901,6 +951,7 @@ class Qcow2Image(BlockDevice):
         d = {"cluster-size": self.cluster_size,
              "dirty-flag": bool(self.header.incompatible_features & hdr.INCOMPAT_DIRTY)}
         if self.snapshots and not self.has_data_file:  # QEMU lists no snapshots with a data file (-ENOTSUP)
+            from .snapshots import snapshot_info
             d["snapshots"] = [snapshot_info(s) for s in self.snapshots]
         if self.crypto is not None:
             d["encrypted"] = True

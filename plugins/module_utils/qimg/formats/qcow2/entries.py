@@ -7,7 +7,6 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import array
 import sys
 
 from ...fileio import zero_bytes
@@ -25,14 +24,16 @@ _LITTLE = sys.byteorder == "little"
 
 def decode_table(raw):
     """Big-endian 64-bit entries -> array('Q') in host order (one C call, no per-entry Python)."""
-    arr = array.array("Q", raw)
+    from array import array  # here, not at the top: importing array imports collections (start-up time)
+    arr = array("Q", raw)
     if _LITTLE:
         arr.byteswap()
     return arr
 
 
 def encode_table(arr):
-    out = array.array("Q", arr)
+    from array import array
+    out = array("Q", arr)
     if _LITTLE:
         out.byteswap()
     return out.tobytes()

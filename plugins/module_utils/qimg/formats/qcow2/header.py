@@ -273,7 +273,8 @@ def _parse_extensions(h, buf, corrupt):
             raise corrupt("ext_len too large")
         data = bytes(buf[off:off + ext_len])
         off += (ext_len + 7) & ~7
-        if ext_type in seen and ext_type != 0:
+        # QEMU keeps the last backing format extension (old qemu-img rebase could add a second one)
+        if ext_type in seen and ext_type not in (0, EXT_BACKING_FORMAT):
             raise corrupt("Duplicate header extension 0x%08x" % ext_type)
         seen.add(ext_type)
         if ext_type == EXT_BACKING_FORMAT:
@@ -325,16 +326,21 @@ def serialize(h):
         ext(EXT_BACKING_FORMAT, h.backing_format.encode("utf-8", "surrogateescape"))
     if h.data_file is not None:
         ext(EXT_DATA_FILE, h.data_file.encode("utf-8", "surrogateescape"))
-    if h.bitmaps_ext is not None:
-        nb, dsize, doff = h.bitmaps_ext
-        ext(EXT_BITMAPS, BITMAPS_EXT.pack(nb, 0, dsize, doff))
+    # QEMU's qcow2_update_header() order: crypto, feature table, bitmaps, then the unknown ones
     for ext_type, data in h.unknown_extensions:
-        ext(ext_type, data)
+        if ext_type == EXT_CRYPTO:
+            ext(ext_type, data)
     if h.feature_table and h.version >= 3:
         table = bytearray()
         for kind, bit, name in h.feature_table:
             table += struct.pack(">BB46s", kind, bit, name.encode("utf-8")[:46])
         ext(EXT_FEATURE_TABLE, bytes(table))
+    if h.bitmaps_ext is not None:
+        nb, dsize, doff = h.bitmaps_ext
+        ext(EXT_BITMAPS, BITMAPS_EXT.pack(nb, 0, dsize, doff))
+    for ext_type, data in h.unknown_extensions:
+        if ext_type != EXT_CRYPTO:
+            ext(ext_type, data)
     out.extend(EXT_HEADER.pack(EXT_END, 0))
     return bytes(out)
 
@@ -347,6 +353,8 @@ def header_cluster_bytes(h, cluster_size):
     name = h.backing_file.encode("utf-8", "surrogateescape") if h.backing_file is not None else b""
     if len(name) > MAX_BACKING_NAME:
         raise ImageCorrupt("Backing file name too long")
+    if not name:
+        h.backing_file_offset = h.backing_file_size = 0   # before serializing: no stale name offset
     table = h.feature_table
     for attempt in (table, []):
         h.feature_table = attempt
@@ -359,7 +367,5 @@ def header_cluster_bytes(h, cluster_size):
     if name:
         h.backing_file_offset, h.backing_file_size = len(raw), len(name)
         raw = serialize(h)
-    else:
-        h.backing_file_offset = h.backing_file_size = 0
     h.feature_table = table
     return raw + name

@@ -27,7 +27,7 @@ import struct
 from ...errors import InvalidArgument, QimgError, UnsupportedFeature
 from ...image import DATA
 from . import header as hdr
-from .entries import ALL_ZERO_BITS, COPIED, decode_table, encode_table
+from .entries import ALL_SUBCLUSTERS, ALL_ZERO_BITS, COPIED, decode_table, encode_table
 
 SECTOR = 512
 _SIZE_L1 = struct.Struct(">QIIQ")  # size, crypt_method, l1_size, l1_table_offset: bytes 24..47
@@ -48,8 +48,9 @@ def check_resize(img, new_size, preallocation="off"):
         raise UnsupportedFeature("Resizing qcow2 images with an external data file is not supported yet")
     if img.snapshots and img.header.version < 3:
         raise UnsupportedFeature("Can't resize a v2 image which has snapshots")
-    if img.bitmaps or img.header.bitmaps_ext is not None:
-        raise UnsupportedFeature("Cannot resize qcow2 with persistent bitmaps: dirty bitmaps are not resized yet")
+    if img.bitmaps:
+        from .bitmap_ops import check_resize_bitmaps  # the bitmaps follow the new size when they are stored
+        check_resize_bitmaps(img)
     if new_size < img.size and preallocation != "off":
         raise InvalidArgument("Preallocation can't be used for shrinking an image")
     if new_size > img.size:
@@ -104,9 +105,9 @@ def _grow(img, new_size, preallocation):
     _switch_header(img)
     img.metadata_changed()
     # 5. the old L1 table is free now
-    if old_l1 is not None:
+    if old_l1 is not None and old_l1[1]:   # an empty L1 table (l1_size 0) owns no cluster, as in QEMU
         off, nbytes = old_l1
-        for k in range(_div_up(max(nbytes, 8), cs)):
+        for k in range(_div_up(nbytes, cs)):
             img.refcounts.add((off >> img.cluster_bits) + k, -1)
         img.refcounts.flush()
         img.sync()
@@ -158,13 +159,22 @@ def _prepare_range(img, start, end, preallocation, zeroing):
 
 
 def _preallocate(img, start, end, mode):
+    """QEMU's preallocation of the grown range [start, end): metadata allocates clusters (the one
+    the old end falls in stays where it is); falloc and full allocate one run of new clusters at
+    the end of the file from the old end's cluster on (that cluster's content is copied into the
+    run and the old one freed, as QEMU's copy-on-write does), reserved or written as asked."""
     cs = img.cluster_size
     cb = img.cluster_bits
-    head_end = min(end, _div_up(start, cs) * cs)
-    if head_end > start:
+    head = b""
+    if start % cs and mode == "metadata":
         # the cluster the old end falls in: allocated (copy-on-write if need be) and zeroed past the old end
+        head_end = min(end, _div_up(start, cs) * cs)
         img.write(start, bytes(head_end - start))
-    first = head_end >> cb
+        first = _div_up(start, cs)
+    else:
+        first = start >> cb
+        if start % cs:
+            head = img.read(first << cb, start - (first << cb))
     n = _div_up(end, cs) - first
     if n <= 0:
         return
@@ -194,6 +204,9 @@ def _preallocate(img, start, end, mode):
             img.file.pwrite(pos, zeros[:k] if k < len(zeros) else zeros)
             pos += k
             left -= k
+    if head:
+        img._crypt_gc = first
+        img._write_data(host0, head)
     img.sync()
     # L2 entries, one table at a time
     step = img.l2_step
@@ -210,11 +223,14 @@ def _preallocate(img, start, end, mode):
                 img._release(e)
             table[idx + j * step] = (host + j * cs) | COPIED
             if step == 2:
-                table[idx + j * step + 1] = bitmap
+                table[idx + j * step + 1] = ALL_SUBCLUSTERS if (head and gc + j == first) else bitmap
         img.l2_dirty[l2off] = table
         gc += k
         host += k * cs
-    img._commit_metadata()
+    if head:
+        _commit_and_punch(img)  # the old cluster of the old end is free: its host range goes too
+    else:
+        img._commit_metadata()
 
 
 def _set_refcount_run(rc, c0, n):

@@ -239,8 +239,10 @@ class Qcow2StreamWriter(object):
             self.data.io.wait()  # guest data reaches the data file before the tables mapping it
         self._flush_l2()
         self._align_cursor()
-        l1_off = self._take(max(1, _div_up(h.l1_size * 8, cs)) * cs)
-        self._queue(l1_off, encode_table(self.l1))
+        l1_off = 0   # an empty image has no L1 table (QEMU: offset 0; a cluster for it would leak)
+        if h.l1_size:
+            l1_off = self._take(_div_up(h.l1_size * 8, cs) * cs)
+            self._queue(l1_off, encode_table(self.l1))
         self._drain()
         self.io.wait()  # all data and tables are in the file before the refcounts and header
         # refcount structures after everything, covering themselves
