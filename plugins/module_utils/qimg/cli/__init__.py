@@ -160,7 +160,10 @@ def main(argv=None):
         err("".join("%s: %s\n" % (prog, line) for line in lines) + "".join(exc.hint))
         return exc.code
     except QimgError as exc:
-        err("%s: %s\n" % (prog, _typed_message(exc.message)) + "".join(h + "\n" for h in exc.hint))
+        # exc.reports: further error_report() lines QEMU prints after the first (program name first)
+        err("%s: %s\n" % (prog, _typed_message(exc.message)) +
+            "".join("%s: %s\n" % (prog, line) for line in getattr(exc, "reports", ())) +
+            "".join(h + "\n" for h in exc.hint))
         return 1
     except KeyboardInterrupt:
         err("%s: interrupted\n" % prog)

@@ -21,6 +21,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import heapq
+import os
 import struct
 
 from ...errors import InvalidArgument, QimgError, UnsupportedFeature
@@ -377,7 +378,13 @@ def downgrade(img, status=None):
 def _l1_tables(img):
     """(l1 entries) of the active table and of every snapshot."""
     yield img.l1
+    from .snapshot_ops import validate_snapshot_l1
     for s in img.snapshots:
+        bad = validate_snapshot_l1(img, s)  # the snapshot table is taken as QEMU opens it: check here
+        if bad:
+            err = QimgError(bad[0])
+            err.reports = ["Failed to turn zero into data clusters: %s" % os.strerror(bad[1])]
+            raise err
         yield decode_table(img.file.pread(s.l1_table_offset, s.l1_size * 8))
 
 

@@ -490,8 +490,9 @@ def _compare_refcounts(img, walker, res, fix=None):
                     res.corruptions += 1
                 else:
                     res.leaks += 1
-        for i in range(min(n, walker.file_clusters - base) - 1, -1, -1):
-            if stored[i] or computed[i]:  # like qemu-img: clusters past the end of the file do not count
+        # like qemu-img: past the end of the file only what is referenced there extends the range
+        for i in range(min(n, nclusters - base) - 1, -1, -1):
+            if stored[i] or computed[i]:
                 highest = max(highest, base + i)
                 break
     if fix is not None:

@@ -48,7 +48,7 @@ _SERIES = {}
 # create first moves what it rewrites out of the way, to write it back in place as QEMU does (see
 # _evacuate): a second copy of those tables, done only while they total at most this much
 EVACUATE_BYTES = 8 * 1024 * 1024
-MAX_DISCARD_RUNS = 1 << 16
+MAX_DISCARD_RUNS = 256  # more scattered than that (big images): left as they are, for speed
 
 
 def _series(m):
@@ -728,8 +728,8 @@ def _evacuate(img, gap):
     create rewrites none of these."""
     h = img.header
     l1 = img.l1
-    if not h.l1_size:
-        return None
+    if not h.l1_size or len(_nonzero_indexes(l1)) * img.cluster_size > EVACUATE_BYTES:
+        return None  # (the L2 tables alone are over the bound: no need to walk them)
     txn = _Txn(img)
     txn.discard = False  # create writes the freed places again
     rc, cb, cs = txn.rc, img.cluster_bits, img.cluster_size
