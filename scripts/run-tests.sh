@@ -22,7 +22,8 @@ export PY_COLORS=0 ANSIBLE_NOCOLOR=1 ANSIBLE_FORCE_COLOR=0
 
 stage_pytest() {
     local rc=0
-    "$py" -m pytest tests/pytest -q || rc=$?
+    # two workers (pytest-xdist): the machines have two cores and half the suite waits on qemu-img
+    "$py" -m pytest tests/pytest -q -n 2 || rc=$?
     if [ "$rc" -eq 5 ]; then
         echo "pytest collected no tests: counted as a failure"
     fi
