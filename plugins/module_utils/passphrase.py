@@ -53,7 +53,7 @@ KEYSLOT_SPEC = dict(type="dict", options=dict(
     state=dict(type="str", choices=["active", "inactive"], default="active"),
     new_passphrase=dict(type="str", no_log=True),
     old_passphrase=dict(type="str", no_log=True),
-    keyslot=dict(type="int"),
+    keyslot=dict(type="int", no_log=False),
     iter_time=dict(type="int"),
 ))
 

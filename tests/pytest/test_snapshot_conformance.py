@@ -35,7 +35,7 @@ def _without_dates(data, table_offset, count):
     """The image bytes with each snapshot entry's date fields (bytes 16-31) zeroed."""
     buf = bytearray(data)
     off = table_offset
-    for _ in range(count):
+    for dummy in range(count):
         id_len, name_len = struct.unpack_from(">HH", buf, off + 12)
         extra = struct.unpack_from(">I", buf, off + 36)[0]
         buf[off + 16:off + 32] = bytes(16)
@@ -60,7 +60,7 @@ def test_create_layout_is_qemus(as_qemu_img, tmp_path, writes):
 
 
 def test_create_layout_refcount_bits_1_refused_untouched(as_qemu_img, tmp_path):
-    ours, _ = _both(tmp_path, options={"refcount_bits": "1"})
+    ours, dummy = _both(tmp_path, options={"refcount_bits": "1"})
     before = ours.read_bytes()
     p = as_qemu_img("snapshot", "-c", "x", ours)
     assert p.returncode == 1 and p.stderr == "qemu-img: Could not create snapshot 'x': -22 (Invalid argument)\n"
@@ -88,7 +88,7 @@ def test_217_delete_with_io_error_leaks_as_qemu(as_qemu_img, tmp_path):
 
 def test_delete_by_spec_names(as_qemu_img, tmp_path):
     """snapshot takes what other commands take: json: names, --image-opts."""
-    ours, _ = _both(tmp_path)
+    ours, dummy = _both(tmp_path)
     as_qemu_img("snapshot", "-c", "one", ours)
     as_qemu_img("snapshot", "-c", "two", ours)
     spec = 'json:{"driver": "qcow2", "file": {"driver": "file", "filename": "%s"}}' % ours
@@ -101,7 +101,7 @@ def test_delete_by_spec_names(as_qemu_img, tmp_path):
 def test_module_ops_still_refuse_specs(tmp_path):
     from qimg.errors import QimgError
     from qimg.ops import snapshot as S
-    ours, _ = _both(tmp_path)
+    ours, dummy = _both(tmp_path)
     with pytest.raises(QimgError) as e:
         S.create_snapshot("blkdebug::%s" % ours, "x")
     assert "pseudo-filename" in str(e.value)
@@ -261,7 +261,7 @@ def test_261_upgrade_writes_qemus_extra_data(as_qemu_img, tmp_path):
     def extra_sizes(path):
         table, count = _peek(path, 64, ">Q"), _peek(path, 60, ">I")
         out = []
-        for _ in range(count):
+        for dummy in range(count):
             extra = _peek(path, table + 36, ">I")
             out.append(extra)
             table += (40 + extra + _peek(path, table + 12, ">H") + _peek(path, table + 14, ">H") + 7) & ~7

@@ -191,7 +191,7 @@ def _offload_fd(dev):
     local file, without O_DIRECT), or None."""
     from ..formats.raw import RawImage
     node = getattr(dev, "file", None)
-    if type(dev) is not RawImage or not isinstance(node, HostFile) or node.direct is not None:
+    if not isinstance(dev, RawImage) or not isinstance(node, HostFile) or node.direct is not None:
         return None
     return node.fd
 
@@ -296,8 +296,8 @@ def _reader(devs, total, sparse_size, q, stop, pool, salvage=None, offload=False
                 buf = pool.get(stop)
                 if buf is None:
                     break
-                q.put(("chunk", pos, n, _read_pieces(status, pos, pos + n, sparse_size, buf, salvage, offload,
-                                                            first), buf))
+                pieces = _read_pieces(status, pos, pos + n, sparse_size, buf, salvage, offload, first)
+                q.put(("chunk", pos, n, pieces, buf))
                 pos += n
         q.put(("end", None, None, None, None))
     except BaseException as e:  # handed to the writing thread, which re-raises it
