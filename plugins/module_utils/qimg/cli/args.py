@@ -69,6 +69,13 @@ def output_format(output):
     raise CommandError("--output must be used with human or json as argument.")
 
 
+def progress_mode(arg):
+    """--progress=human|json (convert, rebase, commit): the mode, or qemu-img's refusal."""
+    if arg not in ("human", "json"):
+        raise CommandError("--progress must be used with human or json as argument.")
+    return arg
+
+
 def add_option_list(options, arg):
     """Accumulate repeated -o arguments as qemu-img does ("a=1" then "b=2" -> "a=1,b=2")."""
     if not valid_option_list(arg):

@@ -12,7 +12,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-from .args import CACHE_MODES, cvtnum, edit_target
+from .args import CACHE_MODES, cvtnum, edit_target, progress_mode
 from .cmd_resize import report_open
 from .errors import CommandError, HelpRequested, UsageError
 from .getopt import getopt
@@ -43,9 +43,7 @@ def run(argv, ctx):
         elif opt == "p":
             progress = progress or "human"
         elif opt == "progress":
-            if arg not in ("human", "json"):
-                raise CommandError("--progress must be used with human or json as argument.")
-            progress = arg
+            progress = progress_mode(arg)
         elif opt == "q":
             quiet = True
         elif opt == "r":

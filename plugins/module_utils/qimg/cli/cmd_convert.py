@@ -7,7 +7,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-from .args import CACHE_MODES, add_option_list, cvtnum, image_name, snapshot_opts, split_opt_list
+from .args import CACHE_MODES, add_option_list, cvtnum, image_name, progress_mode, snapshot_opts, split_opt_list
 from .errors import CommandError, HelpRequested
 from .getopt import getopt
 from .output import format_option_help
@@ -54,9 +54,7 @@ def run(argv, ctx):
         elif opt == "p":
             progress = progress or "human"
         elif opt == "progress":
-            if arg not in ("human", "json"):
-                raise CommandError("--progress must be used with human or json as argument.")
-            progress = arg
+            progress = progress_mode(arg)
         elif opt == "t":
             cache = arg
         elif opt == "T":

@@ -9,7 +9,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-from .args import CACHE_MODES, edit_target
+from .args import CACHE_MODES, edit_target, progress_mode
 from .cmd_resize import report_open
 from .errors import CommandError, HelpRequested, UsageError
 from .getopt import getopt
@@ -38,9 +38,7 @@ def run(argv, ctx):
         elif opt == "p":
             progress = progress or "human"
         elif opt == "progress":
-            if arg not in ("human", "json"):
-                raise CommandError("--progress must be used with human or json as argument.")
-            progress = arg
+            progress = progress_mode(arg)
         elif opt == "t":
             cache = arg
         elif opt == "T":
